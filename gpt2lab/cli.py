@@ -1,0 +1,166 @@
+"""The `gpt2lab` command: argument parsing only. Each subcommand hands its arguments to one function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+from .recipes import PRESETS, RECIPES
+
+TOKENIZER_HELP = "folder with GPT-2's encoder.json + vocab.bpe (default: $GPT2LAB_TOKENIZER, else tiktoken's cache)"
+
+
+def _catalogue() -> str:
+    presets = "\n".join(f"  {name}" for name in PRESETS)
+    recipes = "\n".join(f"  {name}: {entry['description']}" for name, entry in RECIPES.items())
+    return f"presets (--preset):\n{presets}\n\nrecipes (--recipe):\n{recipes}"
+
+
+def cmd_prepare(args) -> None:
+    from .data.prepare import PrepareOptions, prepare
+
+    opts = PrepareOptions(
+        val_fraction=args.val_fraction, seed=args.seed, workers=args.workers, shard_tokens=args.shard_tokens,
+        tokenizer=args.tokenizer, overwrite=args.overwrite, quiet=args.quiet,
+    )
+    meta = prepare(args.inputs, args.out, opts)
+    for split, info in meta["splits"].items():
+        print(f"{split}: {info['tokens']:,} tokens, {info['documents']:,} documents, {len(info['shards'])} shard(s)")
+    print(f"split: {meta['split']['description']}")
+    print(f"wrote {args.out} in {meta['prepare_seconds']:.1f} s")
+
+
+def cmd_train(args) -> None:
+    from .config import build_config
+    from .train.trainer import Trainer
+
+    flags = {
+        "data": {"dir": args.data} if args.data else {},
+        "schedule": {"max_steps": args.max_steps} if args.max_steps is not None else {},
+        "run": {k: v for k, v in {
+            "eval_every": args.eval_every, "checkpoint_every": args.checkpoint_every, "seed": args.seed,
+            "device": args.device, "micro_batch": args.micro_batch,
+        }.items() if v is not None},
+    }
+    base = None
+    saved = Path(args.out) / "config.json"
+    if args.resume and saved.is_file():
+        base = json.loads(saved.read_text())  # a resumed run keeps its own config unless told otherwise
+    cfg = build_config(base=base, recipe=args.recipe, preset=args.preset, file=args.config, sets=args.set, flags=flags)
+    result = Trainer(cfg, args.out, resume=args.resume).fit()
+    if result["checkpoint"]:
+        print(f"checkpoint: {result['checkpoint']}")
+
+
+def cmd_eval(args) -> None:
+    from .eval.perplexity import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.device, args.batch_size, args.max_batches)
+    if not args.json:
+        print(f"{result['checkpoint']} on {args.data} [{result['split']}]: {result['tokens']:,} tokens")
+    print(json.dumps(result) if args.json else f"loss {result['loss']:.4f} | perplexity {result['perplexity']:.2f}")
+
+
+def cmd_sample(args) -> None:
+    from .sampling import sample_text
+
+    texts = sample_text(
+        args.checkpoint, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+        args.seed, args.num_samples, args.device, args.tokenizer,
+    )
+    for i, text in enumerate(texts):
+        if len(texts) > 1:
+            print(f"--- sample {i + 1} ---")
+        print(args.prompt + text)
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.out, args.max_steps, args.device, args.tokenizer)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpt2lab", description="Pretrain GPT-2-class language models from scratch.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("prepare", help="tokenize text into train/val token shards", formatter_class=fmt,
+                       description="Tokenize plain text (.txt) and JSON lines with a 'text' field (.jsonl), plain, "
+                                   ".gz or .xz, into uint16 token shards (llm.c's .bin layout) plus meta.json. "
+                                   "The validation split takes whole documents.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
+    p.add_argument("--out", required=True, help="the data directory to write")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of documents held out (default 0.1)")
+    p.add_argument("--workers", type=int, default=1, help="tokenizer processes (default 1)")
+    p.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard (default 1e8)")
+    p.add_argument("--seed", type=int, default=1337, help="seed for choosing validation documents")
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing data directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model", formatter_class=fmt, epilog=_catalogue(),
+                       description="Train a GPT. Config layers: defaults < --recipe < --preset < --config FILE "
+                                   "< --set key=value < flags.")
+    p.add_argument("--preset", help="a model preset (below)")
+    p.add_argument("--recipe", help="a named whole run (below)")
+    p.add_argument("--data", help="data directory written by `gpt2lab prepare`")
+    p.add_argument("--out", required=True, help="run directory (metrics.jsonl, checkpoints, config.json)")
+    p.add_argument("--config", help="TOML, YAML or JSON file with [model], [data], [optim], [schedule], [run]")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one setting (repeatable)")
+    p.add_argument("--max-steps", type=int, help="optimizer steps in the run (schedule.max_steps)")
+    p.add_argument("--eval-every", type=int, help="steps between validation passes")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--micro-batch", type=int, help="sequences per forward pass (run.micro_batch)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (cuda never falls back to the CPU)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="validation loss and perplexity of a checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint folder or a run directory (its latest checkpoint)")
+    p.add_argument("--data", required=True, help="data directory written by `gpt2lab prepare`")
+    p.add_argument("--split", default="val", choices=["val", "train"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-batches", type=int, default=0, help="0: every window of the split")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint folder or a run directory (its latest checkpoint)")
+    p.add_argument("--prompt", default="", help="text to continue (default: a new document)")
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
+    p.add_argument("--top-k", type=int, default=50, help="0 turns top-k off")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("demo", help="the whole pipeline in about a minute, on a corpus that ships with Python")
+    p.add_argument("--out", default="runs/demo", help="folder for the corpus, data and run (default runs/demo)")
+    p.add_argument("--max-steps", type=int, default=30)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"gpt2lab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gpt2lab: interrupted", file=sys.stderr)
+        return 130
+    return 0

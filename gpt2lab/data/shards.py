@@ -1,0 +1,100 @@
+"""The on-disk token format: the single source of truth for reading and writing shards.
+
+A data directory holds
+  meta.json                   tokenizer, token and document counts per split, how the split was made
+  train_000000.bin, ...       token shards
+  val_000000.bin, ...
+
+Each .bin shard uses llm.c's layout, so llm.c and other tools read it as is:
+  a header of 256 little-endian int32: [MAGIC=20240520, VERSION=1, n_tokens, 0, ...]  (1024 bytes)
+  then n_tokens little-endian uint16 token ids.
+Documents are concatenated, each preceded by <|endoftext|>, so every shard starts with one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+MAGIC = 20240520
+VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+TOKEN_DTYPE = np.dtype("<u2")
+META_FILE = "meta.json"
+SPLITS = ("train", "val")
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}_{index:06d}.bin"
+
+
+def write_shard(path: Path, tokens: np.ndarray) -> None:
+    """Write tokens atomically: a temporary file, fsync, then rename."""
+    if tokens.size and int(tokens.max()) >= 2**16:
+        raise ValueError("token ids must fit in uint16")
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[:3] = (MAGIC, VERSION, tokens.size)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype(TOKEN_DTYPE, copy=False).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_shard(path: Path) -> np.memmap:
+    """Memory-map a shard's tokens after checking its header and size."""
+    size = path.stat().st_size if path.exists() else -1
+    if size < HEADER_BYTES:
+        raise UserError(f"shard {path} is missing or shorter than its header; run `gpt2lab prepare` again")
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    if header[0] != MAGIC or header[1] != VERSION:
+        raise UserError(
+            f"{path} is not a gpt2lab/llm.c token shard (magic {header[0]}, version {header[1]}); "
+            "prepare the data with `gpt2lab prepare`"
+        )
+    n = int(header[2])
+    expected = HEADER_BYTES + n * TOKEN_DTYPE.itemsize
+    if size != expected:
+        raise UserError(
+            f"shard {path} is truncated or padded: its header says {n} tokens ({expected} bytes) but the "
+            f"file has {size} bytes; run `gpt2lab prepare` again"
+        )
+    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r", offset=HEADER_BYTES, shape=(n,))
+
+
+def read_meta(data_dir: str | os.PathLike) -> dict:
+    path = Path(data_dir) / META_FILE
+    if not Path(data_dir).is_dir():
+        raise UserError(f"data directory {data_dir} does not exist; create it with `gpt2lab prepare INPUT --out {data_dir}`")
+    if not path.is_file():
+        raise UserError(f"{data_dir} has no {META_FILE}: it is not a prepared data directory; run `gpt2lab prepare`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); run `gpt2lab prepare` again") from None
+
+
+def split_shards(data_dir: str | os.PathLike, split: str) -> list[np.memmap]:
+    """All shards of one split, checked against meta.json's token counts."""
+    meta = read_meta(data_dir)
+    info = meta.get("splits", {}).get(split)
+    if not info or not info.get("shards"):
+        raise UserError(f"{data_dir} has no {split!r} split; run `gpt2lab prepare` with a validation fraction")
+    shards = []
+    for entry in info["shards"]:
+        shard = read_shard(Path(data_dir) / entry["file"])
+        if len(shard) != entry["tokens"]:
+            raise UserError(
+                f"shard {entry['file']} holds {len(shard)} tokens but {META_FILE} says {entry['tokens']}; "
+                "the data directory is inconsistent, run `gpt2lab prepare` again"
+            )
+        shards.append(shard)
+    return shards

@@ -1,0 +1,1 @@
+"""Interop with Hugging Face transformers (export and import commands arrive with a later issue)."""

@@ -1,0 +1,78 @@
+"""GPT-2's byte-pair encoding through tiktoken, usable offline.
+
+Where the vocabulary comes from, in order:
+  1. a folder passed in (or named by $GPT2LAB_TOKENIZER) holding encoder.json + vocab.bpe, or r50k_base.tiktoken;
+  2. tiktoken's own cache ($TIKTOKEN_CACHE_DIR), which downloads the files once when there is a network.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UserError
+
+ENDOFTEXT = "<|endoftext|>"
+GPT2_EOT = 50256
+GPT2_N_VOCAB = 50257
+
+
+class Tokenizer:
+    """A thin wrapper over a tiktoken Encoding: plain-text encode (no special tokens), decode, and the EOT id."""
+
+    def __init__(self, encoding, source: str):
+        self.encoding = encoding
+        self.source = source  # where the vocabulary was loaded from, for metadata and messages
+        self.name = encoding.name
+        self.n_vocab = encoding.n_vocab
+        self.eot = encoding.eot_token
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.encoding.encode_ordinary_batch(texts, num_threads=1)
+
+    def decode(self, ids) -> str:
+        return self.encoding.decode(list(ids))
+
+
+def _from_folder(folder: Path):
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks, load_tiktoken_bpe
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    if (folder / "encoder.json").is_file() and (folder / "vocab.bpe").is_file():
+        ranks = data_gym_to_mergeable_bpe_ranks(str(folder / "vocab.bpe"), str(folder / "encoder.json"))
+    elif (folder / "r50k_base.tiktoken").is_file():
+        ranks = load_tiktoken_bpe(str(folder / "r50k_base.tiktoken"))
+    else:
+        raise UserError(
+            f"tokenizer folder {folder} holds neither encoder.json + vocab.bpe nor r50k_base.tiktoken; "
+            "point --tokenizer at a folder with GPT-2's BPE files"
+        )
+    return tiktoken.Encoding(
+        name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: GPT2_EOT}
+    )
+
+
+def load_tokenizer(folder: str | os.PathLike | None = None) -> Tokenizer:
+    """GPT-2's tokenizer from a local folder if given (or $GPT2LAB_TOKENIZER), else through tiktoken's cache."""
+    folder = folder or os.environ.get("GPT2LAB_TOKENIZER")
+    if folder:
+        path = Path(folder).expanduser()
+        if not path.is_dir():
+            raise UserError(f"tokenizer folder {path} does not exist; pass a folder holding encoder.json and vocab.bpe")
+        return Tokenizer(_from_folder(path), source=str(path.resolve()))
+    import tiktoken
+
+    try:
+        encoding = tiktoken.get_encoding("gpt2")
+    except Exception as exc:  # tiktoken raises requests/urllib errors of many kinds when offline
+        raise UserError(
+            "could not load GPT-2's BPE vocabulary (no network and no local copy: "
+            f"{type(exc).__name__}); set TIKTOKEN_CACHE_DIR to a tiktoken cache, or pass --tokenizer DIR "
+            "(or set GPT2LAB_TOKENIZER) to a folder holding encoder.json and vocab.bpe"
+        ) from None
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR", "tiktoken's default cache")
+    return Tokenizer(encoding, source=f"tiktoken:gpt2 ({cache})")

@@ -1,0 +1,115 @@
+"""Checkpoints: one folder per save, written under a temporary name and renamed when complete.
+
+RUN_DIR/checkpoints/step_00001000/
+  model.safetensors   the weights (tied embeddings stored once)
+  state.pt            optimizer, loader position, RNG states, grad scaler, step
+  config.json         the resolved run config
+  COMPLETE            written last; a folder without it is ignored
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from ..config import Config, from_dict
+from ..errors import UserError
+from ..model import GPT
+
+CHECKPOINTS = "checkpoints"
+WEIGHTS, STATE, CONFIG, MARKER = "model.safetensors", "state.pt", "config.json", "COMPLETE"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, model: GPT, config: Config, state: dict) -> Path:
+    root = Path(run_dir) / CHECKPOINTS
+    final = root / f"step_{step:08d}"
+    tmp = root / f".step_{step:08d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / WEIGHTS))
+    torch.save({"step": step, **state}, tmp / STATE)
+    (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    for name in (WEIGHTS, STATE, CONFIG):
+        with open(tmp / name, "rb") as f:
+            os.fsync(f.fileno())
+    (tmp / MARKER).write_text(f"{step}\n")
+    _fsync_dir(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    return final
+
+
+def is_checkpoint(path: Path) -> bool:
+    return (path / MARKER).is_file() and (path / WEIGHTS).is_file()
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return None
+    done = sorted(p for p in root.glob("step_*") if is_checkpoint(p))
+    return done[-1] if done else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder, or a run directory meaning its latest complete checkpoint."""
+    p = Path(path)
+    if is_checkpoint(p):
+        return p
+    latest = latest_checkpoint(p)
+    if latest is None:
+        if not p.exists():
+            raise UserError(f"checkpoint {p} does not exist; pass a checkpoint folder or a run directory")
+        raise UserError(f"{p} holds no complete checkpoint; pass a checkpoint folder or a run directory that has one")
+    return latest
+
+
+def load_config(checkpoint: Path) -> Config:
+    try:
+        return from_dict(json.loads((checkpoint / CONFIG).read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {checkpoint / CONFIG} ({exc}); the checkpoint is incomplete or corrupt") from None
+
+
+def load_weights(model: GPT, checkpoint: Path, device: torch.device | str = "cpu") -> None:
+    try:
+        missing, unexpected = load_model(model, str(checkpoint / WEIGHTS), strict=False, device=str(device))
+    except Exception as exc:
+        raise UserError(f"cannot load weights from {checkpoint} ({type(exc).__name__}: {exc}); "
+                        "the checkpoint is corrupt or of another architecture") from None
+    if missing or unexpected:
+        raise UserError(
+            f"{checkpoint} does not match the model: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}; "
+            "it was saved for another architecture"
+        )
+
+
+def load_model_from_checkpoint(path: str | os.PathLike, device: torch.device) -> tuple[GPT, Config, Path]:
+    """(model on device in eval mode, its config, the checkpoint folder) for eval and sampling."""
+    checkpoint = resolve_checkpoint(path)
+    config = load_config(checkpoint)
+    model = GPT(config.model)
+    load_weights(model, checkpoint)
+    return model.to(device).eval(), config, checkpoint
+
+
+def load_state(checkpoint: Path) -> dict:
+    try:
+        return torch.load(checkpoint / STATE, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UserError(f"cannot read {checkpoint / STATE} ({type(exc).__name__}); the checkpoint is corrupt") from None

@@ -1,0 +1,75 @@
+"""Shared fixtures: paths into ../shared (skipped cleanly when absent) and small synthetic data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpt2lab.config import build_config
+from gpt2lab.data.shards import META_FILE, shard_name, write_shard
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+TOKENIZER_DIR = SHARED / "data" / "gpt2_tokenizer"
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir() -> str:
+    if not (TOKENIZER_DIR / "encoder.json").is_file():
+        pytest.skip(f"GPT-2 tokenizer files not found at {TOKENIZER_DIR} (../shared is absent)")
+    return str(TOKENIZER_DIR)
+
+
+@pytest.fixture
+def offline_tokenizer(tokenizer_dir, monkeypatch):
+    """Points tiktoken's cache at the shared copy so that the default (no folder) path works offline."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(TOKENIZER_DIR / "tiktoken_cache"))
+    monkeypatch.delenv("GPT2LAB_TOKENIZER", raising=False)
+    return tokenizer_dir
+
+
+@pytest.fixture(scope="session")
+def shared_file():
+    def get(*parts: str) -> Path:
+        path = SHARED.joinpath(*parts)
+        if not path.exists():
+            pytest.skip(f"{path} not found (../shared is absent)")
+        return path
+
+    return get
+
+
+def make_data_dir(path: Path, vocab: int = 64, train_tokens: int = 20_000, val_tokens: int = 2_000,
+                  shard_tokens: int = 7_000, seed: int = 0) -> Path:
+    """A prepared data directory of random tokens (a repeating pattern plus noise, so it is learnable)."""
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for split, n in (("train", train_tokens), ("val", val_tokens)):
+        tokens = (np.arange(n) * 7 + rng.integers(0, 2, n)) % vocab
+        shards = []
+        for i, start in enumerate(range(0, n, shard_tokens)):
+            chunk = tokens[start : start + shard_tokens]
+            write_shard(path / shard_name(split, i), chunk)
+            shards.append({"file": shard_name(split, i), "tokens": int(chunk.size)})
+        splits[split] = {"tokens": n, "documents": 1, "shards": shards}
+    meta = {"tokenizer": {"name": "synthetic", "n_vocab": vocab, "eot": vocab - 1}, "splits": splits}
+    (path / META_FILE).write_text(json.dumps(meta))
+    return path
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return make_data_dir(tmp_path / "data")
+
+
+MICRO_MODEL = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "model.vocab_size=64"]
+
+
+def micro_config(data: Path, *sets: str, **kw):
+    """A config for a model small enough that a training step takes milliseconds."""
+    defaults = ["schedule.max_steps=8", "schedule.warmup_steps=2", "run.micro_batch=4", "run.log_every=0",
+                "run.eval_every=0", "run.eval_batches=2", "run.checkpoint_every=0", "run.device=cpu", "optim.lr=1e-2"]
+    return build_config(sets=MICRO_MODEL + defaults + [f"data.dir={data}", *sets], **kw)

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from gpt2lab.model import GPT, GPTConfig, generate, sample_next
+
+CONFIGS = {
+    "classic": GPTConfig(vocab_size=101, block_size=24, n_layer=2, n_head=2, n_embd=32),
+    "modern": GPTConfig(vocab_size=101, block_size=24, n_layer=2, n_head=2, n_embd=32, pos="rope",
+                        mlp="swiglu", norm="rmsnorm", bias=False, qk_norm=True),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("new_tokens", [10, 40])  # 40 runs past block_size, where the window slides
+def test_kv_cache_matches_no_cache(name, new_tokens):
+    torch.manual_seed(0)
+    model = GPT(CONFIGS[name])
+    prompt = torch.randint(0, 101, (3, 6))
+    kw = dict(temperature=1.0, top_k=20, top_p=0.9, seed=123)
+    with_cache = generate(model, prompt, new_tokens, use_cache=True, **kw)
+    without = generate(model, prompt, new_tokens, use_cache=False, **kw)
+    assert torch.equal(with_cache, without)
+    assert with_cache.shape == (3, 6 + new_tokens)
+
+
+def test_cached_logits_equal_full_forward():
+    torch.manual_seed(0)
+    model = GPT(CONFIGS["modern"]).eval()
+    from gpt2lab.model import KVCache
+
+    x = torch.randint(0, 101, (2, 12))
+    full, _ = model(x)
+    cache = KVCache(model, 2)
+    model(x[:, :8], cache=cache)
+    for t in range(8, 12):
+        step, _ = model(x[:, t : t + 1], cache=cache)
+        assert torch.allclose(step[:, 0], full[:, t], atol=1e-5)
+
+
+def test_greedy_and_seeded_sampling_are_deterministic():
+    torch.manual_seed(0)
+    model = GPT(CONFIGS["classic"])
+    prompt = torch.randint(0, 101, (1, 4))
+    assert torch.equal(generate(model, prompt, 8, temperature=0), generate(model, prompt, 8, temperature=0))
+    assert torch.equal(generate(model, prompt, 8, seed=7), generate(model, prompt, 8, seed=7))
+
+
+def test_stop_token_and_padded_vocab():
+    torch.manual_seed(0)
+    model = GPT(CONFIGS["classic"])
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+        model.transformer.wte.weight[0].zero_()
+    # all logits equal: with valid_vocab=1 only token 0 can be drawn; it is the stop token
+    out = generate(model, torch.zeros(2, 3, dtype=torch.long), 10, stop_token=0, valid_vocab=1, seed=0)
+    assert out.shape == (2, 4)
+
+
+def test_top_k_and_top_p_restrict_choices():
+    logits = torch.tensor([[5.0, 4.0, 1.0, 0.0, -1.0]])
+    g = torch.Generator().manual_seed(0)
+    picks = {sample_next(logits, top_k=2, generator=g).item() for _ in range(200)}
+    assert picks <= {0, 1}
+    picks = {sample_next(logits, top_p=0.5, generator=g).item() for _ in range(200)}
+    assert picks == {0}

@@ -1,0 +1,122 @@
+import math
+
+import pytest
+import torch
+
+from gpt2lab.model import GPT, GPTConfig
+from gpt2lab.recipes import PRESETS
+
+MODERN = dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False)
+VARIANTS = {
+    "classic": {},
+    "modern": MODERN,
+    "modern+qknorm": {**MODERN, "qk_norm": True},
+    "rope-only": {"pos": "rope"},
+    "swiglu-only": {"mlp": "swiglu"},
+}
+
+
+def small(**kw) -> GPTConfig:
+    return GPTConfig(**{**dict(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=64), **kw})
+
+
+def test_gpt2_124m_parameter_count_matches_hf():
+    transformers = pytest.importorskip("transformers")
+    ours = GPT(GPTConfig(**PRESETS["gpt2-124m"])).num_params()
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=50304)).num_parameters()
+    assert ours == hf == 124_475_904
+
+
+@pytest.mark.parametrize(
+    "name,low,high",
+    [("tiny", 6e6, 8e6), ("gpt2-15m", 14e6, 18e6), ("gpt2-25m", 16e6, 20e6), ("gpt2-124m-modern", 120e6, 126e6)],
+)
+def test_preset_parameter_counts(name, low, high):
+    n = GPT(GPTConfig(**PRESETS[name])).num_params()
+    assert low < n < high
+
+
+def test_large_presets_have_gpt2_shapes():
+    # counted from shapes on the meta device: no memory is spent on 1.5B parameters
+    expected = {"gpt2-350m": 354_823_168, "gpt2-774m": 774_030_080, "gpt2-1558m": 1_557_611_200}
+    for name, n in expected.items():
+        with torch.device("meta"):
+            model = GPT(GPTConfig(**{**PRESETS[name], "vocab_size": 50257}))
+        assert model.num_params() == n, name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_causality(variant):
+    torch.manual_seed(0)
+    model = GPT(small(**VARIANTS[variant])).eval()
+    x = torch.randint(0, 97, (2, 20))
+    y = x.clone()
+    y[:, 12:] = torch.randint(0, 97, (2, 8))
+    a, _ = model(x)
+    b, _ = model(y)
+    assert torch.allclose(a[:, :12], b[:, :12], atol=1e-6)
+    assert not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_loss_at_init_is_log_vocab(variant):
+    torch.manual_seed(0)
+    model = GPT(small(vocab_size=1000, **VARIANTS[variant]))
+    x = torch.randint(0, 1000, (4, 32))
+    _, loss = model(x, torch.randint(0, 1000, (4, 32)))
+    assert abs(loss.item() - math.log(1000)) < 0.1
+
+
+@pytest.mark.parametrize("variant", ["classic", "modern+qknorm"])
+def test_tiny_model_overfits_one_batch(variant):
+    torch.manual_seed(0)
+    model = GPT(small(**VARIANTS[variant]))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    x = torch.randint(0, 97, (4, 32))
+    y = torch.roll(x, -1, dims=1)
+    for _ in range(150):
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+
+
+def test_tied_embeddings_and_residual_init():
+    model = GPT(small(n_layer=8))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    std = model.transformer.h[0].attn.c_proj.weight.std().item()
+    assert abs(std - 0.02 / math.sqrt(16)) < 0.001
+    assert abs(model.transformer.h[0].attn.c_attn.weight.std().item() - 0.02) < 0.002
+
+
+def test_modern_model_has_no_biases_and_no_position_table():
+    model = GPT(small(**MODERN, qk_norm=True))
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(n.endswith("bias") for n in names)
+    assert "transformer.wpe.weight" not in names
+    assert model.config.hidden_dim == 192  # 8/3 * 64 rounded up to 64
+
+
+def test_rope_is_relative():
+    """Attention scores under RoPE depend only on the distance between positions."""
+    from gpt2lab.model.gpt import apply_rope, rope_tables
+
+    cos, sin = rope_tables(8, 16, 10000.0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    def score(i, j):
+        return (apply_rope(q, cos[i:i + 1], sin[i:i + 1]) * apply_rope(k, cos[j:j + 1], sin[j:j + 1])).sum()
+    assert torch.allclose(score(3, 1), score(10, 8), atol=1e-5)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="divisible"):
+        GPT(small(n_head=5))
+    with pytest.raises(ValueError, match="pos"):
+        GPT(small(pos="alibi"))
+
+
+def test_sequence_longer_than_block_is_refused():
+    model = GPT(small())
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 33, dtype=torch.long))

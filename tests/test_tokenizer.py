@@ -1,0 +1,48 @@
+import pytest
+
+from gpt2lab.errors import UserError
+from gpt2lab.tokenizer import load_tokenizer
+
+
+def test_hello_world_from_folder(tokenizer_dir):
+    tok = load_tokenizer(tokenizer_dir)
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tok.n_vocab == 50257 and tok.eot == 50256
+    text = "Some text, with <|endoftext|> inside, é and 日本."
+    assert tok.decode(tok.encode(text)) == text
+    assert 50256 not in tok.encode(text)  # special tokens in data are plain text, never the separator
+
+
+def test_tiktoken_cache_dir_is_honoured(offline_tokenizer):
+    tok = load_tokenizer()
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tok.source.startswith("tiktoken:gpt2")
+
+
+def test_env_variable_names_a_folder(tokenizer_dir, monkeypatch):
+    monkeypatch.setenv("GPT2LAB_TOKENIZER", tokenizer_dir)
+    assert load_tokenizer().encode("Hello world") == [15496, 995]
+
+
+def test_tiktoken_file_alone_is_enough(tokenizer_dir, tmp_path):
+    import shutil
+
+    shutil.copy(f"{tokenizer_dir}/r50k_base.tiktoken", tmp_path)
+    assert load_tokenizer(tmp_path).encode("Hello world") == [15496, 995]
+
+
+def test_missing_vocabulary_gives_one_line_fix(tmp_path, monkeypatch):
+    with pytest.raises(UserError, match="encoder.json"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(UserError, match="does not exist"):
+        load_tokenizer(tmp_path / "nope")
+    # no folder, an empty tiktoken cache and no network: the error says how to fix it
+    monkeypatch.delenv("GPT2LAB_TOKENIZER", raising=False)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    import tiktoken.registry
+
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    monkeypatch.setattr("tiktoken.load.read_file", lambda path: (_ for _ in ()).throw(ConnectionError("offline")))
+    with pytest.raises(UserError, match="TIKTOKEN_CACHE_DIR") as err:
+        load_tokenizer()
+    assert "\n" not in str(err.value)
