@@ -88,7 +88,8 @@ class Config:
              f"schedule.min_lr={self.schedule.min_lr} must be between 0 and optim.lr={self.optim.lr}"),
             (self.schedule.max_steps > 0, f"schedule.max_steps must be positive, got {self.schedule.max_steps}"),
             (0 <= self.schedule.warmup_steps <= self.schedule.max_steps,
-             f"schedule.warmup_steps={self.schedule.warmup_steps} must be between 0 and max_steps={self.schedule.max_steps}"),
+             f"schedule.warmup_steps={self.schedule.warmup_steps} must be between 0 and max_steps={self.schedule.max_steps}; "
+             "lower it with --set schedule.warmup_steps=N or raise --max-steps"),
             (self.schedule.decay in ("cosine", "linear", "constant"),
              f"schedule.decay={self.schedule.decay!r} is not one of cosine, linear, constant"),
             (self.run.micro_batch > 0, f"run.micro_batch must be positive, got {self.run.micro_batch}"),

@@ -17,7 +17,6 @@ from .sampling import sample_text
 from .train.trainer import Trainer
 
 DEMO_SETTINGS = [
-    "schedule.warmup_steps=5",
     "schedule.min_lr=3e-4",
     "optim.lr=3e-3",
     "run.micro_batch=16",
@@ -51,7 +50,8 @@ def run_demo(out: str, max_steps: int = 30, device: str = "auto", tokenizer: str
     echo(f"prepared: {counts['train']:,} train / {counts['val']:,} val tokens ({meta['split']['description']})")
     cfg = build_config(
         preset="tiny",
-        sets=DEMO_SETTINGS + [f"data.dir={data_dir}", f"schedule.max_steps={max_steps}", f"run.device={device}"],
+        sets=DEMO_SETTINGS + [f"data.dir={data_dir}", f"schedule.max_steps={max_steps}",
+                                 f"schedule.warmup_steps={min(5, max_steps)}", f"run.device={device}"],
     )
     run_dir = out_dir / "run"
     if (run_dir / "config.json").is_file():  # a previous demo's run: start over

@@ -1,0 +1,87 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from gpt2lab.data.loader import BatchStream, Windows, eval_batches
+from gpt2lab.errors import UserError
+
+
+def test_windows_shift_and_stay_inside_shards(data_dir):
+    w = Windows(data_dir, "train", 32)
+    # three shards of 7000, 7000 and 6000 tokens: (n - 1) // 32 windows each
+    assert len(w) == 218 + 218 + 187
+    stream = BatchStream(w, 8, seed=1)
+    x, y = stream.next_batch(torch.device("cpu"))
+    assert x.shape == y.shape == (8, 32) and x.dtype == torch.long
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    full = np.concatenate([np.asarray(s) for s in w.shards])
+    last = w.tokens(np.array([217, 218]))  # last window of shard 0, first of shard 1
+    assert np.array_equal(last[0], full[217 * 32 : 218 * 32 + 1])
+    assert np.array_equal(last[1], full[7000 : 7000 + 33])
+
+
+def test_same_seed_same_batches_other_seed_other_batches(data_dir):
+    w = Windows(data_dir, "train", 32)
+    a, b, c = BatchStream(w, 8, 1), BatchStream(w, 8, 1), BatchStream(w, 8, 2)
+    seq_a = [a.next_indices() for _ in range(5)]
+    assert all(np.array_equal(p, q) for p, q in zip(seq_a, [b.next_indices() for _ in range(5)]))
+    assert not all(np.array_equal(p, q) for p, q in zip(seq_a, [c.next_indices() for _ in range(5)]))
+
+
+def test_every_window_once_per_epoch_and_reshuffled(data_dir):
+    w = Windows(data_dir, "train", 32)
+    n = len(w)
+    stream = BatchStream(w, 7, seed=3)  # 7 does not divide 623: batches straddle epochs
+    taken = np.concatenate([stream.next_indices() for _ in range(3 * n // 7 + 1)])
+    for epoch in range(3):
+        chunk = taken[epoch * n : (epoch + 1) * n]
+        assert sorted(chunk.tolist()) == list(range(n))
+    assert not np.array_equal(taken[:n], taken[n : 2 * n])
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_ranks_take_disjoint_parts_of_the_same_global_batch(data_dir, world):
+    w = Windows(data_dir, "train", 32)
+    single = BatchStream(w, 4 * world, seed=5)
+    ranks = [BatchStream(w, 4, seed=5, rank=r, world_size=world) for r in range(world)]
+    for _ in range(200):  # crosses an epoch boundary
+        parts = [r.next_indices() for r in ranks]
+        assert np.array_equal(np.concatenate(parts), single.next_indices())
+        assert len(set(np.concatenate(parts).tolist())) == 4 * world
+
+
+def test_resume_continues_exactly(data_dir):
+    w = Windows(data_dir, "train", 32)
+    uninterrupted = BatchStream(w, 8, seed=9)
+    first = [uninterrupted.next_indices() for _ in range(100)]
+    rest = [uninterrupted.next_indices() for _ in range(100)]
+    interrupted = BatchStream(w, 8, seed=9)
+    for _ in range(100):
+        interrupted.next_indices()
+    resumed = BatchStream(w, 8, seed=0)
+    resumed.load_state_dict(interrupted.state_dict())
+    assert all(np.array_equal(a, b) for a, b in zip(rest, [resumed.next_indices() for _ in range(100)]))
+    assert first
+
+
+def test_resume_refuses_other_data(data_dir):
+    w32, w16 = Windows(data_dir, "train", 32), Windows(data_dir, "train", 16)
+    with pytest.raises(UserError, match="same data directory"):
+        BatchStream(w16, 8, 0).load_state_dict(BatchStream(w32, 8, 0).state_dict())
+
+
+def test_eval_batches_cover_the_split_in_order(data_dir):
+    w = Windows(data_dir, "val", 32)
+    batches = list(eval_batches(w, 8))
+    assert sum(len(b) for b in batches) == len(w)
+    assert len(list(eval_batches(w, 8, max_batches=2))) == 2
+
+
+def test_context_longer_than_data(tmp_path):
+    from tests.conftest import make_data_dir
+
+    d = make_data_dir(tmp_path / "d", val_tokens=20)
+    with pytest.raises(UserError, match="too few for one window"):
+        Windows(d, "val", 32)
