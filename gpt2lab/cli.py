@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -45,23 +46,55 @@ def cmd_train(args) -> None:
             "device": args.device, "micro_batch": args.micro_batch,
         }.items() if v is not None},
     }
-    base = None
+    base, model = None, None
     saved = Path(args.out) / "config.json"
     if args.resume and saved.is_file():
         base = json.loads(saved.read_text())  # a resumed run keeps its own config unless told otherwise
-    cfg = build_config(base=base, recipe=args.recipe, preset=args.preset, file=args.config, sets=args.set, flags=flags)
-    result = Trainer(cfg, args.out, resume=args.resume).fit()
+    elif args.init_from:
+        from .train.checkpoint import load_config, resolve_checkpoint
+
+        model = dataclasses.asdict(load_config(resolve_checkpoint(args.init_from)).model)
+    cfg = build_config(base=base, recipe=args.recipe, preset=args.preset, model=model, file=args.config,
+                       sets=args.set, flags=flags)
+    result = Trainer(cfg, args.out, resume=args.resume, init_from=args.init_from).fit()
     if result["checkpoint"]:
         print(f"checkpoint: {result['checkpoint']}")
 
 
 def cmd_eval(args) -> None:
-    from .eval.perplexity import evaluate_checkpoint
+    from .eval.run import evaluate
 
-    result = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.device, args.batch_size, args.max_batches)
-    if not args.json:
-        print(f"{result['checkpoint']} on {args.data} [{result['split']}]: {result['tokens']:,} tokens")
-    print(json.dumps(result) if args.json else f"loss {result['loss']:.4f} | perplexity {result['perplexity']:.2f}")
+    result = evaluate(args.checkpoint, args.data, args.split, args.hellaswag, args.limit, args.text, args.stride,
+                      args.device, args.batch_size, args.max_batches, args.tokenizer)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"checkpoint: {result['checkpoint']}")
+    if args.split in result:
+        r = result[args.split]
+        print(f"{args.split} ({args.data}): {r['tokens']:,} tokens | loss {r['loss']:.4f} | perplexity {r['perplexity']:.2f}")
+    if "hellaswag" in result:
+        r = result["hellaswag"]
+        print(f"hellaswag: {r['examples']:,} examples | acc {r['acc']:.4f} | acc_norm {r['acc_norm']:.4f} | {r['seconds']:.1f} s")
+    if "text" in result:
+        r = result["text"]
+        print(f"text ({args.text}): {r['tokens']:,} tokens | loss {r['loss']:.4f} | perplexity {r['perplexity']:.2f} "
+              f"| {r['bits_per_byte']:.4f} bits/byte | stride {r['stride']}")
+
+
+def cmd_export(args) -> None:
+    from .interop.hf import export_hf
+
+    info = export_hf(args.checkpoint, args.out, args.tokenizer)
+    tokenizer = "with tokenizer files" if info["tokenizer"] else "without tokenizer files (none found; pass --tokenizer DIR)"
+    print(f"wrote {info['architecture']} to {info['out']} {tokenizer}")
+
+
+def cmd_import(args) -> None:
+    from .interop.hf import import_hf
+
+    info = import_hf(args.hf_dir, args.out)
+    print(f"imported {info['architecture']} ({info['parameters']:,} parameters) into {info['out']}")
 
 
 def cmd_sample(args) -> None:
@@ -119,17 +152,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (cuda never falls back to the CPU)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--init-from", metavar="CHECKPOINT", help="start from these weights (fine-tuning; e.g. from `gpt2lab import`)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="validation loss and perplexity of a checkpoint")
+    p = sub.add_parser("eval", help="val loss, HellaSwag and text perplexity of a checkpoint",
+                       description="Evaluate a checkpoint on a prepared split (--data), HellaSwag (--hellaswag) "
+                                   "and/or any UTF-8 text (--text). With --json the last line of stdout is one JSON object.")
     p.add_argument("checkpoint", help="a checkpoint folder or a run directory (its latest checkpoint)")
-    p.add_argument("--data", required=True, help="data directory written by `gpt2lab prepare`")
+    p.add_argument("--data", help="data directory written by `gpt2lab prepare`: loss and perplexity on --split")
     p.add_argument("--split", default="val", choices=["val", "train"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-batches", type=int, default=0, help="0: every window of the split")
+    p.add_argument("--hellaswag", metavar="FILE", help="the original hellaswag_val.jsonl: acc and acc_norm")
+    p.add_argument("--limit", type=int, default=0, help="HellaSwag: only the first N examples")
+    p.add_argument("--text", metavar="FILE", help="a UTF-8 text file: loss, perplexity, bits per byte")
+    p.add_argument("--stride", type=int, default=0, help="text: slide windows by this many tokens (default: the context, no overlap)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="write a checkpoint as a Hugging Face transformers model folder")
+    p.add_argument("checkpoint", help="a checkpoint folder or a run directory (its latest checkpoint)")
+    p.add_argument("--format", default="hf", choices=["hf"], help="hf: safetensors + config for from_pretrained")
+    p.add_argument("--out", required=True, help="the folder to write")
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("import", help="turn a transformers GPT-2 folder into a gpt2lab checkpoint")
+    p.add_argument("hf_dir", help="a folder saved by transformers (gpt2, gpt2-medium, gpt2-large, gpt2-xl, ...)")
+    p.add_argument("--out", required=True, help="the checkpoint folder to write")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("checkpoint", help="a checkpoint folder or a run directory (its latest checkpoint)")

@@ -24,6 +24,7 @@ from .runtime import PRECISIONS
 class DataConfig:
     dir: str = ""  # a directory written by `gpt2lab prepare`
     seq_len: int = 0  # tokens per training window; 0 means the model's block_size
+    tokenizer: str = ""  # folder with GPT-2's BPE files for in-loop HellaSwag; "" means $GPT2LAB_TOKENIZER or tiktoken's cache
 
 
 @dataclass
@@ -57,6 +58,9 @@ class RunConfig:
     eval_every: int = 250  # steps between validation passes; 0: only at the end
     eval_batches: int = 20  # micro-batches per validation pass; 0: the whole validation split
     checkpoint_every: int = 1000  # steps between checkpoints; 0: only at the end
+    hellaswag_every: int = 0  # steps between HellaSwag passes (needs hellaswag_path); 0: never
+    hellaswag_path: str = ""  # the original hellaswag_val.jsonl
+    hellaswag_limit: int = 0  # examples per in-loop pass (the first N); 0: all 10,042
 
 
 @dataclass
@@ -97,8 +101,9 @@ class Config:
             (self.run.precision in PRECISIONS, f"run.precision={self.run.precision!r} is not one of {', '.join(PRECISIONS)}"),
             (self.optim.grad_clip >= 0, f"optim.grad_clip must be 0 (off) or positive, got {self.optim.grad_clip}"),
             (0 <= self.optim.beta1 < 1 and 0 <= self.optim.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)"),
-            (min(self.run.log_every, self.run.eval_every, self.run.checkpoint_every, self.run.eval_batches) >= 0,
-             "run.log_every, eval_every, checkpoint_every and eval_batches must not be negative"),
+            (min(self.run.log_every, self.run.eval_every, self.run.checkpoint_every, self.run.eval_batches,
+                 self.run.hellaswag_every, self.run.hellaswag_limit) >= 0,
+             "run.log_every, eval_every, checkpoint_every, eval_batches and hellaswag_* must not be negative"),
         ]
         for ok, message in checks:
             if not ok:
@@ -230,19 +235,25 @@ def build_config(
     base: dict | None = None,
     recipe: str | None = None,
     preset: str | None = None,
+    model: dict | None = None,
     file: str | None = None,
     sets: list[str] | None = None,
     flags: dict | None = None,
 ) -> Config:
-    """Assemble and validate a Config from the layers described at the top of this module."""
+    """Assemble and validate a Config from the layers described at the top of this module.
+
+    `model` is a whole model section (e.g. a checkpoint's) that takes the preset's place.
+    """
     from . import recipes
 
     layer: dict = merge({}, base, " (saved config)") if base else {}
     if recipe:
         layer = merge(layer, recipes.recipe(recipe), " (recipe)")
-    if preset:
+    if preset and model:
+        raise UserError("a preset and a given model (e.g. --init-from) both name the model; drop --preset")
+    if preset or model:
         layer["model"] = {}
-        layer = merge(layer, {"model": recipes.preset(preset)})
+        layer = merge(layer, {"model": recipes.preset(preset) if preset else model})
     if file:
         layer = merge(layer, load_file(file), f" (in {file})")
     if sets:

@@ -27,7 +27,7 @@ RECIPES: dict[str, dict] = {
         "description": (
             "GPT-2 124M with RoPE, SwiGLU, RMSNorm and tied embeddings on FineWeb-Edu sample-10BT: "
             "524,288-token steps (32 x 1024 per micro-batch), AdamW lr 1.8e-3 -> 1.8e-4 with 285 warmup steps "
-            "and cosine decay over 38,146 steps (2 epochs), bf16, torch.compile; val loss 2.99 on one RTX 5090 "
+            "and cosine decay over 38,146 steps (2 epochs), bf16, torch.compile, val and HellaSwag every 250 steps (set run.hellaswag_path); val loss 2.99 on one RTX 5090 "
             "in 22 h as reported"
         ),
         "preset": "gpt2-124m-modern",
@@ -35,7 +35,7 @@ RECIPES: dict[str, dict] = {
             "optim": {"lr": 1.8e-3, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.0},
             "schedule": {"max_steps": 38146, "warmup_steps": 285, "min_lr": 1.8e-4, "decay": "cosine"},
             "run": {"micro_batch": 32, "batch_tokens": 524288, "seed": 1337, "precision": "bf16", "compile": True,
-                    "eval_every": 250, "checkpoint_every": 5000},
+                    "eval_every": 250, "checkpoint_every": 5000, "hellaswag_every": 250},
         },
     },
     "gpt2-25m-wikitext103": {

@@ -56,6 +56,26 @@ def _from_folder(folder: Path):
     )
 
 
+_BPE_URLS = {  # where tiktoken downloads GPT-2's files; its cache names each by the SHA-1 of its URL
+    "encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+    "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+}
+
+
+def bpe_files(folder: str | os.PathLike | None = None) -> tuple[Path, Path] | None:
+    """(encoder.json, vocab.bpe) from a folder, $GPT2LAB_TOKENIZER or tiktoken's cache; None if not on disk."""
+    folder = folder or os.environ.get("GPT2LAB_TOKENIZER")
+    if folder:
+        pair = Path(folder) / "encoder.json", Path(folder) / "vocab.bpe"
+    else:
+        import hashlib
+        import tempfile
+
+        cache = Path(os.environ.get("TIKTOKEN_CACHE_DIR") or Path(tempfile.gettempdir()) / "data-gym-cache")
+        pair = tuple(cache / hashlib.sha1(_BPE_URLS[n].encode()).hexdigest() for n in ("encoder.json", "vocab.bpe"))
+    return pair if all(p.is_file() for p in pair) else None
+
+
 def load_tokenizer(folder: str | os.PathLike | None = None) -> Tokenizer:
     """GPT-2's tokenizer from a local folder if given (or $GPT2LAB_TOKENIZER), else through tiktoken's cache."""
     folder = folder or os.environ.get("GPT2LAB_TOKENIZER")

@@ -58,7 +58,7 @@ def test_prepare_train_eval_sample_end_to_end(tmp_path, tokenizer_dir, capsys):
 
     assert main(["eval", run, "--data", data, "--json", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["checkpoint"].endswith("step_00000008") and result["perplexity"] > 1
+    assert result["checkpoint"].endswith("step_00000008") and result["val"]["perplexity"] > 1
 
     assert main(["sample", run, "--prompt", "Document 3", "--max-new-tokens", "5", "--seed", "1",
                  "--tokenizer", tokenizer_dir, "--device", "cpu"]) == 0
@@ -71,3 +71,58 @@ def test_demo_runs_the_whole_pipeline(tmp_path, offline_tokenizer, capsys):
     assert "val loss" in out and "perplexity" in out and "sample:" in out
     assert (tmp_path / "demo" / "run" / "metrics.jsonl").is_file()
     assert list((tmp_path / "demo" / "run" / "checkpoints").glob("step_*/COMPLETE"))
+
+
+@pytest.fixture
+def gpt2_data(tmp_path, tokenizer_dir):
+    src = write_jsonl(tmp_path / "docs.jsonl", make_docs(40))
+    main(["prepare", str(src), "--out", str(tmp_path / "data"), "--tokenizer", tokenizer_dir, "--quiet"])
+    return tmp_path / "data"
+
+
+def test_import_finetune_eval_export(tmp_path, tokenizer_dir, gpt2_data, shared_file, capsys):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64))
+    hf.save_pretrained(tmp_path / "hf_gpt2")
+    assert main(["import", str(tmp_path / "hf_gpt2"), "--out", str(tmp_path / "imported")]) == 0
+    hellaswag = str(shared_file("data", "hellaswag", "hellaswag_val.jsonl"))
+    run = str(tmp_path / "ft")
+    assert main(["train", "--init-from", str(tmp_path / "imported"), "--data", str(gpt2_data), "--out", run,
+                 "--max-steps", "4", "--micro-batch", "2", "--device", "cpu", "--set", "schedule.warmup_steps=1",
+                 "--set", "run.hellaswag_every=2", "--set", f"run.hellaswag_path={hellaswag}",
+                 "--set", "run.hellaswag_limit=6", "--set", f"data.tokenizer={tokenizer_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert "initialised from" in out and "hellaswag" in out
+    records = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "hellaswag_acc_norm" in r] == [2, 4]
+
+    text = tmp_path / "t.txt"
+    text.write_text("Document 1 begins. river stone lamp.\n" * 20)
+    assert main(["eval", run, "--data", str(gpt2_data), "--hellaswag", hellaswag, "--limit", "8", "--text", str(text),
+                 "--stride", "32", "--tokenizer", tokenizer_dir, "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["hellaswag"]["examples"] == 8 and 0 <= result["hellaswag"]["acc_norm"] <= 1
+    assert result["text"]["stride"] == 32 and result["text"]["bits_per_byte"] > 0 and "val" in result
+
+    assert main(["export", run, "--format", "hf", "--out", str(tmp_path / "exported"), "--tokenizer", tokenizer_dir]) == 0
+    assert "GPT2LMHeadModel" in capsys.readouterr().out
+    assert (tmp_path / "exported" / "model.safetensors").is_file() and (tmp_path / "exported" / "vocab.json").is_file()
+
+
+def test_init_from_conflicts_and_bad_eval_input(tmp_path, gpt2_data, capsys):
+    assert main(["eval", str(tmp_path), "--device", "cpu"]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\x00bad")
+    sets = [a for s in MICRO_MODEL if not s.startswith("model.vocab_size") for a in ("--set", s)]
+    main(["train", "--data", str(gpt2_data), "--out", str(tmp_path / "r"), *sets, "--max-steps", "1",
+          "--set", "schedule.warmup_steps=0", "--device", "cpu"])
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "r"), "--text", str(bad), "--device", "cpu"]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    assert main(["train", "--init-from", str(tmp_path / "r"), "--preset", "tiny", "--data", str(gpt2_data),
+                 "--out", str(tmp_path / "r2")]) == 2
+    assert "drop --preset" in capsys.readouterr().err

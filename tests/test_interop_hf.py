@@ -1,31 +1,111 @@
 import pytest
 import torch
 
-from gpt2lab.interop.hf import from_hf_gpt2_state_dict, hf_gpt2_config, to_hf_gpt2_state_dict
+from gpt2lab.config import Config
+from gpt2lab.errors import UserError
+from gpt2lab.interop.hf import (
+    export_hf, from_hf_gpt2_state_dict, hf_architecture, hf_gpt2_config, import_hf, to_hf_gpt2_state_dict,
+)
 from gpt2lab.model import GPT, GPTConfig
+from gpt2lab.train.checkpoint import load_model_from_checkpoint, write_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
+BASE = dict(vocab_size=320, block_size=64, n_layer=3, n_head=4, n_embd=64)
+MODERN = dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False)
+EXPORTABLE = {
+    "classic": ({}, "GPT2LMHeadModel"),
+    "modern": (MODERN, "LlamaForCausalLM"),
+    "modern+qk_norm": ({**MODERN, "qk_norm": True}, "Qwen3ForCausalLM"),
+    "modern untied, theta 500": ({**MODERN, "tie_embeddings": False, "rope_theta": 500.0}, "LlamaForCausalLM"),
+}
+
+
+def random_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**{**BASE, **kw})).eval()
+    with torch.no_grad():  # norms away from 1 and biases away from 0, so that a mix-up would show
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def logits(model, x):
+    with torch.no_grad():
+        out = model(x)
+    return out[0] if isinstance(out, tuple) else out.logits
+
 
 def test_logits_equal_hf_gpt2():
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=320, block_size=64, n_layer=3, n_head=4, n_embd=64)).eval()
+    model = random_model()
     hf = transformers.GPT2LMHeadModel(hf_gpt2_config(model.config)).eval()
-    missing, unexpected = hf.load_state_dict(to_hf_gpt2_state_dict(model), strict=False)
-    assert not unexpected and all(k.endswith("attn.bias") or k == "lm_head.weight" for k in missing)
+    hf.load_state_dict(to_hf_gpt2_state_dict(model), strict=False)
     x = torch.randint(0, 320, (2, 64))
-    with torch.no_grad():
-        ours, _ = model(x)
-        theirs = hf(x).logits
-    assert (ours - theirs).abs().max().item() <= 1e-5
+    assert (logits(model, x) - logits(hf, x)).abs().max().item() <= 1e-5
 
 
-def test_hf_weights_load_into_gpt2lab():
+def test_hf_gpt2_weights_load_into_gpt2lab():
     torch.manual_seed(1)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=128, n_positions=32, n_embd=32,
                                                              n_layer=2, n_head=2)).eval()
     model = GPT(GPTConfig(vocab_size=128, block_size=32, n_layer=2, n_head=2, n_embd=32)).eval()
     model.load_state_dict(from_hf_gpt2_state_dict(hf.state_dict()))
     x = torch.randint(0, 128, (1, 32))
-    with torch.no_grad():
-        assert (model(x)[0] - hf(x).logits).abs().max().item() <= 1e-5
+    assert (logits(model, x) - logits(hf, x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("name", EXPORTABLE)
+def test_export_loads_in_transformers_with_equal_logits_and_imports_back(name, tmp_path):
+    switches, architecture = EXPORTABLE[name]
+    model = random_model(**switches)
+    write_checkpoint(tmp_path / "ckpt", model, Config(model=model.config), {"step": 0})
+    info = export_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"))
+    assert info["architecture"] == architecture
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").float().eval()
+    assert type(hf).__name__ == architecture
+    x = torch.randint(0, 320, (2, 64))
+    assert (logits(model, x) - logits(hf, x)).abs().max().item() <= 1e-5
+    # and back: import gives the same logits again
+    import_hf(str(tmp_path / "hf"), str(tmp_path / "back"))
+    again, cfg, _ = load_model_from_checkpoint(tmp_path / "back", torch.device("cpu"))
+    assert cfg.model == model.config
+    assert (logits(model, x) - logits(again, x)).abs().max().item() <= 1e-5
+
+
+def test_import_a_transformers_gpt2_folder(tmp_path):
+    """As OpenAI's gpt2 is saved by transformers: vocab 50257, tied head, gelu_new (random weights here)."""
+    torch.manual_seed(2)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=128)).eval()
+    hf.save_pretrained(tmp_path / "gpt2")
+    info = import_hf(str(tmp_path / "gpt2"), str(tmp_path / "ckpt"))
+    assert info["architecture"] == "gpt2"
+    model, cfg, _ = load_model_from_checkpoint(tmp_path / "ckpt", torch.device("cpu"))
+    assert cfg.model.vocab_size == 50257 and cfg.model.is_classic
+    x = torch.randint(0, 50257, (2, 100))
+    assert (logits(model, x) - logits(hf, x)).abs().max().item() <= 1e-5
+
+
+def test_features_without_an_equivalent_are_refused(tmp_path):
+    with pytest.raises(UserError, match="pos='learned'"):
+        hf_architecture(GPTConfig(**BASE, mlp="swiglu", norm="rmsnorm", bias=False))
+    with pytest.raises(UserError, match="no exact transformers equivalent"):
+        hf_architecture(GPTConfig(**BASE, pos="rope"))
+    with pytest.raises(UserError, match="not a transformers model folder"):
+        import_hf(str(tmp_path), str(tmp_path / "out"))
+
+
+def test_exported_tokenizer_works_with_autotokenizer(tmp_path, tokenizer_dir):
+    model = random_model()
+    write_checkpoint(tmp_path / "ckpt", model, Config(model=model.config), {"step": 0})
+    assert export_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"), tokenizer=tokenizer_dir)["tokenizer"]
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert tok("Hello world")["input_ids"] == [15496, 995]
+    assert tok.eos_token_id == 50256
+
+
+def test_tokenizer_found_in_tiktoken_cache(offline_tokenizer):
+    from gpt2lab.tokenizer import bpe_files
+
+    encoder, merges = bpe_files()
+    assert encoder.stat().st_size > 1_000_000 and merges.read_text().startswith("#version")

@@ -50,6 +50,17 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
+def json_lines(f, path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed object) for each non-blank line of an open JSON-lines file."""
+    for line_no, line in enumerate(f, 1):
+        if not line.strip():
+            continue
+        try:
+            yield line_no, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{line_no} is not valid JSON ({exc.msg}); fix or remove that line") from None
+
+
 def iter_documents(files: list[Path]) -> Iterator[str]:
     """Every non-empty document of every file, in order."""
     for path in files:
@@ -60,13 +71,7 @@ def iter_documents(files: list[Path]) -> Iterator[str]:
                     if text.strip():
                         yield text
                     continue
-                for line_no, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise UserError(f"{path}:{line_no} is not valid JSON ({exc.msg}); fix or remove that line") from None
+                for line_no, record in json_lines(f, path):
                     if not isinstance(record, dict) or not isinstance(record.get(TEXT_FIELD), str):
                         raise UserError(f"{path}:{line_no} has no string field {TEXT_FIELD!r}; each line needs one")
                     if record[TEXT_FIELD].strip():

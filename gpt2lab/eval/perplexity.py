@@ -1,10 +1,11 @@
-"""Validation loss and perplexity over the windows of a prepared split."""
+"""Loss, perplexity and bits per byte: over a prepared split's windows, or over any token sequence."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 
 from ..data.loader import Windows, eval_batches, to_device
 from ..runtime import Runtime
@@ -27,17 +28,59 @@ def evaluate_loss(model: torch.nn.Module, windows: Windows, batch_size: int, run
     return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": count}
 
 
-def evaluate_checkpoint(checkpoint: str, data_dir: str, split: str = "val", device: str = "auto",
-                        batch_size: int = 8, max_batches: int = 0) -> dict:
-    """Loss and perplexity of a checkpoint on a prepared split, over all its windows by default."""
-    from ..data.shards import read_meta
-    from ..runtime import resolve_runtime
-    from ..train.checkpoint import load_model_from_checkpoint
-    from ..train.trainer import check_data_fits
 
-    runtime = resolve_runtime(device)
-    model, config, path = load_model_from_checkpoint(checkpoint, runtime.device)
-    check_data_fits(config, read_meta(data_dir))
-    windows = Windows(data_dir, split, config.seq_len)
-    result = evaluate_loss(model, windows, batch_size, runtime, max_batches)
-    return {"checkpoint": str(path), "split": split, "seq_len": config.seq_len, **result}
+def text_windows(n_targets: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, end, first_scored) per window over n_targets next-token predictions.
+
+    The model reads inputs [start, end) and only the predictions [first_scored, end) are scored, so each
+    prediction counts once. stride == context gives non-overlapping windows; a smaller stride slides the
+    window so that every prediction after the first window sees at least context - stride tokens before it.
+    """
+    windows = []
+    for first in range(0, n_targets, stride):
+        end = min(first + stride, n_targets)
+        windows.append((max(0, end - context), end, first))
+    return windows
+
+
+@torch.no_grad()
+def evaluate_tokens(model: torch.nn.Module, ids: list[int], runtime: Runtime, context: int, stride: int = 0,
+                    batch_size: int = 8) -> dict:
+    """Mean loss of predicting ids[1:] from what precedes each token, in windows of `context` tokens."""
+    stride = stride or context
+    if not 0 < stride <= context:
+        raise ValueError(f"stride must be between 1 and the context length {context}, got {stride}")
+    was_training = model.training
+    model.eval()
+    seq = torch.tensor(ids, dtype=torch.long)
+    inputs, targets = seq[:-1], seq[1:]
+    windows = text_windows(len(targets), context, stride)
+    total = 0.0
+    # windows of equal length run together; only the first few (shorter than context) run alone
+    groups: dict[int, list] = {}
+    for w in windows:
+        groups.setdefault(w[1] - w[0], []).append(w)
+    for length, group in groups.items():
+        for b in range(0, len(group), batch_size):
+            chunk = group[b : b + batch_size]
+            x = torch.stack([inputs[s:e] for s, e, _ in chunk]).to(runtime.device)
+            y = torch.stack([targets[s:e] for s, e, _ in chunk]).to(runtime.device)
+            for row, (s, _, first) in enumerate(chunk):
+                y[row, : first - s] = -1  # context only, scored by an earlier window
+            with runtime.autocast():
+                logits, _ = model(x)
+            total += F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-1, reduction="sum").item()
+    model.train(was_training)
+    mean = total / len(targets)
+    return {"tokens": len(targets), "loss": mean, "perplexity": math.exp(min(mean, 50.0)), "total_nats": total}
+
+
+def evaluate_text(model: torch.nn.Module, text: str, tokenizer, runtime: Runtime, context: int, stride: int = 0) -> dict:
+    """Loss, perplexity and bits per UTF-8 byte of a text; it starts after <|endoftext|>, as documents do in
+    training, so that every one of its tokens is predicted."""
+    ids = [tokenizer.eot] + tokenizer.encode(text)
+    result = evaluate_tokens(model, ids, runtime, context, stride)
+    n_bytes = len(text.encode("utf-8"))
+    result.update(bytes=n_bytes, bits_per_byte=result["total_nats"] / math.log(2) / n_bytes,
+                  stride=stride or context, context=context)
+    return result

@@ -33,25 +33,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: str | os.PathLike, step: int, model: GPT, config: Config, state: dict) -> Path:
-    root = Path(run_dir) / CHECKPOINTS
-    final = root / f"step_{step:08d}"
-    tmp = root / f".step_{step:08d}.tmp"
+def write_checkpoint(folder: Path, model: GPT, config: Config, state: dict) -> Path:
+    """Write a checkpoint folder atomically: a temporary sibling, fsynced, marked COMPLETE, then renamed."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / WEIGHTS))
-    torch.save({"step": step, **state}, tmp / STATE)
+    torch.save(state, tmp / STATE)
     (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     for name in (WEIGHTS, STATE, CONFIG):
         with open(tmp / name, "rb") as f:
             os.fsync(f.fileno())
-    (tmp / MARKER).write_text(f"{step}\n")
+    (tmp / MARKER).write_text(f"{state.get('step', 0)}\n")
     _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-    return final
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    _fsync_dir(folder.parent)
+    return folder
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, model: GPT, config: Config, state: dict) -> Path:
+    """RUN_DIR/checkpoints/step_NNNNNNNN with the model, the config and the training state."""
+    folder = Path(run_dir) / CHECKPOINTS / f"step_{step:08d}"
+    return write_checkpoint(folder, model, config, {"step": step, **state})
 
 
 def is_checkpoint(path: Path) -> bool:

@@ -15,9 +15,11 @@ from ..config import Config
 from ..data.loader import BatchStream, Windows
 from ..data.shards import read_meta
 from ..errors import UserError
+from ..eval.hellaswag import encode_examples, evaluate_hellaswag, read_examples
 from ..eval.perplexity import evaluate_loss
 from ..metrics.logger import MetricsLogger, truncate_metrics
 from ..model import GPT
+from ..tokenizer import load_tokenizer
 from ..runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
 from . import checkpoint as ckpt
 from .optim import build_optimizer, set_lr
@@ -54,7 +56,8 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: str | os.PathLike, resume: bool = False, echo: Callable = print):
+    def __init__(self, cfg: Config, run_dir: str | os.PathLike, resume: bool = False, init_from: str | None = None,
+                 echo: Callable = print):
         self.cfg, self.run_dir, self.echo = cfg, Path(run_dir), echo
         if not cfg.data.dir:
             raise UserError("no training data: pass --data DATA_DIR (a folder written by `gpt2lab prepare`)")
@@ -79,6 +82,9 @@ class Trainer:
         self.step = 0
         if resume:
             self._restore(existing)
+        elif init_from:
+            self._init_from(init_from)
+        self.hellaswag = self._load_hellaswag()
         self.compiled = torch.compile(self.model) if cfg.run.compile else self.model
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +102,24 @@ class Trainer:
         self.step = state["step"]
         truncate_metrics(self.run_dir, self.step)
         self.echo(f"resumed from {checkpoint} at step {self.step}")
+
+    def _init_from(self, path: str) -> None:
+        source = ckpt.resolve_checkpoint(path)
+        source_model = ckpt.load_config(source).model
+        if source_model != self.cfg.model:
+            raise UserError(f"--init-from {source}: its model settings differ from this run's; drop --preset and model.* overrides")
+        ckpt.load_weights(self.model, source, self.runtime.device)
+        self.echo(f"initialised from {source}")
+
+    def _load_hellaswag(self):
+        run = self.cfg.run
+        if not run.hellaswag_every:
+            return None
+        if not run.hellaswag_path:
+            self.echo(f"note: HellaSwag every {run.hellaswag_every} steps is off until run.hellaswag_path names hellaswag_val.jsonl")
+            return None
+        rows = read_examples(run.hellaswag_path, run.hellaswag_limit)
+        return encode_examples(rows, load_tokenizer(self.cfg.data.tokenizer or None))
 
     def save(self) -> Path:
         state = {
@@ -163,8 +187,12 @@ class Trainer:
                     last_val = self.evaluate()
                     if last_val is not None:
                         record.update(val_loss=last_val["loss"], val_perplexity=last_val["perplexity"])
+                if self.hellaswag and (self.step % run.hellaswag_every == 0 or final):
+                    hs = evaluate_hellaswag(self.compiled, self.hellaswag, self.runtime, cfg.model.block_size)
+                    record.update(hellaswag_acc=hs["acc"], hellaswag_acc_norm=hs["acc_norm"])
                 logger.log(record)
-                if run.log_every and (self.step % run.log_every == 0 or self.step == 1) or "val_loss" in record:
+                evaluated = "val_loss" in record or "hellaswag_acc" in record
+                if run.log_every and (self.step % run.log_every == 0 or self.step == 1) or evaluated:
                     self.echo(format_record(record, max_steps))
                 if (run.checkpoint_every and self.step % run.checkpoint_every == 0) or final:
                     saved_at = self.save()
@@ -180,4 +208,6 @@ def format_record(r: dict, max_steps: int) -> str:
     )
     if "val_loss" in r:
         line += f" | val loss {r['val_loss']:.4f} ppl {r['val_perplexity']:.2f}"
+    if "hellaswag_acc_norm" in r:
+        line += f" | hellaswag {r['hellaswag_acc_norm']:.4f}"
     return line

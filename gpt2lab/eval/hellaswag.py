@@ -1,0 +1,105 @@
+"""HellaSwag, scored completion-style as OpenAI's GPT-2 numbers are.
+
+For each example the context is `ctx`; each of the four endings is appended with a leading space, and scored
+by the loss of its own tokens given the context: summed (acc) and divided by its length (acc_norm). The
+prediction is the ending with the lowest loss. Endings of many examples run through the model together,
+sorted by length so that little of each batch is padding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data.sources import json_lines
+from ..errors import UserError
+from ..runtime import Runtime
+
+
+@dataclass
+class Example:
+    context: list[int]
+    endings: list[list[int]]
+    label: int
+
+
+def read_examples(path: str | Path, limit: int = 0) -> list[dict]:
+    """The rows of a HellaSwag jsonl file, checked; limit > 0 keeps the first `limit`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"HellaSwag file {p} does not exist; pass the original hellaswag_val.jsonl")
+    rows = []
+    with open(p, encoding="utf-8", errors="strict") as f:
+        try:
+            for line_no, row in json_lines(f, p):
+                ok = (isinstance(row, dict) and isinstance(row.get("ctx"), str) and isinstance(row.get("endings"), list)
+                      and len(row["endings"]) == 4 and all(isinstance(e, str) for e in row["endings"])
+                      and isinstance(row.get("label"), int) and 0 <= row["label"] < 4)
+                if not ok:
+                    raise UserError(f"{p}:{line_no} is not a HellaSwag row: it needs 'ctx', four 'endings' and a 'label' 0-3")
+                rows.append(row)
+                if limit and len(rows) == limit:
+                    break
+        except UnicodeDecodeError:
+            raise UserError(f"{p} is not UTF-8 text; pass the original hellaswag_val.jsonl") from None
+    if not rows:
+        raise UserError(f"{p} holds no HellaSwag examples")
+    return rows
+
+
+def encode_examples(rows: list[dict], tokenizer) -> list[Example]:
+    return [
+        Example(tokenizer.encode(row["ctx"]), [tokenizer.encode(" " + e) for e in row["endings"]], row["label"])
+        for row in rows
+    ]
+
+
+def _rows(example: Example, block_size: int) -> list[tuple[list[int], int]]:
+    """(tokens, ending length) per ending; the context loses tokens from the left if the model needs it."""
+    out = []
+    for ending in example.endings:
+        seq = (example.context + ending)[-(block_size + 1):]
+        out.append((seq, min(len(ending), len(seq) - 1)))
+    return out
+
+
+@torch.no_grad()
+def ending_losses(model, examples: list[Example], runtime: Runtime, block_size: int) -> torch.Tensor:
+    """(len(examples), 4, 2): for each ending its summed and its mean token loss, in one batched forward."""
+    rows = [r for ex in examples for r in _rows(ex, block_size)]
+    width = max(len(seq) for seq, _ in rows) - 1
+    x = torch.zeros(len(rows), width, dtype=torch.long)
+    y = torch.full((len(rows), width), -1, dtype=torch.long)
+    for i, (seq, n_end) in enumerate(rows):
+        t = torch.tensor(seq)
+        x[i, : len(seq) - 1] = t[:-1]
+        y[i, len(seq) - 1 - n_end : len(seq) - 1] = t[len(seq) - n_end :]  # only the ending is scored
+    x, y = x.to(runtime.device), y.to(runtime.device)
+    with runtime.autocast():
+        logits, _ = model(x)
+    losses = F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-1, reduction="none")
+    total = losses.sum(dim=1)
+    count = (y >= 0).sum(dim=1).clamp(min=1)
+    return torch.stack([total, total / count], dim=1).view(len(examples), 4, 2).cpu()
+
+
+def evaluate_hellaswag(model, examples: list[Example], runtime: Runtime, block_size: int, batch_examples: int = 16) -> dict:
+    """acc (lowest summed loss) and acc_norm (lowest per-token loss) over the examples."""
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].context) + max(map(len, examples[i].endings)))
+    correct = torch.zeros(2)
+    for b in range(0, len(order), batch_examples):
+        chosen = [examples[i] for i in order[b : b + batch_examples]]
+        scores = ending_losses(model, chosen, runtime, block_size)
+        labels = torch.tensor([ex.label for ex in chosen])
+        correct += (scores.argmin(dim=1) == labels[:, None]).sum(dim=0).float()
+    model.train(was_training)
+    n = len(examples)
+    return {"acc": correct[0].item() / n, "acc_norm": correct[1].item() / n, "examples": n,
+            "seconds": round(time.perf_counter() - start, 3)}

@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt2lab.errors import UserError
+from gpt2lab.eval.hellaswag import Example, encode_examples, ending_losses, evaluate_hellaswag, read_examples
+from gpt2lab.model import GPT, GPTConfig
+from gpt2lab.runtime import resolve_runtime
+
+RT = resolve_runtime("cpu")
+
+
+def random_examples(n, seed=0, vocab=97):
+    g = torch.Generator().manual_seed(seed)
+    def ids(lo, hi):
+        return torch.randint(0, vocab, (int(torch.randint(lo, hi, (1,), generator=g)),), generator=g).tolist()
+    return [Example(ids(3, 20), [ids(1, 9) for _ in range(4)], i % 4) for i in range(n)]
+
+
+def reference_scores(model, ex):
+    """One ending at a time, no batching, no padding: the plain definition."""
+    out = []
+    for ending in ex.endings:
+        seq = torch.tensor(ex.context + ending)
+        logits, _ = model(seq[None, :-1])
+        losses = F.cross_entropy(logits[0], seq[1:], reduction="none")[len(ex.context) - 1:]
+        out.append((losses.sum().item(), losses.mean().item()))
+    return torch.tensor(out)
+
+
+def test_batched_scores_equal_the_plain_computation():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=97, block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()
+    examples = random_examples(10)
+    batched = ending_losses(model, examples, RT, 64)
+    for i, ex in enumerate(examples):
+        assert torch.allclose(batched[i], reference_scores(model, ex), atol=1e-5)
+    # accuracy from the batched, length-sorted path equals accuracy from the reference scores
+    ref = torch.stack([reference_scores(model, ex) for ex in examples]).argmin(dim=1)
+    labels = torch.tensor([ex.label for ex in examples])
+    result = evaluate_hellaswag(model, examples, RT, 64, batch_examples=3)
+    assert result["acc"] == pytest.approx((ref[:, 0] == labels).float().mean().item())
+    assert result["acc_norm"] == pytest.approx((ref[:, 1] == labels).float().mean().item())
+
+
+def test_long_contexts_are_cut_from_the_left():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=97, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    ex = Example(list(range(40)), [[1, 2], [3], [4, 5, 6], [7]], 0)
+    scores = ending_losses(model, [ex], RT, 16)
+    short = Example(list(range(40))[-(17 - 2):], [[1, 2]], 0)
+    short.endings = [[1, 2]] * 4
+    assert scores[0, 0, 0].item() == pytest.approx(reference_scores(model, short)[0, 0].item(), abs=1e-5)
+
+
+def test_real_file_renders(tokenizer_dir, shared_file):
+    from gpt2lab.tokenizer import load_tokenizer
+
+    rows = read_examples(shared_file("data", "hellaswag", "hellaswag_val.jsonl"), limit=5)
+    assert len(rows) == 5
+    examples = encode_examples(rows, load_tokenizer(tokenizer_dir))
+    assert all(len(e.endings) == 4 for e in examples)
+    tok = load_tokenizer(tokenizer_dir)
+    assert tok.decode(examples[0].endings[0]) == " " + rows[0]["endings"][0]
+
+
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("not json", "not valid JSON"),
+        (json.dumps({"ctx": "a", "endings": ["x", "y"], "label": 0}), "four 'endings'"),
+        (json.dumps({"ctx": "a", "endings": ["w", "x", "y", "z"], "label": 7}), "label"),
+    ],
+)
+def test_malformed_files(tmp_path, line, message):
+    (tmp_path / "h.jsonl").write_text(line + "\n")
+    with pytest.raises(UserError, match=message):
+        read_examples(tmp_path / "h.jsonl")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(UserError, match="no HellaSwag examples"):
+        read_examples(tmp_path / "empty.jsonl")
+    with pytest.raises(UserError, match="does not exist"):
+        read_examples(tmp_path / "missing.jsonl")
