@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .metrics.devices import GPUS
 from .recipes import PRESETS, RECIPES
 
 TOKENIZER_HELP = "folder with GPT-2's encoder.json + vocab.bpe (default: $GPT2LAB_TOKENIZER, else tiktoken's cache)"
@@ -43,7 +44,7 @@ def cmd_train(args) -> None:
         "schedule": {"max_steps": args.max_steps} if args.max_steps is not None else {},
         "run": {k: v for k, v in {
             "eval_every": args.eval_every, "checkpoint_every": args.checkpoint_every, "seed": args.seed,
-            "device": args.device, "micro_batch": args.micro_batch,
+            "device": args.device, "micro_batch": args.micro_batch, "profile_steps": args.profile,
         }.items() if v is not None},
     }
     base, model = None, None
@@ -110,6 +111,18 @@ def cmd_sample(args) -> None:
         print(args.prompt + text)
 
 
+def cmd_plan(args) -> None:
+    from .config import build_config
+    from .metrics.devices import require_gpu
+    from .plan import format_plan, make_plan
+
+    cfg = build_config(recipe=args.recipe, preset=args.preset if args.preset or args.recipe else "gpt2-124m", sets=args.set)
+    micro = args.micro_batch or cfg.run.micro_batch
+    result = make_plan(cfg.model, require_gpu(args.gpu), args.tokens, micro, cfg.seq_len, args.precision,
+                       args.mfu, args.price)
+    print(json.dumps(result) if args.json else format_plan(result))
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -152,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (cuda never falls back to the CPU)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--profile", type=int, metavar="N", help="write a torch.profiler trace of N steps to RUN_DIR/profile")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="start from these weights (fine-tuning; e.g. from `gpt2lab import`)")
     p.set_defaults(func=cmd_train)
 
@@ -196,6 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("plan", help="memory, time and cost of a run on a GPU, before you start it",
+                       description="Estimate parameters, FLOPs per token, memory (with and without activation "
+                                   "checkpointing), the largest micro-batch that fits, tokens/s at a stated MFU, "
+                                   "wall time and cost. GPUs: " + ", ".join(g.key for g in GPUS))
+    p.add_argument("--preset", help="a model preset (default gpt2-124m)")
+    p.add_argument("--recipe", help="a named run (its model and micro-batch)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
+    p.add_argument("--gpu", required=True, help="e.g. rtx4090, h100-sxm, a100, rtx4050-laptop")
+    p.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 10e9")
+    p.add_argument("--micro-batch", type=int, help="sequences per forward pass (default: the config's)")
+    p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation (default 0.4)")
+    p.add_argument("--price", type=float, help="dollars per GPU-hour, for the cost")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("demo", help="the whole pipeline in about a minute, on a corpus that ships with Python")
     p.add_argument("--out", default="runs/demo", help="folder for the corpus, data and run (default runs/demo)")

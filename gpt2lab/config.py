@@ -61,6 +61,10 @@ class RunConfig:
     hellaswag_every: int = 0  # steps between HellaSwag passes (needs hellaswag_path); 0: never
     hellaswag_path: str = ""  # the original hellaswag_val.jsonl
     hellaswag_limit: int = 0  # examples per in-loop pass (the first N); 0: all 10,042
+    peak_tflops: float = 0.0  # the device's dense peak for MFU; 0: look it up in gpt2lab/metrics/devices.py
+    tensorboard: bool = True  # also log to RUN_DIR/tensorboard when TensorBoard is installed
+    wandb_project: str = ""  # also log to Weights & Biases under this project
+    profile_steps: int = 0  # write a torch.profiler trace of this many steps (after 2 warm-up steps)
 
 
 @dataclass
@@ -102,8 +106,9 @@ class Config:
             (self.optim.grad_clip >= 0, f"optim.grad_clip must be 0 (off) or positive, got {self.optim.grad_clip}"),
             (0 <= self.optim.beta1 < 1 and 0 <= self.optim.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)"),
             (min(self.run.log_every, self.run.eval_every, self.run.checkpoint_every, self.run.eval_batches,
-                 self.run.hellaswag_every, self.run.hellaswag_limit) >= 0,
-             "run.log_every, eval_every, checkpoint_every, eval_batches and hellaswag_* must not be negative"),
+                 self.run.hellaswag_every, self.run.hellaswag_limit, self.run.peak_tflops, self.run.profile_steps) >= 0,
+             "run.log_every, eval_every, checkpoint_every, eval_batches, hellaswag_*, peak_tflops and profile_steps "
+             "must not be negative"),
         ]
         for ok, message in checks:
             if not ok:

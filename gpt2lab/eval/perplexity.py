@@ -20,7 +20,7 @@ def evaluate_loss(model: torch.nn.Module, windows: Windows, batch_size: int, run
     for batch in eval_batches(windows, batch_size, max_batches):
         x, y = to_device(batch, runtime.device)
         with runtime.autocast():
-            _, loss = model(x, y)
+            loss = model(x, y)[1]  # do not hold the logits: they are the largest activation
         total += loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)

@@ -1,4 +1,6 @@
-"""metrics.jsonl: one JSON object per optimizer step, appended and flushed as the run goes."""
+"""Where metrics go: metrics.jsonl always (one JSON object per optimizer step, flushed as it is written);
+TensorBoard when installed (run.tensorboard); Weights & Biases when run.wandb_project is set (offline mode
+works with WANDB_MODE=offline)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import json
 import math
 import os
 from pathlib import Path
+
+from ..errors import UserError
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -17,16 +21,41 @@ def _clean(value):
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = False, wandb_project: str = "",
+                 config: dict | None = None, echo=print):
         self.path = Path(run_dir) / METRICS_FILE
         self._file = open(self.path, "a", encoding="utf-8")
+        self._tb = self._wandb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+            except ImportError:
+                echo("note: TensorBoard logging is off (pip install tensorboard); metrics.jsonl has everything")
+        if wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                raise UserError("run.wandb_project is set but wandb is not installed; pip install wandb, or unset it") from None
+            self._wandb = wandb.init(project=wandb_project, dir=str(run_dir), config=config, name=Path(run_dir).name)
 
     def log(self, record: dict) -> None:
         self._file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
         self._file.flush()
+        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
+        if self._tb is not None:
+            for key, value in scalars.items():
+                self._tb.add_scalar(key, value, record["step"])
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=record["step"])
 
     def close(self) -> None:
         self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:

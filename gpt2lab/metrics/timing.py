@@ -1,0 +1,64 @@
+"""Where a training step's time goes: data wait, forward, backward, optimizer.
+
+On CUDA, each GPU phase is bracketed by CUDA events and read once the step has synchronised (it does, to
+read the loss), so measuring adds no synchronisation of its own. Data wait is host time: the loader runs
+on the CPU, and time the GPU spends idle waiting for it shows up as a gap between phases.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import torch
+
+PHASES = ("data", "forward", "backward", "optimizer")
+
+
+class StepTimer:
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self._events: list[tuple[str, object, object]] = []
+        self._host: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def host(self, name: str):
+        """Host-side time, e.g. fetching a batch."""
+        start = time.perf_counter()
+        yield
+        self._host[name] += time.perf_counter() - start
+
+    @contextmanager
+    def phase(self, name: str):
+        """Device time of the work launched inside the block."""
+        if not self.cuda:
+            with self.host(name):
+                yield
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield
+        end.record()
+        self._events.append((name, start, end))
+
+    def collect(self) -> dict[str, float]:
+        """Seconds per phase since the last collect; call after the step has synchronised."""
+        out = {f"{p}_time": 0.0 for p in PHASES}
+        for name, seconds in self._host.items():
+            out[f"{name}_time"] += seconds
+        for name, start, end in self._events:
+            end.synchronize()
+            out[f"{name}_time"] += start.elapsed_time(end) / 1000.0
+        self._events.clear()
+        self._host.clear()
+        return out
+
+
+def memory_stats(device: torch.device) -> dict[str, float]:
+    """Current and peak allocated GPU memory in GB since the last call (peak is reset each time)."""
+    if device.type != "cuda":
+        return {}
+    stats = {"mem_gb": torch.cuda.memory_allocated(device) / 2**30, "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30}
+    torch.cuda.reset_peak_memory_stats(device)
+    return stats

@@ -1,0 +1,54 @@
+import pytest
+
+from gpt2lab.errors import UserError
+from gpt2lab.metrics.devices import GPUS, device_peak_flops, find_gpu, peak_tflops
+
+
+@pytest.mark.parametrize(
+    "reported,key",
+    [
+        ("NVIDIA H100 80GB HBM3", "h100-sxm"),
+        ("NVIDIA H100 PCIe", "h100-pcie"),
+        ("NVIDIA H100 NVL", "h100-nvl"),
+        ("NVIDIA H200", "h200"),
+        ("NVIDIA A100-SXM4-80GB", "a100"),
+        ("NVIDIA A100-PCIE-40GB", "a100-40gb"),
+        ("NVIDIA A10", "a10"),
+        ("NVIDIA L4", "l4"),
+        ("NVIDIA L40S", "l40s"),
+        ("Tesla T4", "t4"),
+        ("Tesla V100-SXM2-16GB", "v100"),
+        ("NVIDIA GeForce RTX 4090", "rtx4090"),
+        ("NVIDIA GeForce RTX 4050 Laptop GPU", "rtx4050-laptop"),
+        ("NVIDIA GeForce RTX 5090", "rtx5090"),
+        ("NVIDIA GeForce RTX 5080", "rtx5080"),
+        ("NVIDIA GeForce RTX 3090", "rtx3090"),
+        ("rtx4090", "rtx4090"),
+        ("H100-SXM", "h100-sxm"),
+    ],
+)
+def test_device_names_resolve(reported, key):
+    assert find_gpu(reported).key == key
+
+
+def test_unknown_devices_get_no_silent_peak():
+    assert find_gpu("NVIDIA GeForce RTX 4090 Laptop GPU") is None
+    peak, why = device_peak_flops("Some Future GPU", "bf16")
+    assert peak is None and "run.peak_tflops" in why
+    peak, why = device_peak_flops("Some Future GPU", "bf16", override_tflops=100)
+    assert peak == 100e12 and why == "run.peak_tflops"
+
+
+def test_precisions():
+    h100 = find_gpu("h100-sxm")
+    assert peak_tflops(h100, "bf16") == 989.4 and peak_tflops(h100, "fp32") == 494.7
+    with pytest.raises(UserError, match="no bf16"):
+        peak_tflops(find_gpu("t4"), "bf16")
+
+
+def test_table_is_sane():
+    keys = [g.key for g in GPUS]
+    assert len(keys) == len(set(keys))
+    for g in GPUS:
+        assert g.fp16 >= g.tf32 > 0 and g.memory_gb > 0
+        assert g.bf16 is None or g.bf16 == g.fp16

@@ -1,0 +1,77 @@
+import json
+
+import pytest
+import torch
+
+from gpt2lab.cli import main
+from gpt2lab.metrics.devices import require_gpu
+from gpt2lab.metrics.flops import flops_per_token
+from gpt2lab.model import GPT, GPTConfig
+from gpt2lab.plan import GB, block_activation_bytes, head_bytes, largest_micro_batch, make_plan, memory_plan
+
+MODERN = dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False)
+
+
+def saved_activation_bytes(model, x, autocast_dtype):
+    """What autograd really keeps for backward: unique storages, parameters excluded."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            model(x, x)
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("switches", [{}, MODERN, {**MODERN, "qk_norm": True}], ids=["classic", "modern", "qk_norm"])
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_activation_estimate_matches_autograds_saved_tensors(switches, precision):
+    config = GPTConfig(vocab_size=2048, block_size=128, n_layer=4, n_head=4, n_embd=128, **switches)
+    model = GPT(config)
+    x = torch.randint(0, 2048, (4, 128))
+    measured = saved_activation_bytes(model, x, torch.bfloat16 if precision == "bf16" else None)
+    casts = memory_plan(config, model.num_params(), 4, 128, precision).weight_casts
+    estimate = 4 * 128 * (4 * block_activation_bytes(config, precision) + head_bytes(config, precision, peak=False)) + casts
+    tolerance = 0.15 if config.qk_norm else 0.02  # QK-norm's share depends on the RMSNorm kernel
+    assert abs(estimate - measured) / measured < tolerance, (estimate, measured)
+
+
+def test_plan_answers_the_rtx_4090_question():
+    config = GPTConfig()
+    gpu = require_gpu("NVIDIA GeForce RTX 4090")
+    p = make_plan(config, gpu, tokens=10e9, micro_batch=16, precision="bf16", mfu=0.4, price_per_hour=0.5)
+    assert p["parameters"] == 124_475_904
+    assert p["memory_gb"]["weights"] == pytest.approx(124_475_904 * 4 / GB, abs=1e-3)
+    assert p["memory_gb"]["optimizer"] == pytest.approx(2 * p["memory_gb"]["weights"], abs=2e-3)  # both rounded
+    assert p["tokens_per_sec"] == pytest.approx(0.4 * 165.2e12 / flops_per_token(config, 1024).training)
+    assert p["hours"] == pytest.approx(10e9 / p["tokens_per_sec"] / 3600)
+    assert p["cost"] == pytest.approx(p["hours"] * 0.5)
+    assert p["memory_gb"]["activations_checkpointed"] < p["memory_gb"]["activations"]
+
+
+def test_largest_micro_batch_is_the_boundary():
+    config = GPTConfig()
+    n = 124_475_904
+    for memory in (6, 24, 80):
+        b = largest_micro_batch(config, n, 1024, "bf16", memory)
+        budget = (memory - 1.0) * GB
+        assert b == 0 or memory_plan(config, n, b, 1024, "bf16").total <= budget
+        assert memory_plan(config, n, b + 1, 1024, "bf16").total > budget
+
+
+def test_plan_cli_json_and_text(capsys):
+    assert main(["plan", "--preset", "gpt2-15m", "--gpu", "rtx4050-laptop", "--tokens", "1e9", "--micro-batch", "32",
+                 "--json"]) == 0
+    p = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert p["gpu"] == "NVIDIA GeForce RTX 4050 Laptop GPU" and p["seq_len"] == 256 and isinstance(p["fits"], bool)
+    assert main(["plan", "--recipe", "gpt2-124m-modern-fineweb10b", "--gpu", "h100-sxm", "--tokens", "20e9", "--price", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "largest micro-batch that fits" in out and "cost at $2.00/h" in out
+    assert main(["plan", "--gpu", "tpu-v5", "--tokens", "1e9"]) == 2
+    assert "unknown GPU" in capsys.readouterr().err
