@@ -123,6 +123,14 @@ def cmd_plan(args) -> None:
     print(json.dumps(result) if args.json else format_plan(result))
 
 
+def cmd_report(args) -> None:
+    from .report import write_report
+
+    info = write_report(args.run_dir, overlap_check=not args.no_overlap_check)
+    print(f"wrote {info['report']} and {len(info['plots'])} plot(s)")
+    print(f"findings: {', '.join(info['findings']) if info['findings'] else 'none'}")
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -226,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price", type=float, help="dollars per GPU-hour, for the cost")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("report", help="plots, a lab-notebook report.md and a diagnosis of a run")
+    p.add_argument("run_dir", help="a run directory")
+    p.add_argument("--no-overlap-check", action="store_true", help="skip the validation/training overlap scan")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the whole pipeline in about a minute, on a corpus that ships with Python")
     p.add_argument("--out", default="runs/demo", help="folder for the corpus, data and run (default runs/demo)")

@@ -84,3 +84,37 @@ def test_data_and_model_must_agree(data_dir, tmp_path):
 def test_cuda_requested_without_cuda_is_an_error_not_a_fallback(data_dir, tmp_path):
     with pytest.raises(UserError, match="--device cpu"):
         Trainer(micro_config(data_dir, "run.device=cuda"), tmp_path / "run")
+
+
+def test_mfu_breakdown_memory_and_profile(data_dir, tmp_path):
+    from gpt2lab.metrics.flops import flops_per_token
+
+    cfg = micro_config(data_dir, "schedule.max_steps=6", "run.peak_tflops=2", "run.log_every=1", "run.profile_steps=2")
+    Trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+    records = read_metrics(tmp_path / "run")
+    per_token = flops_per_token(cfg.model, cfg.seq_len).training
+    for r in records:
+        assert r["mfu"] == pytest.approx(r["tokens_per_sec"] * per_token / 2e12)
+        parts = r["data_time"] + r["forward_time"] + r["backward_time"] + r["optimizer_time"]
+        assert 0 < parts <= r["step_time"] * 1.01
+    assert records[-1]["elapsed"] >= sum(r["step_time"] for r in records) * 0.99
+    assert (tmp_path / "run" / "profile" / "trace.json").stat().st_size > 0
+    assert "aten::" in (tmp_path / "run" / "profile" / "summary.txt").read_text()
+    import json
+
+    device = json.loads((tmp_path / "run" / "device.json").read_text())
+    assert device["flops_per_token"]["training"] == per_token and device["peak_source"] == "run.peak_tflops"
+
+
+def test_tensorboard_events_are_written(data_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    Trainer(micro_config(data_dir, "schedule.max_steps=3"), tmp_path / "run", echo=lambda *_: None).fit()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_wandb_offline(data_dir, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    Trainer(micro_config(data_dir, "schedule.max_steps=2", "run.wandb_project=gpt2lab-test"), tmp_path / "run",
+            echo=lambda *_: None).fit()
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))

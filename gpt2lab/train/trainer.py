@@ -88,6 +88,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.runtime.precision == "fp16" else None
         self.stream = BatchStream(self.train_windows, cfg.run.micro_batch, cfg.run.seed)
         self.step = 0
+        self.elapsed = 0.0  # wall seconds of training so far, across resumes
         self._placement_checked = False
         if resume:
             self._restore(existing)
@@ -127,6 +128,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.step = state["step"]
+        self.elapsed = state.get("elapsed", 0.0)
         truncate_metrics(self.run_dir, self.step)
         self.echo(f"resumed from {checkpoint} at step {self.step}")
 
@@ -154,6 +156,7 @@ class Trainer:
             "loader": self.stream.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_state(),
+            "elapsed": self.elapsed,
         }
         return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.cfg, state)
 
@@ -223,7 +226,7 @@ class Trainer:
         logger = MetricsLogger(self.run_dir, run.tensorboard, run.wandb_project, cfg.to_dict(), self.echo)
         profiler = Profiler(self.run_dir, run.profile_steps, self.runtime.device)
         record, last_val, saved_at = {}, None, None
-        start, start_step = time.perf_counter(), self.step
+        start, start_step, elapsed_before = time.perf_counter(), self.step, self.elapsed
         try:
             while self.step < max_steps:
                 with profiler:
@@ -243,6 +246,8 @@ class Trainer:
                     util = self.utilization.sample(self.step)
                     if util is not None:
                         record["gpu_util"] = util
+                self.elapsed = elapsed_before + time.perf_counter() - start
+                record["elapsed"] = self.elapsed
                 if (run.checkpoint_every and self.step % run.checkpoint_every == 0) or final:
                     t = time.perf_counter()
                     saved_at = self.save()

@@ -1,0 +1,186 @@
+"""Automatic diagnosis of a run: each rule looks for one known way a run goes wrong and, when it fires,
+cites the numbers that show it and says what to change. A healthy run gets no findings.
+
+Rules and thresholds:
+  lr-decayed-early    the LR is below 5% of its peak for more than the last 20% of the run
+  train-val-gap       val loss minus train loss (last 10 steps) grows by more than 0.1 nats from the first to the
+                      last third of the evals after the first 20% of the run
+  data-wait           waiting for data takes more than 5% of step time
+  low-mfu             median MFU below 20% (well-tuned GPT-2 training reaches 35-50% on datacenter GPUs)
+  loss-spikes         steps whose loss is more than 6 robust deviations above the median of the previous 50,
+                      and steps the guards skipped
+  checkpoint-time     saving checkpoints takes more than 2% of the run's time
+  val-overlap         more than 1% of sampled validation 32-grams occur verbatim in the training data
+  low-gpu-memory      a CUDA run whose peak memory is below half of what its weights, gradients and AdamW
+                      state alone need (the signature of a CPU fallback), or a large model trained on the CPU
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+GB = 2**30
+
+
+@dataclass
+class Finding:
+    code: str
+    title: str
+    evidence: str
+    advice: str
+
+
+def _after_warmup(records: list[dict], config: dict) -> list[dict]:
+    warmup = config.get("schedule", {}).get("warmup_steps", 0)
+    return [r for r in records if r["step"] > warmup]
+
+
+def lr_decayed_early(records, config, **_):
+    peak = config.get("optim", {}).get("lr")
+    if not peak or len(records) < 10:
+        return None
+    last = records[-1]["step"]
+    low = [r for r in _after_warmup(records, config) if r["lr"] < 0.05 * peak]
+    if not low or last - low[0]["step"] <= 0.2 * last:
+        return None
+    s = low[0]["step"]
+    return Finding(
+        "lr-decayed-early", "The learning rate decayed to almost nothing long before the end",
+        f"the LR fell below 5% of its peak {peak:.2e} at step {s:,} of {last:,}; the last {last - s:,} steps "
+        f"({(last - s) / last:.0%} of the run) ran at LR <= {low[0]['lr']:.2e}",
+        "set schedule.max_steps to the run's real length (the decay should end where training ends), or raise schedule.min_lr",
+    )
+
+
+def train_val_gap(records, **_):
+    # early evals are left out: while the loss falls fast, any train-loss average lags the val loss
+    last_step = records[-1]["step"]
+    evals = [i for i, r in enumerate(records) if "val_loss" in r and r["step"] > 0.2 * last_step]
+    if len(evals) < 4:
+        return None
+    gaps = []
+    for i in evals:
+        train = statistics.fmean(r["loss"] for r in records[max(0, i - 9) : i + 1])
+        gaps.append((records[i]["step"], records[i]["val_loss"] - train))
+    third = max(1, len(gaps) // 3)
+    early = statistics.fmean(g for _, g in gaps[:third])
+    late = statistics.fmean(g for _, g in gaps[-third:])
+    if late - early <= 0.1:
+        return None
+    return Finding(
+        "train-val-gap", "Validation loss is pulling away from training loss (overfitting)",
+        f"val - train loss grew from {early:+.3f} (first third of evals after 20% of the run) to {late:+.3f} "
+        f"(last third); at step {gaps[-1][0]:,} it is {gaps[-1][1]:+.3f}",
+        "train on more distinct data (fewer epochs), add weight decay or dropout, or keep the checkpoint with the lowest val loss",
+    )
+
+
+def data_wait(records, **_):
+    timed = [r for r in records[1:] if "data_time" in r]
+    if not timed:
+        return None
+    share = sum(r["data_time"] for r in timed) / sum(r["step_time"] for r in timed)
+    if share <= 0.05:
+        return None
+    return Finding(
+        "data-wait", "Training waits for data",
+        f"{share:.1%} of step time was spent fetching batches (over {len(timed):,} steps)",
+        "keep token shards on a fast local disk, prepare data ahead of time, and raise the micro-batch so each fetch feeds more compute",
+    )
+
+
+def low_mfu(records, device, **_):
+    mfus = [r["mfu"] for r in records[10:] if "mfu" in r] or [r["mfu"] for r in records if "mfu" in r]
+    if not mfus:
+        return None
+    median = statistics.median(mfus)
+    if median >= 0.2:
+        return None
+    return Finding(
+        "low-mfu", "The GPU is far from its peak (low MFU)",
+        f"median MFU {median:.1%} on {device.get('name', 'the device')} (dense peak {device.get('peak_tflops') or 0:.0f} TFLOPS, "
+        f"{device.get('peak_source', '')}); well-tuned GPT-2 training reaches 35-50% on datacenter GPUs",
+        "raise run.micro_batch (check with `gpt2lab plan`), turn on run.compile, train in bf16, and use a context of 512-1024 for small models",
+    )
+
+
+def loss_spikes(records, **_):
+    spikes = []
+    for i in range(50, len(records)):
+        window = [r["loss"] for r in records[i - 50 : i] if isinstance(r["loss"], float)]
+        loss = records[i]["loss"]
+        if len(window) < 25 or not isinstance(loss, float):
+            continue
+        median = statistics.median(window)
+        mad = statistics.median(abs(x - median) for x in window) * 1.4826 or 1e-6
+        if (loss - median) / mad > 6 and loss - median > 0.1:
+            spikes.append((records[i]["step"], loss, median))
+    skipped = [r["step"] for r in records if r.get("skipped")]
+    if not spikes and not skipped:
+        return None
+    parts = []
+    if spikes:
+        shown = ", ".join(f"step {s:,}: {l:.3f} vs median {m:.3f}" for s, l, m in spikes[:5])
+        parts.append(f"{len(spikes)} loss spike(s) ({shown})")
+    if skipped:
+        parts.append(f"{len(skipped)} skipped step(s) (first at step {skipped[0]:,})")
+    return Finding(
+        "loss-spikes", "Loss spikes or skipped steps", "; ".join(parts),
+        "lower optim.lr or lengthen the warmup, keep gradient clipping on (optim.grad_clip=1.0), and check the batches at those steps",
+    )
+
+
+def checkpoint_time(records, **_):
+    saves = [r["checkpoint_time"] for r in records if "checkpoint_time" in r]
+    if not saves:
+        return None
+    total = sum(r["step_time"] for r in records) + sum(saves)
+    share = sum(saves) / total
+    if share <= 0.02:
+        return None
+    return Finding(
+        "checkpoint-time", "Checkpoints stall training",
+        f"{len(saves)} saves took {sum(saves):.1f} s, {share:.1%} of the run's time ({statistics.fmean(saves):.2f} s each)",
+        "checkpoint less often (run.checkpoint_every) or on a faster disk",
+    )
+
+
+def val_overlap(records, overlap=None, **_):
+    if not overlap or overlap["fraction"] <= 0.01:
+        return None
+    return Finding(
+        "val-overlap", "Validation text also appears in the training data",
+        f"{overlap['fraction']:.1%} of {overlap['sampled']:,} sampled validation {overlap['ngram']}-token runs occur verbatim "
+        f"in the first {overlap['train_tokens_scanned']:,} training tokens; val loss is optimistic",
+        "split by document before windowing (`gpt2lab prepare` does), and never cut overlapping windows across the split",
+    )
+
+
+def low_gpu_memory(records, device, **_):
+    params = device.get("parameters") or 0
+    if device.get("device", "").startswith("cuda"):
+        peaks = [r["peak_mem_gb"] for r in records if "peak_mem_gb" in r]
+        need = 16 * params / GB
+        if peaks and max(peaks) < 0.5 * need:
+            return Finding(
+                "low-gpu-memory", "GPU memory use is far too low for this model (CPU-fallback signature)",
+                f"peak GPU memory {max(peaks):.2f} GB, but weights, gradients and AdamW state of {params:,} parameters "
+                f"alone need {need:.2f} GB",
+                "check that the model and batches are on the GPU (gpt2lab's placement guard stops such runs) and that no other process holds the work",
+            )
+    elif params > 50e6:
+        return Finding(
+            "low-gpu-memory", "A large model trained on the CPU",
+            f"{params:,} parameters trained on {device.get('name', 'the CPU')}: device.json says {device.get('device')}",
+            "train on a GPU (--device cuda); `gpt2lab plan` estimates time and memory",
+        )
+    return None
+
+
+RULES = [lr_decayed_early, train_val_gap, data_wait, low_mfu, loss_spikes, checkpoint_time, val_overlap, low_gpu_memory]
+
+
+def diagnose(records: list[dict], config: dict, device: dict, overlap: dict | None = None) -> list[Finding]:
+    findings = [rule(records=records, config=config, device=device, overlap=overlap) for rule in RULES]
+    return [f for f in findings if f is not None]
