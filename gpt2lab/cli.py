@@ -45,6 +45,7 @@ def cmd_train(args) -> None:
         "run": {k: v for k, v in {
             "eval_every": args.eval_every, "checkpoint_every": args.checkpoint_every, "seed": args.seed,
             "device": args.device, "micro_batch": args.micro_batch, "profile_steps": args.profile,
+            "auto_batch": True if args.auto_batch else None,
         }.items() if v is not None},
     }
     base, model = None, None
@@ -60,6 +61,7 @@ def cmd_train(args) -> None:
     result = Trainer(cfg, args.out, resume=args.resume, init_from=args.init_from).fit()
     if result["checkpoint"]:
         print(f"checkpoint: {result['checkpoint']}")
+    return {"SIGINT": 130, "SIGTERM": 143}.get(result["stopped_by"], 0)
 
 
 def cmd_eval(args) -> None:
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (cuda never falls back to the CPU)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--auto-batch", action="store_true", help="find the largest micro-batch that fits the GPU")
     p.add_argument("--profile", type=int, metavar="N", help="write a torch.profiler trace of N steps to RUN_DIR/profile")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="start from these weights (fine-tuning; e.g. from `gpt2lab import`)")
     p.set_defaults(func=cmd_train)
@@ -252,11 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except UserError as exc:
         print(f"gpt2lab: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("gpt2lab: interrupted", file=sys.stderr)
         return 130
-    return 0

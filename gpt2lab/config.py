@@ -58,6 +58,15 @@ class RunConfig:
     eval_every: int = 250  # steps between validation passes; 0: only at the end
     eval_batches: int = 20  # micro-batches per validation pass; 0: the whole validation split
     checkpoint_every: int = 1000  # steps between checkpoints; 0: only at the end
+    keep_last: int = 3  # checkpoints kept (the newest); 0 keeps all
+    keep_every: int = 0  # also keep checkpoints at multiples of this step; 0: none extra
+    async_checkpoint: bool = True  # write checkpoints in a background thread (training pays only a CPU copy)
+    spike_z: float = 6.0  # skip an update whose loss is this many std devs above the recent mean; 0: off
+    max_bad_steps: int = 10  # after this many skipped updates in a row, roll back (or stop)
+    rollback: bool = True  # roll back to the last checkpoint after max_bad_steps; False: stop instead
+    rollback_lr_factor: float = 0.5  # multiply the LR by this after each rollback
+    activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more compute
+    auto_batch: bool = False  # on CUDA, find the largest micro-batch that fits (keeping batch_tokens)
     hellaswag_every: int = 0  # steps between HellaSwag passes (needs hellaswag_path); 0: never
     hellaswag_path: str = ""  # the original hellaswag_val.jsonl
     hellaswag_limit: int = 0  # examples per in-loop pass (the first N); 0: all 10,042
@@ -105,6 +114,10 @@ class Config:
             (self.run.precision in PRECISIONS, f"run.precision={self.run.precision!r} is not one of {', '.join(PRECISIONS)}"),
             (self.optim.grad_clip >= 0, f"optim.grad_clip must be 0 (off) or positive, got {self.optim.grad_clip}"),
             (0 <= self.optim.beta1 < 1 and 0 <= self.optim.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)"),
+            (0 < self.run.rollback_lr_factor <= 1, "run.rollback_lr_factor must be in (0, 1]"),
+            (self.run.max_bad_steps >= 1, "run.max_bad_steps must be at least 1"),
+            (self.run.keep_last >= 0 and self.run.keep_every >= 0 and self.run.spike_z >= 0,
+             "run.keep_last, run.keep_every and run.spike_z must not be negative"),
             (min(self.run.log_every, self.run.eval_every, self.run.checkpoint_every, self.run.eval_batches,
                  self.run.hellaswag_every, self.run.hellaswag_limit, self.run.peak_tflops, self.run.profile_steps) >= 0,
              "run.log_every, eval_every, checkpoint_every, eval_batches, hellaswag_*, peak_tflops and profile_steps "
@@ -142,11 +155,39 @@ def _field_types(section: str) -> dict[str, type]:
             for f in dataclasses.fields(_SECTION_TYPES[section])}
 
 
+# names other trainers (nanoGPT, HF Trainer, litgpt) use for gpt2lab's settings
+ALIASES = {
+    "learning_rate": "optim.lr", "max_lr": "optim.lr", "lr_min": "schedule.min_lr", "min_lr": "schedule.min_lr",
+    "max_iters": "schedule.max_steps", "max_steps": "schedule.max_steps", "warmup_iters": "schedule.warmup_steps",
+    "lr_decay_iters": "schedule.max_steps", "batch_size": "run.micro_batch", "per_device_train_batch_size": "run.micro_batch",
+    "gradient_accumulation_steps": "run.batch_tokens", "total_batch_size": "run.batch_tokens",
+    "n_ctx": "model.block_size", "context_length": "model.block_size", "max_seq_len": "data.seq_len",
+    "max_grad_norm": "optim.grad_clip", "clip_grad": "optim.grad_clip", "eval_interval": "run.eval_every",
+    "log_interval": "run.log_every", "dtype": "run.precision", "d_model": "model.n_embd", "n_heads": "model.n_head",
+    "n_layers": "model.n_layer", "data_dir": "data.dir", "dataset": "data.dir",
+}
+
+
+def suggest_key(section: str, key: str) -> str | None:
+    """The setting a mistyped or foreign key most likely means."""
+    if key in ALIASES:
+        return ALIASES[key]
+    for other in SECTIONS:  # the right key in the wrong section
+        if key in _field_types(other):
+            return f"{other}.{key}"
+    everything = [f"{s}.{k}" for s in SECTIONS for k in _field_types(s)]
+    close = difflib.get_close_matches(f"{section}.{key}", everything, n=1, cutoff=0.75)
+    close = close or [f"{section}.{k}" for k in difflib.get_close_matches(key, list(_field_types(section)), n=1)]
+    return close[0] if close else None
+
+
 def coerce(section: str, key: str, value: Any) -> Any:
     """A value converted to the declared type of section.key, or a UserError that says what was expected."""
     types = _field_types(section)
     if key not in types:
-        raise _unknown("config key", f"{section}.{key}", [f"{section}.{k}" for k in types])
+        guess = suggest_key(section, key)
+        hint = f"did you mean {guess!r}?" if guess else f"known: {', '.join(f'{section}.{k}' for k in types)}"
+        raise UserError(f"unknown config key '{section}.{key}'; {hint}")
     target = types[key]
     try:
         if target is bool:

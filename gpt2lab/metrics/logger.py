@@ -50,6 +50,12 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.log(scalars, step=record["step"])
 
+    def truncate(self, last_step: int) -> None:
+        """Forget records after last_step (a rollback writes them again)."""
+        self._file.close()
+        truncate_metrics(self.path.parent, last_step)
+        self._file = open(self.path, "a", encoding="utf-8")
+
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:
@@ -58,19 +64,28 @@ class MetricsLogger:
             self._wandb.finish()
 
 
+def _parsed(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) for each complete record; a line cut short by a kill is left out."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append((line, json.loads(line)))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [record for _, record in _parsed(path)] if path.exists() else []
 
 
 def truncate_metrics(run_dir: str | os.PathLike, last_step: int) -> None:
-    """Drop records after last_step (a resumed run writes them again); atomic."""
+    """Drop records after last_step (a resumed run writes them again) and any partial line; atomic."""
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    kept = [line for line, record in _parsed(path) if record.get("step", 0) <= last_step]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -184,6 +185,7 @@ class GPT(nn.Module):
             cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        self.activation_checkpointing = False  # set by the trainer: trade compute for activation memory
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
@@ -226,7 +228,10 @@ class GPT(nn.Module):
             rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, rope, cache.layer(i) if cache is not None else None)
+            if self.activation_checkpointing and self.training and cache is None:
+                x = checkpoint(block, x, rope, None, use_reentrant=False)  # recomputed in backward
+            else:
+                x = block(x, rope, cache.layer(i) if cache is not None else None)
         if cache is not None:
             cache.advance(T)
         logits = self.lm_head(self.transformer.ln_f(x))

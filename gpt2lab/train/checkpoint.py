@@ -1,7 +1,7 @@
 """Checkpoints: one folder per save, written under a temporary name and renamed when complete.
 
 RUN_DIR/checkpoints/step_00001000/
-  model.safetensors   the weights (tied embeddings stored once)
+  model.safetensors   the weights (tied embeddings stored once, under transformer.wte.weight)
   state.pt            optimizer, loader position, RNG states, grad scaler, step
   config.json         the resolved run config
   COMPLETE            written last; a folder without it is ignored
@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 
 from ..config import Config, from_dict
 from ..errors import UserError
@@ -33,42 +33,93 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_checkpoint(folder: Path, model: GPT, config: Config, state: dict) -> Path:
-    """Write a checkpoint folder atomically: a temporary sibling, fsynced, marked COMPLETE, then renamed."""
+def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the weights, each shared tensor once (tied embeddings keep the first name)."""
+    out, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        out[name] = tensor.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def to_cpu(obj):
+    """A deep copy of nested state (optimizer, scaler) with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def write_checkpoint(folder: Path, weights: dict[str, torch.Tensor] | torch.nn.Module, config: Config, state: dict) -> Path:
+    """Write a checkpoint folder atomically: a temporary sibling, fsynced, marked COMPLETE, then renamed.
+    A full disk leaves no partial folder behind and becomes a one-line error."""
+    if isinstance(weights, torch.nn.Module):
+        weights = model_weights(weights)
     tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / WEIGHTS))
-    torch.save(state, tmp / STATE)
-    (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    for name in (WEIGHTS, STATE, CONFIG):
-        with open(tmp / name, "rb") as f:
-            os.fsync(f.fileno())
-    (tmp / MARKER).write_text(f"{state.get('step', 0)}\n")
-    _fsync_dir(tmp)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    _fsync_dir(folder.parent)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(weights, str(tmp / WEIGHTS))
+        torch.save(state, tmp / STATE)
+        (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        for name in (WEIGHTS, STATE, CONFIG):
+            with open(tmp / name, "rb") as f:
+                os.fsync(f.fileno())
+        (tmp / MARKER).write_text(f"{state.get('step', 0)}\n")
+        _fsync_dir(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+        _fsync_dir(folder.parent)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest_checkpoint(folder.parent.parent) if folder.parent.name == CHECKPOINTS else None
+        kept = f"; the last complete checkpoint is {previous}" if previous else ""
+        raise UserError(f"could not write checkpoint {folder} ({exc.strerror or exc}); free disk space or choose "
+                        f"another --out{kept}") from None
     return folder
 
 
-def save_checkpoint(run_dir: str | os.PathLike, step: int, model: GPT, config: Config, state: dict) -> Path:
-    """RUN_DIR/checkpoints/step_NNNNNNNN with the model, the config and the training state."""
+def save_checkpoint(run_dir: str | os.PathLike, step: int, weights, config: Config, state: dict) -> Path:
+    """RUN_DIR/checkpoints/step_NNNNNNNN with the weights, the config and the training state."""
     folder = Path(run_dir) / CHECKPOINTS / f"step_{step:08d}"
-    return write_checkpoint(folder, model, config, {"step": step, **state})
+    return write_checkpoint(folder, weights, config, {"step": step, **state})
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int, keep_every: int = 0) -> list[Path]:
+    """Delete complete checkpoints beyond the newest keep_last, except steps that are multiples of keep_every."""
+    removed = []
+    if keep_last <= 0:
+        return removed
+    for path in complete_checkpoints(run_dir)[keep_last:]:
+        step = int(path.name.split("_")[1])
+        if keep_every and step % keep_every == 0:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def is_checkpoint(path: Path) -> bool:
     return (path / MARKER).is_file() and (path / WEIGHTS).is_file()
 
 
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+def complete_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, newest first."""
     root = Path(run_dir) / CHECKPOINTS
     if not root.is_dir():
-        return None
-    done = sorted(p for p in root.glob("step_*") if is_checkpoint(p))
-    return done[-1] if done else None
+        return []
+    return sorted((p for p in root.glob("step_*") if is_checkpoint(p)), reverse=True)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    done = complete_checkpoints(run_dir)
+    return done[0] if done else None
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

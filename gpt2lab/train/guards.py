@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import statistics
+
 import torch
 
 from ..errors import UserError
@@ -49,3 +52,39 @@ class UtilizationGuard:
                     "the work is not reaching it (data loading stalls or a CPU fallback); see the step-time breakdown"
                 )
         return util
+
+
+class LossGuard:
+    """Decides whether an update is safe to apply.
+
+    Unsafe: a non-finite loss or gradient norm, or a loss spike, a loss more than `spike_z` standard deviations
+    above the mean of the last `window` accepted losses (once `min_history` of them exist; spike_z 0 is off).
+    """
+
+    def __init__(self, spike_z: float = 6.0, window: int = 100, min_history: int = 20):
+        self.spike_z, self.window, self.min_history = spike_z, window, min_history
+        self.history: list[float] = []
+
+    def check(self, loss: float, grad_norm: float) -> str | None:
+        """None when the update may go ahead, else the reason to skip it."""
+        if not math.isfinite(loss):
+            return f"non-finite loss ({loss})"
+        if not math.isfinite(grad_norm):
+            return f"non-finite gradient norm ({grad_norm})"
+        if self.spike_z and len(self.history) >= self.min_history:
+            mean = statistics.fmean(self.history)
+            std = statistics.pstdev(self.history) or 1e-8
+            z = (loss - mean) / std
+            if z > self.spike_z:
+                return f"loss spike ({loss:.4f}, z = {z:.1f} over the last {len(self.history)} steps)"
+        return None
+
+    def accept(self, loss: float) -> None:
+        self.history.append(loss)
+        del self.history[: -self.window]
+
+    def state_dict(self) -> dict:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history = list(state.get("history", []))

@@ -1,10 +1,14 @@
-"""The training loop: warmup + decay, gradient accumulation, clipping, mixed precision, eval, checkpoints."""
+"""The training loop: warmup + decay, gradient accumulation, clipping, mixed precision, eval, checkpoints,
+and the guards that keep a long run from going silently wrong (skipped bad updates, rollback, clean stops)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,17 +21,23 @@ from ..data.shards import read_meta
 from ..errors import UserError
 from ..eval.hellaswag import encode_examples, evaluate_hellaswag, read_examples
 from ..eval.perplexity import evaluate_loss
+from ..metrics.console import format_record
 from ..metrics.devices import device_peak_flops
 from ..metrics.flops import flops_per_token
 from ..metrics.logger import MetricsLogger, truncate_metrics
+from ..metrics.profiler import Profiler
 from ..metrics.timing import StepTimer, memory_stats
 from ..model import GPT
-from ..tokenizer import load_tokenizer
 from ..runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
+from ..tokenizer import load_tokenizer
 from . import checkpoint as ckpt
-from .guards import UtilizationGuard, check_placement
+from .autobatch import find_micro_batch, trial_step
+from .guards import LossGuard, UtilizationGuard, check_placement
 from .optim import build_optimizer, set_lr
+from .saver import CheckpointSaver
 from .schedule import lr_at
+
+MAX_ROLLBACKS = 3
 
 
 def forward_backward(model, next_batch: Callable, micro_steps: int, runtime: Runtime, scaler=None,
@@ -69,44 +79,51 @@ class Trainer:
         self.cfg, self.run_dir, self.echo = cfg, Path(run_dir), echo
         if not cfg.data.dir:
             raise UserError("no training data: pass --data DATA_DIR (a folder written by `gpt2lab prepare`)")
-        existing = ckpt.latest_checkpoint(self.run_dir)
-        if existing is not None and not resume:
-            raise UserError(f"{self.run_dir} already holds a run (latest {existing.name}); pass --resume to continue it or choose a new --out")
-        if resume and existing is None:
+        candidates = ckpt.complete_checkpoints(self.run_dir)
+        if candidates and not resume:
+            raise UserError(f"{self.run_dir} already holds a run (latest {candidates[0].name}); pass --resume to continue it or choose a new --out")
+        if resume and not candidates:
             raise UserError(f"--resume: {self.run_dir} holds no complete checkpoint to resume from")
         self.runtime = resolve_runtime(cfg.run.device, cfg.run.precision)
         meta = read_meta(cfg.data.dir)
         check_data_fits(cfg, meta)
-        self.accum = cfg.grad_accum_steps()
-        self.tokens_per_step = self.accum * cfg.run.micro_batch * cfg.seq_len
         self.train_windows = Windows(cfg.data.dir, "train", cfg.seq_len)
         self.val_windows = Windows(cfg.data.dir, "val", cfg.seq_len) if "val" in meta.get("splits", {}) else None
 
         seed_everything(cfg.run.seed)
         self.model = GPT(cfg.model).to(self.runtime.device)
+        self.model.activation_checkpointing = cfg.run.activation_checkpointing
+        if cfg.run.auto_batch and not resume:
+            self._auto_batch()
+        self.accum = cfg.grad_accum_steps()
+        self.tokens_per_step = self.accum * cfg.run.micro_batch * cfg.seq_len
         self.optimizer = build_optimizer(self.model, cfg.optim, self.runtime.device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.runtime.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler(self.runtime.device.type) if self.runtime.precision == "fp16" else None
         self.stream = BatchStream(self.train_windows, cfg.run.micro_batch, cfg.run.seed)
-        self.step = 0
-        self.elapsed = 0.0  # wall seconds of training so far, across resumes
+        self.loss_guard = LossGuard(cfg.run.spike_z)
+        self.step, self.elapsed, self.lr_scale, self.rollbacks = 0, 0.0, 1.0, 0
         self._placement_checked = False
         if resume:
-            self._restore(existing)
+            self._resume(candidates)
         elif init_from:
             self._init_from(init_from)
         self.hellaswag = self._load_hellaswag()
         self.compiled = torch.compile(self.model) if cfg.run.compile else self.model
 
         self.flops = flops_per_token(cfg.model, cfg.seq_len)
-        device_name = self.runtime.describe()["name"]
         self.peak_flops, self.peak_source = (None, "no MFU on the CPU")
         if self.runtime.device.type == "cuda" or cfg.run.peak_tflops:
-            self.peak_flops, self.peak_source = device_peak_flops(device_name, self.runtime.precision, cfg.run.peak_tflops)
+            name = self.runtime.describe()["name"]
+            self.peak_flops, self.peak_source = device_peak_flops(name, self.runtime.precision, cfg.run.peak_tflops)
         self.timer = StepTimer(self.runtime.device)
         self.utilization = UtilizationGuard(self.runtime.device)
+        self.saver = CheckpointSaver(self.run_dir, cfg, cfg.run.async_checkpoint, cfg.run.keep_last, cfg.run.keep_every)
+        self.stop_signal: str | None = None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         _write_json(self.run_dir / "config.json", cfg.to_dict())
         _write_json(self.run_dir / "device.json", self.device_report())
+
+    # --- set-up -----------------------------------------------------------------------------------------------
 
     def device_report(self) -> dict:
         return {
@@ -119,18 +136,52 @@ class Trainer:
             "tokens_per_step": self.tokens_per_step,
         }
 
+    def _auto_batch(self) -> None:
+        run = self.cfg.run
+        if self.runtime.device.type != "cuda":
+            self.echo(f"note: --auto-batch searches GPU memory; on {self.runtime.device} the micro-batch stays {run.micro_batch}")
+            return
+        from ..plan import largest_micro_batch
+
+        memory_gb = torch.cuda.get_device_properties(self.runtime.device).total_memory / 2**30
+        estimate = largest_micro_batch(self.cfg.model, self.model.num_params(), self.cfg.seq_len, self.runtime.precision,
+                                       memory_gb, run.activation_checkpointing)
+        total = run.batch_tokens or run.micro_batch * self.cfg.seq_len
+        sequences = total // self.cfg.seq_len
+        best = find_micro_batch(trial_step(self.model, self.runtime, self.cfg.seq_len, self.cfg.model.vocab_size),
+                                sequences, max(1, 2 * estimate))
+        if best == 0:
+            raise UserError(self._oom_message("even a micro-batch of 1 does not fit"))
+        run.batch_tokens, run.micro_batch = total, best
+        self.echo(f"auto-batch: micro-batch {best} fits (plan estimated {estimate}); {total // (best * self.cfg.seq_len)} accumulation steps")
+
     def _restore(self, checkpoint: Path) -> None:
         ckpt.load_weights(self.model, checkpoint, self.runtime.device)
         state = ckpt.load_state(checkpoint)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.stream.load_state_dict(state["loader"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        self.step = state["step"]
-        self.elapsed = state.get("elapsed", 0.0)
-        truncate_metrics(self.run_dir, self.step)
-        self.echo(f"resumed from {checkpoint} at step {self.step}")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.stream.load_state_dict(state["loader"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            self.loss_guard.load_state_dict(state.get("loss_guard", {}))
+            self.step, self.elapsed = state["step"], state.get("elapsed", 0.0)
+            self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise UserError(f"{checkpoint / ckpt.STATE} does not fit this run ({type(exc).__name__}: {exc})") from None
+
+    def _resume(self, candidates: list[Path]) -> None:
+        """The newest checkpoint that loads; an unreadable one is skipped with a warning."""
+        for checkpoint in candidates:
+            try:
+                self._restore(checkpoint)
+            except UserError as exc:
+                self.echo(f"warning: skipping {checkpoint.name}: {exc}")
+                continue
+            truncate_metrics(self.run_dir, self.step)
+            self.echo(f"resumed from {checkpoint} at step {self.step}")
+            return
+        raise UserError(f"--resume: none of the {len(candidates)} checkpoints in {self.run_dir} could be loaded")
 
     def _init_from(self, path: str) -> None:
         source = ckpt.resolve_checkpoint(path)
@@ -150,15 +201,23 @@ class Trainer:
         rows = read_examples(run.hellaswag_path, run.hellaswag_limit)
         return encode_examples(rows, load_tokenizer(self.cfg.data.tokenizer or None))
 
-    def save(self) -> Path:
-        state = {
+    # --- one step ------------------------------------------------------------------------------------------------
+
+    def _state(self) -> dict:
+        return {
             "optimizer": self.optimizer.state_dict(),
             "loader": self.stream.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_state(),
+            "loss_guard": self.loss_guard.state_dict(),
             "elapsed": self.elapsed,
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
         }
-        return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.cfg, state)
+
+    def save(self) -> float:
+        """Start saving a checkpoint of the current step; returns the seconds training was held up."""
+        return self.saver.save(self.step, self.model, self._state())
 
     def evaluate(self) -> dict | None:
         if self.val_windows is None:
@@ -166,12 +225,11 @@ class Trainer:
         return evaluate_loss(self.compiled, self.val_windows, self.cfg.run.micro_batch, self.runtime, self.cfg.run.eval_batches)
 
     def train_step(self) -> dict:
-        """One optimizer step; returns its metrics."""
-        cfg, timer = self.cfg, self.timer
+        """One optimizer step (or a skipped one, when the guards say the update is unsafe); its metrics."""
+        cfg, timer, device = self.cfg, self.timer, self.runtime.device
         t0 = time.perf_counter()
-        lr = lr_at(self.step, cfg.optim.lr, cfg.schedule)
+        lr = lr_at(self.step, cfg.optim.lr, cfg.schedule) * self.lr_scale
         set_lr(self.optimizer, lr)
-        device = self.runtime.device
 
         def next_batch():
             x, y = self.stream.next_batch(device)
@@ -185,14 +243,18 @@ class Trainer:
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
+            loss_value = loss.item()  # waits for the GPU, so the step time below is real
+            skip = self.loss_guard.check(loss_value, norm)
+            if skip is None:
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)
+                else:
+                    self.optimizer.step()
+                self.loss_guard.accept(loss_value)
             if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
+                self.scaler.update()  # after an overflow this lowers the scale
             self.optimizer.zero_grad(set_to_none=True)
-        loss_value = loss.item()  # waits for the GPU, so the step time below is real
         dt = time.perf_counter() - t0
         self.step += 1
         record = {
@@ -200,15 +262,60 @@ class Trainer:
             "tokens": self.step * self.tokens_per_step,
             "loss": loss_value,
             "lr": lr,
-            "grad_norm": norm.item(),
+            "grad_norm": norm,
             "step_time": dt,
             "tokens_per_sec": self.tokens_per_step / dt,
             "epoch": self.stream.epoch,
             **timer.collect(),
         }
+        if skip is not None:
+            record.update(skipped=True, skip_reason=skip)
+            if self.scaler is not None and math.isfinite(loss_value) and not math.isfinite(norm):
+                record["skip_reason"] = "fp16 overflow (the grad scaler lowered its scale)"
         if self.peak_flops:
             record["mfu"] = record["tokens_per_sec"] * self.flops.training / self.peak_flops
         return record
+
+    def _oom_message(self, what: str) -> str:
+        from ..plan import largest_micro_batch
+
+        memory_gb = torch.cuda.get_device_properties(self.runtime.device).total_memory / 2**30 if torch.cuda.is_available() else 0
+        fits = largest_micro_batch(self.cfg.model, self.model.num_params(), self.cfg.seq_len, self.runtime.precision, memory_gb)
+        return (f"GPU out of memory at micro-batch {self.cfg.run.micro_batch} x {self.cfg.seq_len} ({what}); "
+                f"`gpt2lab plan` estimates {fits} fits on this {memory_gb:.0f} GB GPU. Lower --micro-batch (batch_tokens "
+                "keeps the global batch through accumulation), add --set run.activation_checkpointing=true, or pass "
+                "--set run.auto_batch=true to find the largest micro-batch that fits")
+
+    def _recover(self, logger: MetricsLogger, reason: str) -> None:
+        """After max_bad_steps skipped updates in a row: roll back to the last checkpoint at a lower LR, or stop."""
+        run = self.cfg.run
+        self.saver.wait()
+        target = ckpt.latest_checkpoint(self.run_dir)
+        message = f"{run.max_bad_steps} updates in a row were unsafe at step {self.step} (last: {reason})"
+        if not run.rollback or target is None or self.rollbacks >= MAX_ROLLBACKS:
+            why = ("rollback is off" if not run.rollback else "there is no checkpoint to roll back to" if target is None
+                   else f"{MAX_ROLLBACKS} rollbacks did not help")
+            raise UserError(f"{message}; stopping because {why}. Lower optim.lr, check the data near this step, "
+                            "or resume from an earlier checkpoint")
+        rollbacks, lr_scale = self.rollbacks + 1, self.lr_scale * run.rollback_lr_factor
+        self._restore(target)
+        self.rollbacks, self.lr_scale = rollbacks, lr_scale
+        logger.truncate(self.step)
+        self.echo(f"warning: {message}; rolled back to {target.name}, LR now x{self.lr_scale:g}")
+
+    # --- the loop --------------------------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def request_stop(signum, _frame):
+            if self.stop_signal is not None:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self.stop_signal = signal.Signals(signum).name
+            self.echo(f"{self.stop_signal}: finishing this step, saving a checkpoint, then stopping")
+
+        return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def fit(self) -> dict:
         cfg, run = self.cfg, self.cfg.run
@@ -225,12 +332,17 @@ class Trainer:
             self.echo(f"nothing to do: the run is at step {self.step} of {max_steps}; raise --max-steps to go on")
         logger = MetricsLogger(self.run_dir, run.tensorboard, run.wandb_project, cfg.to_dict(), self.echo)
         profiler = Profiler(self.run_dir, run.profile_steps, self.runtime.device)
-        record, last_val, saved_at = {}, None, None
+        previous_handlers = self._install_signal_handlers()
+        record, last_val, bad_in_a_row = {}, None, 0
         start, start_step, elapsed_before = time.perf_counter(), self.step, self.elapsed
         try:
             while self.step < max_steps:
-                with profiler:
-                    record = self.train_step()
+                try:
+                    with profiler:
+                        record = self.train_step()
+                except torch.cuda.OutOfMemoryError:
+                    raise UserError(self._oom_message("during a training step")) from None
+                bad_in_a_row = bad_in_a_row + 1 if record.get("skipped") and "overflow" not in record["skip_reason"] else 0
                 final = self.step == max_steps
                 if (run.eval_every and self.step % run.eval_every == 0) or final:
                     last_val = self.evaluate()
@@ -239,8 +351,7 @@ class Trainer:
                 if self.hellaswag and (self.step % run.hellaswag_every == 0 or final):
                     hs = evaluate_hellaswag(self.compiled, self.hellaswag, self.runtime, cfg.model.block_size)
                     record.update(hellaswag_acc=hs["acc"], hellaswag_acc_norm=hs["acc_norm"])
-                evaluated = "val_loss" in record or "hellaswag_acc" in record
-                log_now = run.log_every and (self.step % run.log_every == 0 or self.step == 1)
+                log_now = bool(run.log_every) and (self.step % run.log_every == 0 or self.step == 1)
                 if log_now:
                     record.update(memory_stats(self.runtime.device))
                     util = self.utilization.sample(self.step)
@@ -248,77 +359,32 @@ class Trainer:
                         record["gpu_util"] = util
                 self.elapsed = elapsed_before + time.perf_counter() - start
                 record["elapsed"] = self.elapsed
-                if (run.checkpoint_every and self.step % run.checkpoint_every == 0) or final:
-                    t = time.perf_counter()
-                    saved_at = self.save()
-                    record["checkpoint_time"] = time.perf_counter() - t
+                stopping = self.stop_signal is not None
+                # a periodic save waits out a stretch of skipped updates, so that a rollback lands before it
+                due = run.checkpoint_every and self.step % run.checkpoint_every == 0 and not bad_in_a_row
+                if due or final or stopping:
+                    record["checkpoint_time"] = self.save()
                 logger.log(record)
-                if log_now or evaluated:
-                    elapsed = time.perf_counter() - start
-                    eta = elapsed / (self.step - start_step) * (max_steps - self.step)
+                if log_now or "val_loss" in record or "hellaswag_acc" in record or record.get("skipped"):
+                    eta = (time.perf_counter() - start) / max(1, self.step - start_step) * (max_steps - self.step)
                     self.echo(format_record(record, max_steps, eta))
+                if stopping:
+                    break
+                if bad_in_a_row >= run.max_bad_steps:
+                    self._recover(logger, record["skip_reason"])
+                    bad_in_a_row = 0
+            self.saver.wait()
+        except BaseException:
+            with contextlib.suppress(BaseException):  # let a save in flight finish; the first error wins
+                self.saver.wait()
+            raise
         finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
             logger.close()
             profiler.close()
-        return {"step": self.step, "loss": record.get("loss"), "val": last_val, "checkpoint": str(saved_at) if saved_at else None}
-
-
-class Profiler:
-    """torch.profiler over `steps` training steps, after two warm-up steps; writes RUN_DIR/profile/trace.json
-    (open it in chrome://tracing or Perfetto) and summary.txt (the most expensive operators)."""
-
-    def __init__(self, run_dir: Path, steps: int, device: torch.device):
-        self.dir, self.steps, self.cuda = run_dir / "profile", steps, device.type == "cuda"
-        self.seen, self.prof = 0, None
-
-    def __enter__(self):
-        if self.steps and self.seen == 2 and self.prof is None:
-            activities = [torch.profiler.ProfilerActivity.CPU]
-            if self.cuda:
-                activities.append(torch.profiler.ProfilerActivity.CUDA)
-            self.prof = torch.profiler.profile(activities=activities, record_shapes=True)
-            self.prof.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.seen += 1
-        if self.prof is not None and self.seen == 2 + self.steps:
-            self.close()
-        return False
-
-    def close(self) -> None:
-        if self.prof is None:
-            return
-        self.prof.__exit__(None, None, None)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.prof.export_chrome_trace(str(self.dir / "trace.json"))
-        sort = "cuda_time_total" if self.cuda else "cpu_time_total"
-        (self.dir / "summary.txt").write_text(self.prof.key_averages().table(sort_by=sort, row_limit=30) + "\n")
-        self.prof = None
-
-
-def format_record(r: dict, max_steps: int, eta_seconds: float | None = None) -> str:
-    line = (
-        f"step {r['step']:>6}/{max_steps} | loss {r['loss']:.4f} | lr {r['lr']:.2e} | norm {r['grad_norm']:.3f} "
-        f"| {r['step_time'] * 1000:,.0f} ms | {r['tokens_per_sec']:,.0f} tok/s"
-    )
-    if "mfu" in r:
-        line += f" | MFU {r['mfu']:.1%}"
-    if r.get("step_time"):
-        line += f" | data {r.get('data_time', 0) / r['step_time']:.0%}"
-    if "peak_mem_gb" in r:
-        line += f" | mem {r['peak_mem_gb']:.1f} GB"
-    if "val_loss" in r:
-        line += f" | val loss {r['val_loss']:.4f} ppl {r['val_perplexity']:.2f}"
-    if "hellaswag_acc_norm" in r:
-        line += f" | hellaswag {r['hellaswag_acc_norm']:.4f}"
-    if eta_seconds is not None and r["step"] < max_steps:
-        line += f" | eta {format_duration(eta_seconds)}"
-    return line
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+        if self.stop_signal:
+            self.echo(f"stopped by {self.stop_signal} at step {self.step}; continue with --resume")
+        saved = self.saver.last_saved
+        return {"step": self.step, "loss": record.get("loss"), "val": last_val, "checkpoint": str(saved) if saved else None,
+                "stopped_by": self.stop_signal}

@@ -1,0 +1,41 @@
+"""--profile N: a torch.profiler trace of N training steps, after two warm-up steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class Profiler:
+    """Wrap each training step in `with profiler:`; writes RUN_DIR/profile/trace.json (open it in Perfetto or
+    chrome://tracing) and summary.txt (the most expensive operators)."""
+
+    def __init__(self, run_dir: Path, steps: int, device: torch.device):
+        self.dir, self.steps, self.cuda = Path(run_dir) / "profile", steps, device.type == "cuda"
+        self.seen, self.prof = 0, None
+
+    def __enter__(self):
+        if self.steps and self.seen == 2 and self.prof is None:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if self.cuda:
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            self.prof = torch.profiler.profile(activities=activities, record_shapes=True)
+            self.prof.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.seen += 1
+        if self.prof is not None and self.seen == 2 + self.steps:
+            self.close()
+        return False
+
+    def close(self) -> None:
+        if self.prof is None:
+            return
+        self.prof.__exit__(None, None, None)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.prof.export_chrome_trace(str(self.dir / "trace.json"))
+        sort = "cuda_time_total" if self.cuda else "cpu_time_total"
+        (self.dir / "summary.txt").write_text(self.prof.key_averages().table(sort_by=sort, row_limit=30) + "\n")
+        self.prof = None

@@ -1,0 +1,269 @@
+"""Runs that survive: kills, signals, corrupt checkpoints, bad updates, full disks, out-of-memory."""
+
+import errno
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2lab.errors import UserError
+from gpt2lab.metrics import read_metrics
+from gpt2lab.runtime import Runtime
+from gpt2lab.train import Trainer
+from gpt2lab.train.autobatch import find_micro_batch
+from gpt2lab.train.checkpoint import complete_checkpoints
+from tests.conftest import MICRO_MODEL, micro_config
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = dict(echo=lambda *_: None)
+STEPS = 40
+
+
+def train_command(data, run, *extra):
+    sets = [a for s in MICRO_MODEL for a in ("--set", s)]
+    return [sys.executable, "-m", "gpt2lab", "train", "--data", str(data), "--out", str(run), *sets,
+            "--max-steps", str(STEPS), "--checkpoint-every", "2", "--device", "cpu", "--set", "schedule.warmup_steps=2",
+            "--set", "run.micro_batch=4", "--set", "model.dropout=0.1", "--set", "optim.lr=1e-2",
+            "--set", "run.keep_last=2", *extra]
+
+
+def wait_for_step(run: Path, step: int, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        records = read_metrics(run)
+        if records and records[-1]["step"] >= step:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.01)
+    raise TimeoutError(f"the run did not reach step {step}")
+
+
+def losses(run: Path) -> list[tuple[int, float, float]]:
+    return [(r["step"], r["loss"], r["grad_norm"]) for r in read_metrics(run)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run, in a process of its own like the interrupted ones."""
+    from tests.conftest import make_data_dir
+
+    base = tmp_path_factory.mktemp("reference")
+    data = make_data_dir(base / "data")
+    subprocess.run(train_command(data, base / "run"), check=True, capture_output=True, cwd=ROOT)
+    return data, losses(base / "run")
+
+
+def test_kill_9_twice_then_resume_matches_the_uninterrupted_run(reference, tmp_path):
+    data, expected = reference
+    seed = int(os.environ.get("GPT2LAB_KILL_SEED", time.time_ns() % 10_000))
+    kills = sorted(random.Random(seed).sample(range(3, STEPS - 5), 2))
+    run = tmp_path / "run"
+    for kill_at in kills:  # kill -9 while training or while a checkpoint is being written in the background
+        proc = subprocess.Popen(train_command(data, run, *(["--resume"] if run.exists() else [])),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+        wait_for_step(run, kill_at, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run(train_command(data, run, "--resume"), capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert losses(run) == expected, f"kill points {kills} (GPT2LAB_KILL_SEED={seed})"
+
+
+def test_sigterm_saves_and_stops_cleanly(reference, tmp_path):
+    data, expected = reference
+    run = tmp_path / "run"
+    proc = subprocess.Popen(train_command(data, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    wait_for_step(run, 7, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in out and "Traceback" not in err
+    stopped_at = read_metrics(run)[-1]["step"]
+    assert complete_checkpoints(run)[0].name == f"step_{stopped_at:08d}"  # the step it stopped at was saved
+    subprocess.run(train_command(data, run, "--resume"), check=True, capture_output=True, cwd=ROOT)
+    assert losses(run) == expected
+
+
+def test_resume_skips_incomplete_and_corrupt_checkpoints(data_dir, tmp_path):
+    cfg = micro_config(data_dir, "schedule.max_steps=10", "run.checkpoint_every=2", "run.keep_last=0")
+    Trainer(cfg, tmp_path / "full", **QUIET).fit()
+    expected = losses(tmp_path / "full")
+    run = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", run)
+    ckpts = run / "checkpoints"
+    shutil.rmtree(ckpts / "step_00000010")
+    (ckpts / "step_00000008" / "model.safetensors").write_bytes(b"\0" * 100)  # corrupt, though marked complete
+    shutil.copytree(ckpts / "step_00000006", ckpts / ".step_00000009.tmp")  # a save killed half-way
+    messages = []
+    Trainer(cfg, run, resume=True, echo=messages.append).fit()
+    assert any("skipping step_00000008" in m for m in messages)
+    assert any("resumed from" in m and "step_00000006" in m for m in messages)
+    assert losses(run) == expected
+
+
+def test_retention_keeps_the_last_k_and_every_nth(data_dir, tmp_path):
+    cfg = micro_config(data_dir, "schedule.max_steps=12", "run.checkpoint_every=2", "run.keep_last=2", "run.keep_every=4")
+    Trainer(cfg, tmp_path / "run", **QUIET).fit()
+    assert [p.name for p in complete_checkpoints(tmp_path / "run")] == [
+        "step_00000012", "step_00000010", "step_00000008", "step_00000004"]
+
+
+def test_async_and_sync_saves_write_the_same_checkpoint(data_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    for mode in ("true", "false"):
+        Trainer(micro_config(data_dir, "schedule.max_steps=4", f"run.async_checkpoint={mode}"), tmp_path / mode, **QUIET).fit()
+    a = load_file(tmp_path / "true" / "checkpoints" / "step_00000004" / "model.safetensors")
+    b = load_file(tmp_path / "false" / "checkpoints" / "step_00000004" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Poison(torch.nn.Module):
+    """Wraps the model; multiplies the loss by `factor` on the given (1-based) steps."""
+
+    def __init__(self, trainer, steps, factor=float("nan")):
+        super().__init__()
+        self.trainer, self.steps, self.factor = trainer, set(steps), factor
+        self.inner = trainer.model
+
+    def forward(self, x, y):
+        logits, loss = self.inner(x, y)
+        if self.trainer.step + 1 in self.steps:
+            loss = loss * self.factor
+        return logits, loss
+
+
+def test_a_nan_loss_skips_the_update(data_dir, tmp_path):
+    trainer = Trainer(micro_config(data_dir, "schedule.max_steps=6"), tmp_path / "run", **QUIET)
+    trainer.compiled = Poison(trainer, {3})
+    trainer.fit()
+    records = read_metrics(tmp_path / "run")
+    assert [r.get("skipped", False) for r in records] == [False, False, True, False, False, False]
+    assert "non-finite loss" in records[2]["skip_reason"]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_a_loss_spike_is_skipped(data_dir, tmp_path):
+    trainer = Trainer(micro_config(data_dir, "schedule.max_steps=30"), tmp_path / "run", **QUIET)
+    trainer.compiled = Poison(trainer, {27}, factor=20.0)
+    trainer.fit()
+    records = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records if r.get("skipped")] == [27]
+    assert "loss spike" in records[26]["skip_reason"]
+
+
+def test_bad_steps_in_a_row_roll_back_at_a_lower_lr(data_dir, tmp_path):
+    cfg = micro_config(data_dir, "schedule.max_steps=12", "run.checkpoint_every=4", "run.max_bad_steps=3",
+                       "run.async_checkpoint=false")
+    messages = []
+    trainer = Trainer(cfg, tmp_path / "run", echo=messages.append)
+    poison = Poison(trainer, {6, 7, 8})
+    trainer.compiled = poison
+
+    def heal_after_rollback(original=trainer._recover):
+        def recover(*args):
+            original(*args)
+            poison.steps.clear()  # the data after the rollback is fine
+        return recover
+
+    trainer._recover = heal_after_rollback()
+    trainer.fit()
+    assert any("rolled back to step_00000004" in m for m in messages)
+    records = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records] == list(range(1, 13))  # the bad stretch was replaced
+    assert not any(r.get("skipped") for r in records)
+    from gpt2lab.train.schedule import lr_at
+
+    assert records[5]["lr"] == pytest.approx(0.5 * lr_at(5, cfg.optim.lr, cfg.schedule))  # step 6, replayed at half LR
+    assert records[2]["lr"] == pytest.approx(lr_at(2, cfg.optim.lr, cfg.schedule))  # before the checkpoint: as it was
+    assert trainer.lr_scale == 0.5
+
+
+def test_bad_steps_without_a_checkpoint_stop_with_a_clear_message(data_dir, tmp_path):
+    cfg = micro_config(data_dir, "schedule.max_steps=12", "run.max_bad_steps=3")
+    trainer = Trainer(cfg, tmp_path / "run", **QUIET)
+    trainer.compiled = Poison(trainer, {2, 3, 4})
+    with pytest.raises(UserError, match="3 updates in a row were unsafe at step 4.*no checkpoint to roll back to"):
+        trainer.fit()
+
+
+def test_fp16_grad_scaler_overflow_is_skipped_not_counted(data_dir, tmp_path, monkeypatch):
+    import gpt2lab.train.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "resolve_runtime", lambda *a: Runtime(torch.device("cpu"), "fp16"))
+    trainer = Trainer(micro_config(data_dir, "schedule.max_steps=30", "run.max_bad_steps=1"), tmp_path / "run", **QUIET)
+    assert trainer.scaler is not None
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**30)  # so large that fp16 gradients overflow at first
+    trainer.fit()
+    records = read_metrics(tmp_path / "run")
+    overflows = [r for r in records if r.get("skipped")]
+    assert overflows and all("fp16 overflow" in r["skip_reason"] for r in overflows)
+    assert trainer.scaler.get_scale() < 2.0**30
+    assert not all(r.get("skipped") for r in records)
+
+
+def test_full_disk_during_a_save(data_dir, tmp_path, monkeypatch):
+    import gpt2lab.train.checkpoint as checkpoint_module
+
+    cfg = micro_config(data_dir, "schedule.max_steps=6", "run.checkpoint_every=2")
+    trainer = Trainer(cfg, tmp_path / "run", **QUIET)
+    real, calls = checkpoint_module.save_file, []
+
+    def full_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", full_disk)
+    with pytest.raises(UserError, match="No space left on device.*the last complete checkpoint is .*step_00000002"):
+        trainer.fit()
+    names = [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()]
+    assert names == ["step_00000002"]  # no half-written folder
+
+
+def test_out_of_memory_names_the_remedies(data_dir, tmp_path, monkeypatch):
+    trainer = Trainer(micro_config(data_dir, "schedule.max_steps=3"), tmp_path / "run", **QUIET)
+
+    def oom():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(trainer, "train_step", oom)
+    with pytest.raises(UserError, match="out of memory at micro-batch 4 x 32.*activation_checkpointing.*auto_batch") as err:
+        trainer.fit()
+    assert "\n" not in str(err.value)
+
+
+def test_auto_batch_search():
+    tried = []
+
+    def fits(b):
+        tried.append(b)
+        return b <= 12
+
+    assert find_micro_batch(fits, sequences_per_step=64, upper=100) == 8
+    assert len(tried) <= 3
+    assert find_micro_batch(lambda b: False, 64, 100) == 0
+    assert find_micro_batch(lambda b: True, 48, 20) == 16
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    from gpt2lab.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, pos="rope", mlp="swiglu"))
+    x = torch.randint(0, 64, (2, 16))
+    grads = []
+    for on in (False, True):
+        model.zero_grad()
+        model.activation_checkpointing = on
+        model(x, x)[1].backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
