@@ -35,6 +35,20 @@ def cmd_prepare(args) -> None:
     print(f"wrote {args.out} in {meta['prepare_seconds']:.1f} s")
 
 
+def cmd_data_info(args) -> None:
+    from .data.info import data_info, format_info
+    from .tokenizer import load_tokenizer
+
+    tokenizer = None
+    if args.samples:
+        try:
+            tokenizer = load_tokenizer(args.tokenizer)
+        except UserError as exc:
+            print(f"note: no decoded samples ({exc})", file=sys.stderr)
+    info = data_info(args.data_dir, args.samples, args.sample_tokens, tokenizer)
+    print(json.dumps(info) if args.json else format_info(info))
+
+
 def cmd_train(args) -> None:
     from .config import build_config
     from .train.trainer import Trainer
@@ -145,10 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
 
     p = sub.add_parser("prepare", help="tokenize text into train/val token shards", formatter_class=fmt,
-                       description="Tokenize plain text (.txt) and JSON lines with a 'text' field (.jsonl), plain, "
-                                   ".gz or .xz, into uint16 token shards (llm.c's .bin layout) plus meta.json. "
-                                   "The validation split takes whole documents.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or glob patterns")
+                       description="Tokenize plain text (.txt), JSON lines with a 'text' field (.jsonl), plain, "
+                                   ".gz or .xz, Parquet, and Hugging Face datasets (hf:NAME[:CONFIG], streamed) into "
+                                   "uint16 token shards (llm.c's .bin layout) plus meta.json. The validation split "
+                                   "takes whole documents (or the dataset's own validation split). Rerunning an "
+                                   "interrupted prepare resumes it.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="files, folders, glob patterns, or hf:NAME[:CONFIG] (e.g. hf:HuggingFaceFW/fineweb-edu:sample-10BT)")
     p.add_argument("--out", required=True, help="the data directory to write")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of documents held out (default 0.1)")
     p.add_argument("--workers", type=int, default=1, help="tokenizer processes (default 1)")
@@ -158,6 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing data directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("data-info", help="what a prepared data directory holds, checked, with decoded samples")
+    p.add_argument("data_dir", help="a directory written by `gpt2lab prepare`")
+    p.add_argument("--samples", type=int, default=3, help="random training windows to decode (0: none)")
+    p.add_argument("--sample-tokens", type=int, default=48)
+    p.add_argument("--tokenizer", help=TOKENIZER_HELP)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_data_info)
 
     p = sub.add_parser("train", help="train a model", formatter_class=fmt, epilog=_catalogue(),
                        description="Train a GPT. Config layers: defaults < --recipe < --preset < --config FILE "

@@ -25,6 +25,9 @@ class DataConfig:
     dir: str = ""  # a directory written by `gpt2lab prepare`
     seq_len: int = 0  # tokens per training window; 0 means the model's block_size
     tokenizer: str = ""  # folder with GPT-2's BPE files for in-loop HellaSwag; "" means $GPT2LAB_TOKENIZER or tiktoken's cache
+    align_documents: bool = False  # windows start at document starts (off: exact GPT-2 practice, fixed tiling)
+    document_masking: bool = False  # attention does not cross <|endoftext|> (explicit mask: no flash kernel)
+    prefetch: int = 2  # micro-batches gathered ahead in a background thread; 0: synchronous
 
 
 @dataclass
@@ -110,6 +113,7 @@ class Config:
             (self.schedule.decay in ("cosine", "linear", "constant"),
              f"schedule.decay={self.schedule.decay!r} is not one of cosine, linear, constant"),
             (self.run.micro_batch > 0, f"run.micro_batch must be positive, got {self.run.micro_batch}"),
+            (self.data.prefetch >= 0, f"data.prefetch must be 0 or positive, got {self.data.prefetch}"),
             (self.run.batch_tokens >= 0, f"run.batch_tokens must be 0 or positive, got {self.run.batch_tokens}"),
             (self.run.precision in PRECISIONS, f"run.precision={self.run.precision!r} is not one of {', '.join(PRECISIONS)}"),
             (self.optim.grad_clip >= 0, f"optim.grad_clip must be 0 (off) or positive, got {self.optim.grad_clip}"),

@@ -30,8 +30,13 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self.encoding.encode_ordinary(text)
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return self.encoding.encode_ordinary_batch(texts, num_threads=1)
+    def encode_array(self, text: str):
+        """encode() as a numpy array, without a Python list in between (special-token strings stay text)."""
+        import numpy as np
+
+        if hasattr(self.encoding, "encode_to_numpy"):  # tiktoken >= 0.8
+            return self.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        return np.array(self.encoding.encode_ordinary(text), dtype=np.uint32)
 
     def decode(self, ids) -> str:
         return self.encoding.decode(list(ids))

@@ -85,3 +85,67 @@ def test_context_longer_than_data(tmp_path):
     d = make_data_dir(tmp_path / "d", val_tokens=20)
     with pytest.raises(UserError, match="too few for one window"):
         Windows(d, "val", 32)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_prefetch_gives_the_same_batches_and_resumes_exactly(data_dir, world):
+    w = Windows(data_dir, "train", 32)
+    cpu = torch.device("cpu")
+    plain = BatchStream(w, 8, seed=4, world_size=world, rank=world - 1)
+    ahead = BatchStream(w, 8, seed=4, world_size=world, rank=world - 1, prefetch=3)
+    for _ in range(100):  # past an epoch boundary
+        assert torch.equal(plain.next_batch(cpu)[0], ahead.next_batch(cpu)[0])
+    state = ahead.state_dict()  # the thread has fetched further, but the state is what was handed out
+    assert state["position"] == plain.position
+    resumed = BatchStream(w, 8, seed=0, world_size=world, rank=world - 1, prefetch=2)
+    resumed.load_state_dict(state)
+    for _ in range(20):
+        assert torch.equal(plain.next_batch(cpu)[1], resumed.next_batch(cpu)[1])
+    ahead.close()
+    resumed.close()
+
+
+def test_document_aligned_windows(tmp_path):
+    from gpt2lab.data.shards import write_shard
+    import json as _json
+
+    eot = 99
+    docs = [[eot] + list(range(1, n)) for n in (5, 40, 12, 70)]
+    tokens = np.array([t for d in docs for t in d])
+    (tmp_path / "d").mkdir()
+    write_shard(tmp_path / "d" / "train_000000.bin", tokens)
+    meta = {"tokenizer": {"n_vocab": 100, "eot": eot},
+            "splits": {"train": {"tokens": len(tokens), "documents": 4, "shards": [{"file": "train_000000.bin", "tokens": len(tokens)}]}}}
+    (tmp_path / "d" / "meta.json").write_text(_json.dumps(meta))
+    w = Windows(tmp_path / "d", "train", 16, align_documents=True, eot=eot)
+    windows = w.tokens(np.arange(len(w)))
+    # documents start at 0, 5, 45, 57 (127 tokens); each is tiled from its start every 16 tokens,
+    # and a window (17 tokens) must fit in the shard
+    starts = [0, 5, 21, 37, 45, 57, 73, 89, 105]
+    assert len(w) == len(starts)
+    for window, s in zip(windows, starts):
+        assert np.array_equal(window, tokens[s : s + 17])
+    assert all(windows[i][0] == eot for i in (0, 1, 4, 5))
+
+
+def test_document_masking_stops_attention_at_the_separator():
+    from gpt2lab.data.loader import document_ids
+    from gpt2lab.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    eot = 49
+    x = torch.randint(0, 49, (1, 16))
+    x[0, 6] = eot  # a second document starts at position 6
+    changed = x.clone()
+    changed[0, :6] = torch.randint(0, 49, (6,))  # rewrite the first document only
+    with torch.no_grad():
+        a = model(x, doc_ids=document_ids(x, eot))[0]
+        b = model(changed, doc_ids=document_ids(changed, eot))[0]
+        c = model(changed)[0]
+    assert torch.allclose(a[0, 6:], b[0, 6:], atol=1e-6)  # the second document cannot see the first
+    assert not torch.allclose(a[0, 6:], c[0, 6:], atol=1e-4)  # without the mask it can
+    # with a single document the mask is the plain causal mask
+    single = torch.randint(0, 49, (2, 16))
+    with torch.no_grad():
+        assert torch.allclose(model(single, doc_ids=document_ids(single, eot))[0], model(single)[0], atol=1e-6)

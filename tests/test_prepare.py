@@ -129,9 +129,11 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(tmp_path, tokenizer_dir, 
 
 def test_existing_output_needs_overwrite(tmp_path, tokenizer_dir):
     src = write_jsonl(tmp_path / "docs.jsonl", make_docs(20))
-    prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir))
+    first = prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir))
+    again = prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir))  # same inputs and options: nothing to do
+    assert again["created"] == first["created"]
     with pytest.raises(UserError, match="--overwrite"):
-        prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir))
+        prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, val_fraction=0.3))
     prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, overwrite=True))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "precious.txt").write_text("keep me")
@@ -145,3 +147,72 @@ def test_missing_input(tmp_path, tokenizer_dir):
         prepare([str(tmp_path / "nope.txt")], str(tmp_path / "out"), opts(tokenizer_dir))
     with pytest.raises(UserError, match="matches no file"):
         prepare([str(tmp_path / "*.jsonl")], str(tmp_path / "out"), opts(tokenizer_dir))
+
+
+def test_large_corpora_are_split_by_hash_in_one_pass(tmp_path, tokenizer_dir, monkeypatch):
+    import importlib
+
+    prep = importlib.import_module("gpt2lab.data.prepare")
+    monkeypatch.setattr(prep, "LOOKAHEAD_DOCS", 20)  # as if the corpus were too big to look at whole
+    docs = make_docs(400)
+    src = write_jsonl(tmp_path / "docs.jsonl", docs)
+    meta = prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, val_fraction=0.1))
+    assert meta["split"]["method"] == "hashed"
+    n_val = meta["splits"]["val"]["documents"]
+    assert 20 <= n_val <= 62  # binomial(400, 0.1): mean 40, sd 6
+    tok = load_tokenizer(tokenizer_dir)
+    train, val = decoded(tmp_path / "out", "train", tok), decoded(tmp_path / "out", "val", tok)
+    val_docs = [d for d in docs if d in val]
+    assert len(val_docs) == n_val and not any(d in train for d in val_docs)
+
+
+def test_an_interrupted_prepare_resumes_where_it_stopped(tmp_path, tokenizer_dir, monkeypatch):
+    import importlib
+
+    prep = importlib.import_module("gpt2lab.data.prepare")
+    src = write_jsonl(tmp_path / "docs.jsonl", make_docs(120))
+    options = dict(shard_tokens=700, val_fraction=0.1)
+    prepare([str(src)], str(tmp_path / "whole"), opts(tokenizer_dir, **options))
+
+    real_finish, finished = prep.ShardFile.finish, []
+
+    def crash_on_fifth(self):
+        finished.append(self.path.name)
+        if len(finished) == 5:
+            raise KeyboardInterrupt  # as if killed while finishing the fifth shard
+        return real_finish(self)
+
+    monkeypatch.setattr(prep.ShardFile, "finish", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, **options))
+    assert (tmp_path / ".out.partial" / "progress.json").is_file() and not (tmp_path / "out").exists()
+
+    monkeypatch.setattr(prep.ShardFile, "finish", real_finish)
+    from gpt2lab.tokenizer import Tokenizer
+
+    encoded, real_encode = [], Tokenizer.encode_array
+    monkeypatch.setattr(Tokenizer, "encode_array", lambda self, text: encoded.append(text) or real_encode(self, text))
+    meta = prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, **options))
+    assert len(encoded) < 120 * 0.8  # the documents already on disk were not tokenized again
+    whole = json.loads((tmp_path / "whole" / "meta.json").read_text())
+    assert meta["splits"] == whole["splits"]
+    for split in ("train", "val"):
+        assert np.array_equal(np.concatenate(split_shards(tmp_path / "out", split)),
+                              np.concatenate(split_shards(tmp_path / "whole", split)))
+    assert not (tmp_path / ".out.partial").exists()
+
+
+def test_data_info(tmp_path, tokenizer_dir, capsys):
+    from gpt2lab.cli import main
+
+    src = write_jsonl(tmp_path / "docs.jsonl", make_docs(30))
+    prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir))
+    assert main(["data-info", str(tmp_path / "out"), "--tokenizer", tokenizer_dir, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["splits"]["train"]["documents"] + info["splits"]["val"]["documents"] == 30
+    assert len(info["samples"]) == 3 and all(s["text"] for s in info["samples"])
+    assert main(["data-info", str(tmp_path / "out"), "--samples", "0"]) == 0
+    assert "headers and sizes match" in capsys.readouterr().out
+    shard = tmp_path / "out" / "train_000000.bin"
+    shard.write_bytes(shard.read_bytes()[:-3])
+    assert main(["data-info", str(tmp_path / "out")]) == 2

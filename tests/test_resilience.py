@@ -133,8 +133,8 @@ class Poison(torch.nn.Module):
         self.trainer, self.steps, self.factor = trainer, set(steps), factor
         self.inner = trainer.model
 
-    def forward(self, x, y):
-        logits, loss = self.inner(x, y)
+    def forward(self, x, y, doc_ids=None):
+        logits, loss = self.inner(x, y, doc_ids=doc_ids)
         if self.trainer.step + 1 in self.steps:
             loss = loss * self.factor
         return logits, loss

@@ -49,6 +49,32 @@ def write_shard(path: Path, tokens: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+class ShardFile:
+    """A shard written as its tokens arrive, so no shard is ever held in memory: a placeholder header, the
+    tokens appended, then the real header, fsync and rename. Until finish() only a .tmp file exists."""
+
+    def __init__(self, path: Path):
+        self.path, self.tmp = path, path.with_name(path.name + ".tmp")
+        self.file = open(self.tmp, "wb")
+        self.file.write(np.zeros(HEADER_INTS, dtype="<i4").tobytes())
+        self.count = 0
+
+    def append(self, tokens: np.ndarray) -> None:
+        self.file.write(tokens.astype(TOKEN_DTYPE, copy=False).tobytes())
+        self.count += tokens.size
+
+    def finish(self) -> int:
+        header = np.zeros(HEADER_INTS, dtype="<i4")
+        header[:3] = (MAGIC, VERSION, self.count)
+        self.file.seek(0)
+        self.file.write(header.tobytes())
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.tmp, self.path)
+        return self.count
+
+
 def read_shard(path: Path) -> np.memmap:
     """Memory-map a shard's tokens after checking its header and size."""
     size = path.stat().st_size if path.exists() else -1

@@ -7,20 +7,23 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..data.loader import Windows, eval_batches, to_device
+from ..data.loader import Windows, document_ids, eval_batches, to_device
 from ..runtime import Runtime
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, windows: Windows, batch_size: int, runtime: Runtime, max_batches: int = 0) -> dict:
-    """Mean next-token loss over the split's windows (all of them when max_batches is 0), token-weighted."""
+def evaluate_loss(model: torch.nn.Module, windows: Windows, batch_size: int, runtime: Runtime, max_batches: int = 0,
+                  doc_eot: int | None = None) -> dict:
+    """Mean next-token loss over the split's windows (all of them when max_batches is 0), token-weighted.
+    With doc_eot, attention stays within documents, as in training with data.document_masking."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for batch in eval_batches(windows, batch_size, max_batches):
         x, y = to_device(batch, runtime.device)
         with runtime.autocast():
-            loss = model(x, y)[1]  # do not hold the logits: they are the largest activation
+            doc_ids = document_ids(x, doc_eot) if doc_eot is not None else None
+            loss = model(x, y, doc_ids=doc_ids)[1]  # do not hold the logits: they are the largest activation
         total += loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)

@@ -37,9 +37,12 @@ def evaluate(checkpoint: str, data: str | None = None, split: str = "val", hella
     model, config, path = load_model_from_checkpoint(checkpoint, runtime.device)
     result: dict = {"checkpoint": str(path), "device": str(runtime.device)}
     if data:
-        check_data_fits(config, read_meta(data))
-        windows = Windows(data, split, config.seq_len)
-        result[split] = evaluate_loss(model, windows, batch_size, runtime, max_batches)
+        meta = read_meta(data)
+        check_data_fits(config, meta)
+        eot = meta.get("tokenizer", {}).get("eot")
+        windows = Windows(data, split, config.seq_len, config.data.align_documents, eot)
+        doc_eot = eot if config.data.document_masking else None  # evaluate as the model was trained
+        result[split] = evaluate_loss(model, windows, batch_size, runtime, max_batches, doc_eot)
     if hellaswag or text:
         rows = read_examples(hellaswag, limit) if hellaswag else None  # bad input fails before any work
         content = read_text(text) if text else None

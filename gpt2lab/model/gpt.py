@@ -112,7 +112,7 @@ class CausalSelfAttention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x, rope=None, cache=None):
+    def forward(self, x, rope=None, cache=None, mask=None):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
@@ -126,8 +126,8 @@ class CausalSelfAttention(nn.Module):
             if cache.length > 0 and T > 1:
                 raise ValueError("the KV cache takes a whole prompt at once, then one token at a time")
             k, v = cache.append(k, v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=T > 1, dropout_p=self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(  # a document mask is causal already
+            q, k, v, attn_mask=mask, is_causal=T > 1 and mask is None, dropout_p=self.dropout if self.training else 0.0
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -161,8 +161,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x, rope=None, cache=None):
-        x = x + self.attn(self.ln_1(x), rope, cache)
+    def forward(self, x, rope=None, cache=None, mask=None):
+        x = x + self.attn(self.ln_1(x), rope, cache, mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -211,10 +211,11 @@ class GPT(nn.Module):
                 n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None, doc_ids: torch.Tensor | None = None):
         """Logits (B, T, vocab) for token ids idx (B, T); with targets, also the mean cross-entropy loss.
 
         With a KVCache, idx continues the sequence already in the cache (positions start at cache.length).
+        With doc_ids (B, T), a position attends only to earlier positions of the same document.
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -227,11 +228,15 @@ class GPT(nn.Module):
         else:
             rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
         x = self.transformer.drop(x)
+        mask = None
+        if doc_ids is not None:
+            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
+            mask = (doc_ids[:, None, :, None] == doc_ids[:, None, None, :]) & causal
         for i, block in enumerate(self.transformer.h):
             if self.activation_checkpointing and self.training and cache is None:
-                x = checkpoint(block, x, rope, None, use_reentrant=False)  # recomputed in backward
+                x = checkpoint(block, x, rope, None, mask, use_reentrant=False)  # recomputed in backward
             else:
-                x = block(x, rope, cache.layer(i) if cache is not None else None)
+                x = block(x, rope, cache.layer(i) if cache is not None else None, mask)
         if cache is not None:
             cache.advance(T)
         logits = self.lm_head(self.transformer.ln_f(x))

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from ..config import Config
-from ..data.loader import BatchStream, Windows
+from ..data.loader import BatchStream, Windows, document_ids
 from ..data.shards import read_meta
 from ..errors import UserError
 from ..eval.hellaswag import encode_examples, evaluate_hellaswag, read_examples
@@ -48,9 +48,9 @@ def forward_backward(model, next_batch: Callable, micro_steps: int, runtime: Run
     total = torch.zeros((), device=runtime.device)
     for _ in range(micro_steps):
         with timer.host("data"):
-            x, y = next_batch()
+            x, y, *doc_ids = next_batch()  # (x, y) or (x, y, document ids)
         with timer.phase("forward"), runtime.autocast():
-            loss = model(x, y)[1]  # do not hold the logits: they are the largest activation
+            loss = model(x, y, doc_ids=doc_ids[0] if doc_ids else None)[1]  # logits are not held: the largest activation
         with timer.phase("backward"):
             scaled = loss / micro_steps
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
@@ -87,8 +87,11 @@ class Trainer:
         self.runtime = resolve_runtime(cfg.run.device, cfg.run.precision)
         meta = read_meta(cfg.data.dir)
         check_data_fits(cfg, meta)
-        self.train_windows = Windows(cfg.data.dir, "train", cfg.seq_len)
-        self.val_windows = Windows(cfg.data.dir, "val", cfg.seq_len) if "val" in meta.get("splits", {}) else None
+        self.eot = meta.get("tokenizer", {}).get("eot")
+        windows = dict(seq_len=cfg.seq_len, align_documents=cfg.data.align_documents, eot=self.eot)
+        self.train_windows = Windows(cfg.data.dir, "train", **windows)
+        self.val_windows = Windows(cfg.data.dir, "val", **windows) if "val" in meta.get("splits", {}) else None
+        self.doc_eot = self.eot if cfg.data.document_masking else None
 
         seed_everything(cfg.run.seed)
         self.model = GPT(cfg.model).to(self.runtime.device)
@@ -99,7 +102,7 @@ class Trainer:
         self.tokens_per_step = self.accum * cfg.run.micro_batch * cfg.seq_len
         self.optimizer = build_optimizer(self.model, cfg.optim, self.runtime.device)
         self.scaler = torch.amp.GradScaler(self.runtime.device.type) if self.runtime.precision == "fp16" else None
-        self.stream = BatchStream(self.train_windows, cfg.run.micro_batch, cfg.run.seed)
+        self.stream = BatchStream(self.train_windows, cfg.run.micro_batch, cfg.run.seed, prefetch=cfg.data.prefetch)
         self.loss_guard = LossGuard(cfg.run.spike_z)
         self.step, self.elapsed, self.lr_scale, self.rollbacks = 0, 0.0, 1.0, 0
         self._placement_checked = False
@@ -222,7 +225,8 @@ class Trainer:
     def evaluate(self) -> dict | None:
         if self.val_windows is None:
             return None
-        return evaluate_loss(self.compiled, self.val_windows, self.cfg.run.micro_batch, self.runtime, self.cfg.run.eval_batches)
+        return evaluate_loss(self.compiled, self.val_windows, self.cfg.run.micro_batch, self.runtime, self.cfg.run.eval_batches,
+                             self.doc_eot)
 
     def train_step(self) -> dict:
         """One optimizer step (or a skipped one, when the guards say the update is unsafe); its metrics."""
@@ -236,7 +240,7 @@ class Trainer:
             if not self._placement_checked:
                 check_placement(self.model, x, device)
                 self._placement_checked = True
-            return x, y
+            return x, y, (document_ids(x, self.doc_eot) if self.doc_eot is not None else None)
 
         loss = forward_backward(self.compiled, next_batch, self.accum, self.runtime, self.scaler, timer)
         with timer.phase("optimizer"):
@@ -379,6 +383,7 @@ class Trainer:
                 self.saver.wait()
             raise
         finally:
+            self.stream.close()
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
             logger.close()
