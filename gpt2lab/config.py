@@ -70,6 +70,8 @@ class RunConfig:
     rollback_lr_factor: float = 0.5  # multiply the LR by this after each rollback
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more compute
     auto_batch: bool = False  # on CUDA, find the largest micro-batch that fits (keeping batch_tokens)
+    parallel: str = "ddp"  # under torchrun: "ddp" (replicas) or "fsdp" (FSDP2, sharded weights and optimizer)
+    dist_timeout_s: int = 600  # a collective that waits longer than this fails instead of hanging
     hellaswag_every: int = 0  # steps between HellaSwag passes (needs hellaswag_path); 0: never
     hellaswag_path: str = ""  # the original hellaswag_val.jsonl
     hellaswag_limit: int = 0  # examples per in-loop pass (the first N); 0: all 10,042
@@ -114,6 +116,7 @@ class Config:
              f"schedule.decay={self.schedule.decay!r} is not one of cosine, linear, constant"),
             (self.run.micro_batch > 0, f"run.micro_batch must be positive, got {self.run.micro_batch}"),
             (self.data.prefetch >= 0, f"data.prefetch must be 0 or positive, got {self.data.prefetch}"),
+            (self.run.parallel in ("ddp", "fsdp"), f"run.parallel={self.run.parallel!r} is not one of ddp, fsdp"),
             (self.run.batch_tokens >= 0, f"run.batch_tokens must be 0 or positive, got {self.run.batch_tokens}"),
             (self.run.precision in PRECISIONS, f"run.precision={self.run.precision!r} is not one of {', '.join(PRECISIONS)}"),
             (self.optim.grad_clip >= 0, f"optim.grad_clip must be 0 (off) or positive, got {self.optim.grad_clip}"),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2lab.data.loader import BatchStream, Windows, eval_batches
+from gpt2lab.data.loader import BatchStream, Windows
 from gpt2lab.errors import UserError
 
 
@@ -70,13 +70,6 @@ def test_resume_refuses_other_data(data_dir):
     w32, w16 = Windows(data_dir, "train", 32), Windows(data_dir, "train", 16)
     with pytest.raises(UserError, match="same data directory"):
         BatchStream(w16, 8, 0).load_state_dict(BatchStream(w32, 8, 0).state_dict())
-
-
-def test_eval_batches_cover_the_split_in_order(data_dir):
-    w = Windows(data_dir, "val", 32)
-    batches = list(eval_batches(w, 8))
-    assert sum(len(b) for b in batches) == len(w)
-    assert len(list(eval_batches(w, 8, max_batches=2))) == 2
 
 
 def test_context_longer_than_data(tmp_path):

@@ -184,10 +184,3 @@ class BatchStream:
         self.close()
         self.seed, self.position = state["seed"], state["position"]
 
-
-def eval_batches(windows: Windows, batch_size: int, max_batches: int = 0):
-    """Validation windows in order, batch by batch; max_batches 0 means all of them."""
-    n = len(windows)
-    stop = n if not max_batches else min(n, max_batches * batch_size)
-    for begin in range(0, stop, batch_size):
-        yield windows.tokens(np.arange(begin, min(begin + batch_size, stop)))

@@ -87,19 +87,29 @@ def ending_losses(model, examples: list[Example], runtime: Runtime, block_size: 
     return torch.stack([total, total / count], dim=1).view(len(examples), 4, 2).cpu()
 
 
-def evaluate_hellaswag(model, examples: list[Example], runtime: Runtime, block_size: int, batch_examples: int = 16) -> dict:
-    """acc (lowest summed loss) and acc_norm (lowest per-token loss) over the examples."""
+def evaluate_hellaswag(model, examples: list[Example], runtime: Runtime, block_size: int, batch_examples: int = 16,
+                       shard: tuple[int, int] = (0, 1), reduce=None) -> dict:
+    """acc (lowest summed loss) and acc_norm (lowest per-token loss) over the examples.
+
+    With shard=(rank, world) each process scores its part of every round and `reduce` sums the counts;
+    every process runs the same number of forward passes (FSDP needs that)."""
+    rank, world = shard
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].context) + max(map(len, examples[i].endings)))
     correct = torch.zeros(2)
-    for b in range(0, len(order), batch_examples):
-        chosen = [examples[i] for i in order[b : b + batch_examples]]
+    step = batch_examples * world
+    for b in range(0, len(order), step):
+        mine = order[b + rank * batch_examples : b + (rank + 1) * batch_examples]
+        chosen = [examples[i] for i in mine] or [examples[order[0]]]  # an idle process still runs the forward pass
         scores = ending_losses(model, chosen, runtime, block_size)
-        labels = torch.tensor([ex.label for ex in chosen])
-        correct += (scores.argmin(dim=1) == labels[:, None]).sum(dim=0).float()
+        if mine:
+            labels = torch.tensor([ex.label for ex in chosen])
+            correct += (scores.argmin(dim=1) == labels[:, None]).sum(dim=0).float()
     model.train(was_training)
+    hits = correct.tolist()
+    if reduce is not None:
+        hits = reduce(hits)
     n = len(examples)
-    return {"acc": correct[0].item() / n, "acc_norm": correct[1].item() / n, "examples": n,
-            "seconds": round(time.perf_counter() - start, 3)}
+    return {"acc": hits[0] / n, "acc_norm": hits[1] / n, "examples": n, "seconds": round(time.perf_counter() - start, 3)}

@@ -4,32 +4,44 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.loader import Windows, document_ids, eval_batches, to_device
+from ..data.loader import Windows, document_ids, to_device
 from ..runtime import Runtime
 
 
 @torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, windows: Windows, batch_size: int, runtime: Runtime, max_batches: int = 0,
-                  doc_eot: int | None = None) -> dict:
-    """Mean next-token loss over the split's windows (all of them when max_batches is 0), token-weighted.
-    With doc_eot, attention stays within documents, as in training with data.document_masking."""
+                  doc_eot: int | None = None, shard: tuple[int, int] = (0, 1), reduce=None) -> dict:
+    """Mean next-token loss over the split's first max_batches * batch_size windows (all when 0), token-weighted.
+
+    With doc_eot, attention stays within documents, as in training with data.document_masking. With
+    shard=(rank, world) each process takes its part of every round of world * batch_size windows and
+    `reduce` sums the totals across processes; the windows evaluated do not depend on the world size, and
+    every process runs the same number of forward passes (FSDP needs that).
+    """
+    rank, world = shard
     was_training = model.training
     model.eval()
+    n = len(windows)
+    stop = n if not max_batches else min(n, max_batches * batch_size)
     total, count = 0.0, 0
-    for batch in eval_batches(windows, batch_size, max_batches):
-        x, y = to_device(batch, runtime.device)
+    for begin in range(0, stop, batch_size * world):
+        mine = np.arange(begin + rank * batch_size, min(begin + (rank + 1) * batch_size, stop))
+        x, y = to_device(windows.tokens(mine if len(mine) else np.zeros(1, dtype=np.int64)), runtime.device)
         with runtime.autocast():
             doc_ids = document_ids(x, doc_eot) if doc_eot is not None else None
             loss = model(x, y, doc_ids=doc_ids)[1]  # do not hold the logits: they are the largest activation
-        total += loss.item() * y.numel()
-        count += y.numel()
+        if len(mine):  # a process with nothing left still runs the forward pass, and discards it
+            total += loss.item() * y.numel()
+            count += y.numel()
     model.train(was_training)
+    if reduce is not None:
+        total, count = reduce([total, count])
     mean = total / count
-    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": count}
-
+    return {"loss": mean, "perplexity": math.exp(min(mean, 50.0)), "tokens": int(count)}
 
 
 def text_windows(n_targets: int, context: int, stride: int) -> list[tuple[int, int, int]]:

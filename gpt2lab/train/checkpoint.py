@@ -55,15 +55,22 @@ def to_cpu(obj):
     return obj
 
 
-def write_checkpoint(folder: Path, weights: dict[str, torch.Tensor] | torch.nn.Module, config: Config, state: dict) -> Path:
+def temporary_folder(folder: Path) -> Path:
+    return folder.with_name(f".{folder.name}.tmp")
+
+
+def write_checkpoint(folder: Path, weights: dict[str, torch.Tensor] | torch.nn.Module, config: Config, state: dict,
+                     tmp_prepared: bool = False) -> Path:
     """Write a checkpoint folder atomically: a temporary sibling, fsynced, marked COMPLETE, then renamed.
-    A full disk leaves no partial folder behind and becomes a one-line error."""
+    A full disk leaves no partial folder behind and becomes a one-line error. With tmp_prepared, the
+    temporary folder already holds other files of the checkpoint (FSDP's sharded state)."""
     if isinstance(weights, torch.nn.Module):
         weights = model_weights(weights)
-    tmp = folder.with_name(f".{folder.name}.tmp")
+    tmp = temporary_folder(folder)
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        if not tmp_prepared:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
         save_file(weights, str(tmp / WEIGHTS))
         torch.save(state, tmp / STATE)
         (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -85,10 +92,14 @@ def write_checkpoint(folder: Path, weights: dict[str, torch.Tensor] | torch.nn.M
     return folder
 
 
-def save_checkpoint(run_dir: str | os.PathLike, step: int, weights, config: Config, state: dict) -> Path:
+def checkpoint_folder(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"step_{step:08d}"
+
+
+def save_checkpoint(run_dir: str | os.PathLike, step: int, weights, config: Config, state: dict,
+                    tmp_prepared: bool = False) -> Path:
     """RUN_DIR/checkpoints/step_NNNNNNNN with the weights, the config and the training state."""
-    folder = Path(run_dir) / CHECKPOINTS / f"step_{step:08d}"
-    return write_checkpoint(folder, weights, config, {"step": step, **state})
+    return write_checkpoint(checkpoint_folder(run_dir, step), weights, config, {"step": step, **state}, tmp_prepared)
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int, keep_every: int = 0) -> list[Path]:

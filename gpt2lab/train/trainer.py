@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -32,6 +33,8 @@ from ..runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_
 from ..tokenizer import load_tokenizer
 from . import checkpoint as ckpt
 from .autobatch import find_micro_batch, trial_step
+from .distributed import (full_weights, gradient_sync, init_distributed, load_sharded, local_device, local_value,
+                          save_sharded, shutdown, wrap_model)
 from .guards import LossGuard, UtilizationGuard, check_placement
 from .optim import build_optimizer, set_lr
 from .saver import CheckpointSaver
@@ -41,19 +44,24 @@ MAX_ROLLBACKS = 3
 
 
 def forward_backward(model, next_batch: Callable, micro_steps: int, runtime: Runtime, scaler=None,
-                     timer: StepTimer | None = None) -> torch.Tensor:
+                     timer: StepTimer | None = None, grad_sync: Callable | None = None) -> torch.Tensor:
     """Accumulate gradients over micro_steps micro-batches, each loss scaled by 1/micro_steps, so that the
-    gradient equals that of one batch holding them all. Returns the mean loss (detached)."""
+    gradient equals that of one batch holding them all. Returns the mean loss (detached).
+
+    grad_sync(last) gives the context for a micro-step's backward: across processes, gradients are reduced
+    only on the last one."""
     timer = timer or StepTimer(torch.device("cpu"))
     total = torch.zeros((), device=runtime.device)
-    for _ in range(micro_steps):
+    for i in range(micro_steps):
         with timer.host("data"):
             x, y, *doc_ids = next_batch()  # (x, y) or (x, y, document ids)
-        with timer.phase("forward"), runtime.autocast():
-            loss = model(x, y, doc_ids=doc_ids[0] if doc_ids else None)[1]  # logits are not held: the largest activation
-        with timer.phase("backward"):
-            scaled = loss / micro_steps
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        sync = grad_sync(i == micro_steps - 1) if grad_sync else contextlib.nullcontext()
+        with sync:
+            with timer.phase("forward"), runtime.autocast():
+                loss = model(x, y, doc_ids=doc_ids[0] if doc_ids else None)[1]  # logits are not held: the largest activation
+            with timer.phase("backward"):
+                scaled = loss / micro_steps
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total += loss.detach()
     return total / micro_steps
 
@@ -73,10 +81,23 @@ def _write_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
+class NullLogger:
+    """What ranks other than 0 log to: nothing."""
+
+    def log(self, record: dict) -> None:
+        pass
+
+    def truncate(self, last_step: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | os.PathLike, resume: bool = False, init_from: str | None = None,
                  echo: Callable = print):
-        self.cfg, self.run_dir, self.echo = cfg, Path(run_dir), echo
+        self.cfg, self.run_dir = cfg, Path(run_dir)
         if not cfg.data.dir:
             raise UserError("no training data: pass --data DATA_DIR (a folder written by `gpt2lab prepare`)")
         candidates = ckpt.complete_checkpoints(self.run_dir)
@@ -84,7 +105,9 @@ class Trainer:
             raise UserError(f"{self.run_dir} already holds a run (latest {candidates[0].name}); pass --resume to continue it or choose a new --out")
         if resume and not candidates:
             raise UserError(f"--resume: {self.run_dir} holds no complete checkpoint to resume from")
-        self.runtime = resolve_runtime(cfg.run.device, cfg.run.precision)
+        self.dist = init_distributed(cfg.run.parallel, cfg.run.device, cfg.run.dist_timeout_s)
+        self.echo = echo if self.dist.is_main else (lambda *_: None)
+        self.runtime = resolve_runtime(local_device(self.dist, cfg.run.device), cfg.run.precision)
         meta = read_meta(cfg.data.dir)
         check_data_fits(cfg, meta)
         self.eot = meta.get("tokenizer", {}).get("eot")
@@ -93,16 +116,20 @@ class Trainer:
         self.val_windows = Windows(cfg.data.dir, "val", **windows) if "val" in meta.get("splits", {}) else None
         self.doc_eot = self.eot if cfg.data.document_masking else None
 
-        seed_everything(cfg.run.seed)
+        seed_everything(cfg.run.seed)  # the same initial weights on every rank
         self.model = GPT(cfg.model).to(self.runtime.device)
         self.model.activation_checkpointing = cfg.run.activation_checkpointing
+        if self.dist.world_size > 1:
+            torch.manual_seed(cfg.run.seed + 1000 * self.dist.rank)  # but each rank its own dropout
         if cfg.run.auto_batch and not resume:
             self._auto_batch()
-        self.accum = cfg.grad_accum_steps()
-        self.tokens_per_step = self.accum * cfg.run.micro_batch * cfg.seq_len
+        self.accum = cfg.grad_accum_steps(self.dist.world_size)
+        self.tokens_per_step = self.accum * cfg.run.micro_batch * cfg.seq_len * self.dist.world_size
+        self.wrapped = wrap_model(self.model, self.dist, self.runtime.precision)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.runtime.device)
         self.scaler = torch.amp.GradScaler(self.runtime.device.type) if self.runtime.precision == "fp16" else None
-        self.stream = BatchStream(self.train_windows, cfg.run.micro_batch, cfg.run.seed, prefetch=cfg.data.prefetch)
+        self.stream = BatchStream(self.train_windows, cfg.run.micro_batch, cfg.run.seed, self.dist.rank,
+                                  self.dist.world_size, prefetch=cfg.data.prefetch)
         self.loss_guard = LossGuard(cfg.run.spike_z)
         self.step, self.elapsed, self.lr_scale, self.rollbacks = 0, 0.0, 1.0, 0
         self._placement_checked = False
@@ -111,7 +138,7 @@ class Trainer:
         elif init_from:
             self._init_from(init_from)
         self.hellaswag = self._load_hellaswag()
-        self.compiled = torch.compile(self.model) if cfg.run.compile else self.model
+        self.compiled = torch.compile(self.wrapped) if cfg.run.compile else self.wrapped
 
         self.flops = flops_per_token(cfg.model, cfg.seq_len)
         self.peak_flops, self.peak_source = (None, "no MFU on the CPU")
@@ -122,9 +149,11 @@ class Trainer:
         self.utilization = UtilizationGuard(self.runtime.device)
         self.saver = CheckpointSaver(self.run_dir, cfg, cfg.run.async_checkpoint, cfg.run.keep_last, cfg.run.keep_every)
         self.stop_signal: str | None = None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(self.run_dir / "config.json", cfg.to_dict())
-        _write_json(self.run_dir / "device.json", self.device_report())
+        if self.dist.is_main:  # only rank 0 writes
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(self.run_dir / "config.json", cfg.to_dict())
+            _write_json(self.run_dir / "device.json", self.device_report())
+        self.dist.barrier()
 
     # --- set-up -----------------------------------------------------------------------------------------------
 
@@ -137,6 +166,8 @@ class Trainer:
             "parameters": self.model.num_params(),
             "flops_per_token": self.flops.as_dict(),
             "tokens_per_step": self.tokens_per_step,
+            "world_size": self.dist.world_size,
+            "parallel": self.dist.strategy,
         }
 
     def _auto_batch(self) -> None:
@@ -159,14 +190,22 @@ class Trainer:
         self.echo(f"auto-batch: micro-batch {best} fits (plan estimated {estimate}); {total // (best * self.cfg.seq_len)} accumulation steps")
 
     def _restore(self, checkpoint: Path) -> None:
-        ckpt.load_weights(self.model, checkpoint, self.runtime.device)
         state = ckpt.load_state(checkpoint)
         try:
-            self.optimizer.load_state_dict(state["optimizer"])
+            if self.dist.strategy == "fsdp":
+                load_sharded(checkpoint, self.model, self.optimizer)  # reshards to this world size
+            else:
+                ckpt.load_weights(self.model, checkpoint, self.runtime.device)
+                if state.get("optimizer") is None:
+                    raise UserError("its optimizer state is sharded (an FSDP run); resume with --set run.parallel=fsdp")
+                self.optimizer.load_state_dict(state["optimizer"])
             self.stream.load_state_dict(state["loader"])
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"])
+            ranks = state.get("rng_ranks") or [state["rng"]]
+            set_rng_state(ranks[self.dist.rank] if self.dist.rank < len(ranks) else ranks[0])
+            if self.dist.rank >= len(ranks):  # more ranks than when saved: fresh, distinct dropout streams
+                torch.manual_seed(self.cfg.run.seed + 1000 * self.dist.rank + state["step"])
             self.loss_guard.load_state_dict(state.get("loss_guard", {}))
             self.step, self.elapsed = state["step"], state.get("elapsed", 0.0)
             self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
@@ -181,7 +220,8 @@ class Trainer:
             except UserError as exc:
                 self.echo(f"warning: skipping {checkpoint.name}: {exc}")
                 continue
-            truncate_metrics(self.run_dir, self.step)
+            if self.dist.is_main:
+                truncate_metrics(self.run_dir, self.step)
             self.echo(f"resumed from {checkpoint} at step {self.step}")
             return
         raise UserError(f"--resume: none of the {len(candidates)} checkpoints in {self.run_dir} could be loaded")
@@ -207,11 +247,13 @@ class Trainer:
     # --- one step ------------------------------------------------------------------------------------------------
 
     def _state(self) -> dict:
+        rngs = self.dist.gather_objects(rng_state())
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if self.dist.strategy == "fsdp" else self.optimizer.state_dict(),  # FSDP: sharded, in dcp/
             "loader": self.stream.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng_state(),
+            "rng": rngs[0],
+            "rng_ranks": rngs,
             "loss_guard": self.loss_guard.state_dict(),
             "elapsed": self.elapsed,
             "lr_scale": self.lr_scale,
@@ -219,14 +261,36 @@ class Trainer:
         }
 
     def save(self) -> float:
-        """Start saving a checkpoint of the current step; returns the seconds training was held up."""
-        return self.saver.save(self.step, self.model, self._state())
+        """Save a checkpoint of the current step; returns the seconds training was held up.
+
+        One process (or DDP): rank 0 snapshots and writes in the background. FSDP: every rank writes its
+        shards through torch.distributed.checkpoint, rank 0 adds the full weights and the rest, atomically."""
+        state = self._state()  # a collective: every rank takes part
+        if self.dist.strategy != "fsdp":
+            return self.saver.save(self.step, self.model, state) if self.dist.is_main else 0.0
+        start = time.perf_counter()
+        folder = ckpt.checkpoint_folder(self.run_dir, self.step)
+        tmp = ckpt.temporary_folder(folder)
+        if self.dist.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.dist.barrier()
+        save_sharded(tmp, self.model, self.optimizer)
+        weights = full_weights(self.model)
+        if self.dist.is_main:
+            self.saver.last_saved = ckpt.save_checkpoint(self.run_dir, self.step, weights, self.cfg, state, tmp_prepared=True)
+            ckpt.prune_checkpoints(self.run_dir, self.cfg.run.keep_last, self.cfg.run.keep_every)
+        self.dist.barrier()
+        return time.perf_counter() - start
 
     def evaluate(self) -> dict | None:
         if self.val_windows is None:
             return None
         return evaluate_loss(self.compiled, self.val_windows, self.cfg.run.micro_batch, self.runtime, self.cfg.run.eval_batches,
-                             self.doc_eot)
+                             self.doc_eot, (self.dist.rank, self.dist.world_size), self._reduce)
+
+    def _reduce(self, values: list[float]) -> list[float]:
+        return self.dist.sum(values, self.runtime.device)
 
     def train_step(self) -> dict:
         """One optimizer step (or a skipped one, when the guards say the update is unsafe); its metrics."""
@@ -242,13 +306,14 @@ class Trainer:
                 self._placement_checked = True
             return x, y, (document_ids(x, self.doc_eot) if self.doc_eot is not None else None)
 
-        loss = forward_backward(self.compiled, next_batch, self.accum, self.runtime, self.scaler, timer)
+        loss = forward_backward(self.compiled, next_batch, self.accum, self.runtime, self.scaler, timer,
+                                lambda last: gradient_sync(self.wrapped, self.dist, last))
         with timer.phase("optimizer"):
             if self.scaler is not None:
                 self.scaler.unscale_(self.optimizer)
             clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
-            loss_value = loss.item()  # waits for the GPU, so the step time below is real
+            norm = local_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))  # global under FSDP
+            loss_value = self.dist.mean(loss.item(), device)  # every rank decides on the same numbers
             skip = self.loss_guard.check(loss_value, norm)
             if skip is None:
                 if self.scaler is not None:
@@ -334,10 +399,11 @@ class Trainer:
             self.echo(f"note: {self.utilization.note}")
         if self.step >= max_steps:
             self.echo(f"nothing to do: the run is at step {self.step} of {max_steps}; raise --max-steps to go on")
-        logger = MetricsLogger(self.run_dir, run.tensorboard, run.wandb_project, cfg.to_dict(), self.echo)
+        logger = (MetricsLogger(self.run_dir, run.tensorboard, run.wandb_project, cfg.to_dict(), self.echo)
+                  if self.dist.is_main else NullLogger())
         profiler = Profiler(self.run_dir, run.profile_steps, self.runtime.device)
         previous_handlers = self._install_signal_handlers()
-        record, last_val, bad_in_a_row = {}, None, 0
+        record, last_val, bad_in_a_row, stopping = {}, None, 0, False
         start, start_step, elapsed_before = time.perf_counter(), self.step, self.elapsed
         try:
             while self.step < max_steps:
@@ -353,7 +419,8 @@ class Trainer:
                     if last_val is not None:
                         record.update(val_loss=last_val["loss"], val_perplexity=last_val["perplexity"])
                 if self.hellaswag and (self.step % run.hellaswag_every == 0 or final):
-                    hs = evaluate_hellaswag(self.compiled, self.hellaswag, self.runtime, cfg.model.block_size)
+                    hs = evaluate_hellaswag(self.compiled, self.hellaswag, self.runtime, cfg.model.block_size,
+                                            shard=(self.dist.rank, self.dist.world_size), reduce=self._reduce)
                     record.update(hellaswag_acc=hs["acc"], hellaswag_acc_norm=hs["acc_norm"])
                 log_now = bool(run.log_every) and (self.step % run.log_every == 0 or self.step == 1)
                 if log_now:
@@ -363,7 +430,7 @@ class Trainer:
                         record["gpu_util"] = util
                 self.elapsed = elapsed_before + time.perf_counter() - start
                 record["elapsed"] = self.elapsed
-                stopping = self.stop_signal is not None
+                stopping = self.dist.any(self.stop_signal is not None, self.runtime.device)
                 # a periodic save waits out a stretch of skipped updates, so that a rollback lands before it
                 due = run.checkpoint_every and self.step % run.checkpoint_every == 0 and not bad_in_a_row
                 if due or final or stopping:
@@ -384,11 +451,13 @@ class Trainer:
             raise
         finally:
             self.stream.close()
+            shutdown(self.dist)
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
             logger.close()
             profiler.close()
-        if self.stop_signal:
+        if stopping:
+            self.stop_signal = self.stop_signal or "SIGTERM"
             self.echo(f"stopped by {self.stop_signal} at step {self.step}; continue with --resume")
         saved = self.saver.last_saved
         return {"step": self.step, "loss": record.get("loss"), "val": last_val, "checkpoint": str(saved) if saved else None,

@@ -1,0 +1,180 @@
+"""Everything that knows about process groups: torchrun's environment, DDP and FSDP2 wrapping, gradient
+sync control, collectives, and FSDP's sharded checkpoints (torch.distributed.checkpoint). The rest of
+gpt2lab asks this module for rank and world size and hands it tensors to reduce.
+
+Launch with torchrun, e.g. `torchrun --nproc_per_node=8 -m gpt2lab train ...`. NCCL on CUDA, gloo on the
+CPU. A process group timeout (run.dist_timeout_s) turns a hang into an error; torchrun ends the other ranks
+when one dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..errors import UserError
+
+STRATEGIES = ("ddp", "fsdp")
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    strategy: str = "none"  # "none" (one process), "ddp" or "fsdp"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.strategy != "none"
+
+    # --- collectives (identity in a single process) ---
+
+    def sum(self, values: list[float], device: torch.device) -> list[float]:
+        if not self.active:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def mean(self, value: float, device: torch.device) -> float:
+        return self.sum([value], device)[0] / self.world_size
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        return self.sum([float(flag)], device)[0] > 0
+
+    def gather_objects(self, obj) -> list:
+        if not self.active:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed(strategy: str, device: str, timeout_s: int) -> Dist:
+    """Join torchrun's process group when WORLD_SIZE > 1 (or, for FSDP, a group of one)."""
+    if strategy not in STRATEGIES:
+        raise UserError(f"run.parallel={strategy!r} is not one of {', '.join(STRATEGIES)}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1 and strategy == "ddp":
+        return Dist()  # a single process needs no wrapper
+    if world == 1:  # FSDP in one process: a group of one, so checkpoints have the same sharded format
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("LOCAL_RANK", "0")
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout_s))
+    return Dist(rank=rank, world_size=world, local_rank=local_rank, strategy=strategy)
+
+
+def local_device(d: Dist, device: str) -> str:
+    """The device this rank trains on: cuda:LOCAL_RANK under torchrun on GPUs."""
+    if d.active and device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{d.local_rank}"
+    return device
+
+
+def wrap_model(model: torch.nn.Module, d: Dist, precision: str) -> torch.nn.Module:
+    """DDP around the model, or FSDP2 (each block sharded, then the root) with mixed precision on GPUs."""
+    if d.strategy == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        device = next(model.parameters()).device
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if d.strategy == "fsdp":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        kwargs = {}
+        if next(model.parameters()).device.type == "cuda" and precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        for block in model.transformer.h:
+            fully_shard(block, **kwargs)
+        fully_shard(model, **kwargs)
+    return model
+
+
+def gradient_sync(model: torch.nn.Module, d: Dist, sync: bool):
+    """A context in which backward does (sync=True) or does not (accumulation micro-steps) reduce gradients."""
+    if d.strategy == "ddp" and not sync:
+        return model.no_sync()
+    if d.strategy == "fsdp":
+        model.set_requires_gradient_sync(sync)
+    return contextlib.nullcontext()
+
+
+def local_value(t) -> float:
+    """A scalar tensor's value, whole even when it is a DTensor (FSDP's gradient norm)."""
+    if hasattr(t, "full_tensor"):
+        t = t.full_tensor()
+    return float(t.item())
+
+
+# --- FSDP checkpoints: sharded model and optimizer state through torch.distributed.checkpoint ---
+
+DCP_FOLDER = "dcp"
+
+
+def save_sharded(folder, model, optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(folder / DCP_FOLDER))
+
+
+def load_sharded(folder, model, optimizer) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    if not (folder / DCP_FOLDER).is_dir():
+        raise UserError(f"{folder} holds no sharded (FSDP) state; resume it with run.parallel=ddp")
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=str(folder / DCP_FOLDER))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+def full_weights(model) -> dict[str, torch.Tensor]:
+    """The whole model's weights on rank 0's CPU (a collective: every rank calls it; others get {})."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    out, seen = {}, set()
+    for name, tensor in state.items():
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        out[name] = tensor.contiguous()
+    return out
+
+
+def shutdown(d: Dist) -> None:
+    if d.active and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,126 @@
+"""DDP and FSDP2 through torchrun on the CPU (gloo): the same losses as one process with the same global
+batch, resumption across world sizes, and a killed rank ending the job."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gpt2lab.metrics import read_metrics
+from tests.conftest import MICRO_MODEL, make_data_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 20
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
+
+
+def train_args(data, run, micro, *extra):
+    sets = [a for s in MICRO_MODEL for a in ("--set", s)]
+    return ["-m", "gpt2lab", "train", "--data", str(data), "--out", str(run), *sets, "--max-steps", str(STEPS),
+            "--device", "cpu", "--micro-batch", str(micro), "--set", "run.batch_tokens=512", "--set", "schedule.warmup_steps=2",
+            "--set", "optim.lr=1e-2", "--eval-every", "10", "--set", "run.eval_batches=0", *extra]
+
+
+def single(args, **kw):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def torchrun(n, args, **kw):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", *args],
+                          capture_output=True, text=True, cwd=ROOT, **kw)
+
+
+def by_step(run):
+    return {r["step"]: r for r in read_metrics(run)}
+
+
+def assert_same_run(a, b, steps, tol=1e-5):
+    for s in steps:
+        assert abs(a[s]["loss"] - b[s]["loss"]) <= tol, (s, a[s]["loss"], b[s]["loss"])
+        if "val_loss" in a[s]:
+            assert abs(a[s]["val_loss"] - b[s]["val_loss"]) <= tol, s
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One process, micro-batch 8 x 2 accumulation steps = 512 tokens per step."""
+    base = tmp_path_factory.mktemp("dist")
+    data = make_data_dir(base / "data")
+    out = single(train_args(data, base / "single", 8, "--checkpoint-every", "10"))
+    assert out.returncode == 0, out.stderr
+    return base, data, by_step(base / "single")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_match_one(reference, strategy):
+    base, data, expected = reference
+    run = base / f"two-{strategy}"
+    out = torchrun(2, train_args(data, run, 4, "--set", f"run.parallel={strategy}", "--checkpoint-every", "10"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = by_step(run)
+    assert sorted(got) == list(range(1, STEPS + 1))  # rank 0 alone wrote the metrics, once per step
+    assert_same_run(expected, got, range(1, STEPS + 1))
+    assert got[1]["tokens"] == expected[1]["tokens"] == 512
+    if strategy == "fsdp":
+        assert (run / "checkpoints" / "step_00000020" / "dcp").is_dir()
+        assert (run / "checkpoints" / "step_00000020" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("strategy,resume_world", [("ddp", 1), ("fsdp", 1), ("ddp", 2)])
+def test_resume_on_another_world_size(reference, strategy, resume_world):
+    base, data, expected = reference
+    source = base / f"two-{strategy}"
+    if not (source / "checkpoints" / "step_00000010").is_dir():
+        pytest.skip("needs the two-process run of test_two_processes_match_one")
+    run = base / f"resume-{strategy}-{resume_world}"
+    shutil.copytree(source, run)
+    shutil.rmtree(run / "checkpoints" / "step_00000020")
+    args = train_args(data, run, 8 // resume_world, "--set", f"run.parallel={strategy}", "--resume")
+    out = single(args) if resume_world == 1 else torchrun(resume_world, args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed from" in out.stdout
+    assert_same_run(expected, by_step(run), range(11, STEPS + 1))
+
+
+def _workers(parent: int) -> list[int]:
+    """Processes descended from `parent` that run gpt2lab (torchrun's workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if b"gpt2lab" in cmd and ppid != os.getpid() and int(entry.name) != parent:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_rank_ends_the_job(tmp_path):
+    data = make_data_dir(tmp_path / "data")
+    args = train_args(data, tmp_path / "run", 4, "--max-steps", "100000")
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (read_metrics(tmp_path / "run") or [{}])[-1].get("step", 0) >= 3:
+        time.sleep(0.2)
+    workers = _workers(proc.pid)
+    assert len(workers) >= 2, workers
+    os.kill(max(workers), signal.SIGKILL)  # one rank dies mid-run
+    killed_at = time.time()
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("the job hung after a rank died")
+    assert proc.returncode != 0
+    assert time.time() - killed_at < 90
+    assert "Signal 9" in err or "SIGKILL" in err or "exitcode" in err, err[-2000:]
