@@ -147,6 +147,17 @@ def cmd_report(args) -> None:
     print(f"findings: {', '.join(info['findings']) if info['findings'] else 'none'}")
 
 
+def cmd_bench(args) -> None:
+    from .metrics.benchmark import run_bench
+
+    report = run_bench(args.preset, args.micro_batch, args.steps, args.warmup, args.compile, args.device,
+                       tuple(args.impl or ("gpt2lab", "hf-transformers")), args.seq_len, args.out or None, args.loss_chunk)
+    if "speedup_vs_hf" in report:
+        print(f"gpt2lab / hf-transformers tokens/s: {report['speedup_vs_hf']:.2f}x on {report['device']}")
+    if report.get("path"):
+        print(f"wrote {report['path']}")
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -267,6 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory")
     p.add_argument("--no-overlap-check", action="store_true", help="skip the validation/training overlap scan")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="training tokens/s and MFU of gpt2lab and HF transformers, in one run")
+    p.add_argument("--preset", default="gpt2-124m")
+    p.add_argument("--micro-batch", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=0, help="default: the preset's context")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--compile", action="store_true", help="torch.compile both models")
+    p.add_argument("--loss-chunk", type=int, default=0, help="gpt2lab: chunked head loss (tokens per chunk)")
+    p.add_argument("--impl", action="append", default=None, help="gpt2lab and/or hf-transformers (default both)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="bench/results", help="folder for the JSON result ('' to skip)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the whole pipeline in about a minute, on a corpus that ships with Python")
     p.add_argument("--out", default="runs/demo", help="folder for the corpus, data and run (default runs/demo)")

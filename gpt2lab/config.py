@@ -69,6 +69,7 @@ class RunConfig:
     rollback: bool = True  # roll back to the last checkpoint after max_bad_steps; False: stop instead
     rollback_lr_factor: float = 0.5  # multiply the LR by this after each rollback
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more compute
+    loss_chunk: int = 0  # >0: training loss and head gradients in chunks of this many tokens, never all logits
     auto_batch: bool = False  # on CUDA, find the largest micro-batch that fits (keeping batch_tokens)
     parallel: str = "ddp"  # under torchrun: "ddp" (replicas) or "fsdp" (FSDP2, sharded weights and optimizer)
     dist_timeout_s: int = 600  # a collective that waits longer than this fails instead of hanging
@@ -116,6 +117,7 @@ class Config:
              f"schedule.decay={self.schedule.decay!r} is not one of cosine, linear, constant"),
             (self.run.micro_batch > 0, f"run.micro_batch must be positive, got {self.run.micro_batch}"),
             (self.data.prefetch >= 0, f"data.prefetch must be 0 or positive, got {self.data.prefetch}"),
+            (self.run.loss_chunk >= 0, f"run.loss_chunk must be 0 (off) or positive, got {self.run.loss_chunk}"),
             (self.run.parallel in ("ddp", "fsdp"), f"run.parallel={self.run.parallel!r} is not one of ddp, fsdp"),
             (self.run.batch_tokens >= 0, f"run.batch_tokens must be 0 or positive, got {self.run.batch_tokens}"),
             (self.run.precision in PRECISIONS, f"run.precision={self.run.precision!r} is not one of {', '.join(PRECISIONS)}"),

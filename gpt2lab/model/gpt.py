@@ -22,6 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .loss import chunked_head_loss
+
 
 @dataclass
 class GPTConfig:
@@ -186,6 +188,7 @@ class GPT(nn.Module):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.activation_checkpointing = False  # set by the trainer: trade compute for activation memory
+        self.loss_chunk = 0  # set by the trainer: >0 computes the training loss without materialising logits
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
@@ -239,7 +242,11 @@ class GPT(nn.Module):
                 x = block(x, rope, cache.layer(i) if cache is not None else None, mask)
         if cache is not None:
             cache.advance(T)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        x = self.transformer.ln_f(x)
+        if targets is not None and self.loss_chunk and torch.is_grad_enabled():
+            # training without the logits tensor: the loss and its gradients, chunk by chunk
+            return None, chunked_head_loss(x, self.lm_head.weight, targets, self.loss_chunk)
+        logits = self.lm_head(x)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

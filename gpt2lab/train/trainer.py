@@ -119,6 +119,7 @@ class Trainer:
         seed_everything(cfg.run.seed)  # the same initial weights on every rank
         self.model = GPT(cfg.model).to(self.runtime.device)
         self.model.activation_checkpointing = cfg.run.activation_checkpointing
+        self.model.loss_chunk = cfg.run.loss_chunk
         if self.dist.world_size > 1:
             torch.manual_seed(cfg.run.seed + 1000 * self.dist.rank)  # but each rank its own dropout
         if cfg.run.auto_batch and not resume:
