@@ -20,7 +20,7 @@ def world(tmp_path, tokenizer_dir, monkeypatch):
     monkeypatch.setenv("GPT2LAB_TOKENIZER", tokenizer_dir)
     src = write_jsonl(tmp_path / "docs.jsonl", make_docs(30))
     main(["prepare", str(src), "--out", str(tmp_path / "gpt2data"), "--quiet"])
-    synthetic = make_data_dir(tmp_path / "synthetic")
+    make_data_dir(tmp_path / "synthetic")
     gpt2_sets = [a for s in MICRO_MODEL if "vocab" not in s for a in ("--set", s)]
     main(["train", "--data", str(tmp_path / "gpt2data"), "--out", str(tmp_path / "run"), *gpt2_sets, *FAST])
     (tmp_path / "empty.jsonl").write_text("")

@@ -1,11 +1,10 @@
 import math
 
 import numpy as np
-import pytest
 
 from gpt2lab.cli import main
 from gpt2lab.data.overlap import ngram_hashes, val_train_overlap
-from gpt2lab.report import diagnose, write_report
+from gpt2lab.report import diagnose
 from gpt2lab.train import Trainer
 from tests.conftest import make_data_dir, micro_config
 

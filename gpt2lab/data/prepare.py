@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import shutil
 import time
 from collections import deque
@@ -33,6 +32,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import UserError
+from ..files import write_json_atomic
 from ..tokenizer import load_tokenizer
 from .shards import META_FILE, SPLITS, TOKEN_DTYPE, ShardFile, shard_name
 from .sources import open_sources, source_fingerprint
@@ -249,11 +249,6 @@ def _fingerprint(inputs: list[str], opts: PrepareOptions, tokenizer: dict) -> st
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
 
 def _skip_done(pairs: Iterator[tuple[str, str]], progress: dict) -> Iterator[tuple[str, str, int]]:
     """(split, text, tokens to drop) for the documents not yet on disk; whole documents on disk are skipped."""
@@ -306,7 +301,7 @@ def prepare(inputs: list[str], out_dir: str, options: PrepareOptions | None = No
     writers: dict[str, ShardWriter] = {}
 
     def save_progress():
-        _write_json(progress_path, {"fingerprint": fingerprint, "splits": {s: w.progress() for s, w in writers.items()}})
+        write_json_atomic(progress_path, {"fingerprint": fingerprint, "splits": {s: w.progress() for s, w in writers.items()}})
 
     for split in SPLITS:
         writers[split] = ShardWriter(tmp, split, opts.shard_tokens, progress.get(split), save_progress)

@@ -96,9 +96,6 @@ def bench_one(impl: str, cfg, runtime, micro_batch: int, steps: int, warmup: int
         "compile_s": round(compile_s, 2), "compile": compile_model,
         "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3) if runtime.device.type == "cuda" else None,
     }
-    del model, step_model, optimizer
-    if runtime.device.type == "cuda":
-        torch.cuda.empty_cache()
     return result
 
 
@@ -114,6 +111,8 @@ def run_bench(preset: str, micro_batch: int, steps: int = 20, warmup: int = 5, c
     results = []
     for impl in impls:
         r = bench_one(impl, cfg, runtime, micro_batch, steps, warmup, compile_model, loss_chunk)
+        if runtime.device.type == "cuda":
+            torch.cuda.empty_cache()  # the model of the previous implementation is gone: free its memory
         r["preset"] = preset
         results.append(r)
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"

@@ -33,15 +33,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A CPU copy of the weights, each shared tensor once (tied embeddings keep the first name)."""
+def unique_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU copies of a state dict's tensors, each shared tensor once (tied embeddings keep the first name)."""
     out, seen = {}, set()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state.items():
         if tensor.data_ptr() in seen:
             continue
         seen.add(tensor.data_ptr())
         out[name] = tensor.detach().to("cpu", copy=True).contiguous()
     return out
+
+
+def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return unique_tensors(model.state_dict())
 
 
 def to_cpu(obj):

@@ -165,14 +165,9 @@ def full_weights(model) -> dict[str, torch.Tensor]:
     """The whole model's weights on rank 0's CPU (a collective: every rank calls it; others get {})."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    out, seen = {}, set()
-    for name, tensor in state.items():
-        if tensor.data_ptr() in seen:
-            continue
-        seen.add(tensor.data_ptr())
-        out[name] = tensor.contiguous()
-    return out
+    from .checkpoint import unique_tensors
+
+    return unique_tensors(get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
 
 
 def shutdown(d: Dist) -> None:

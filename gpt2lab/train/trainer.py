@@ -4,7 +4,6 @@ and the guards that keep a long run from going silently wrong (skipped bad updat
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -20,6 +19,7 @@ from ..config import Config
 from ..data.loader import BatchStream, Windows, document_ids
 from ..data.shards import read_meta
 from ..errors import UserError
+from ..files import write_json_atomic
 from ..eval.hellaswag import encode_examples, evaluate_hellaswag, read_examples
 from ..eval.perplexity import evaluate_loss
 from ..metrics.console import format_record
@@ -74,11 +74,6 @@ def check_data_fits(cfg: Config, meta: dict) -> None:
             f"set model.vocab_size to at least {n_vocab} (50304 for GPT-2)"
         )
 
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 class NullLogger:
@@ -152,8 +147,8 @@ class Trainer:
         self.stop_signal: str | None = None
         if self.dist.is_main:  # only rank 0 writes
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(self.run_dir / "config.json", cfg.to_dict())
-            _write_json(self.run_dir / "device.json", self.device_report())
+            write_json_atomic(self.run_dir / "config.json", cfg.to_dict())
+            write_json_atomic(self.run_dir / "device.json", self.device_report())
         self.dist.barrier()
 
     # --- set-up -----------------------------------------------------------------------------------------------
