@@ -1,1 +1,1 @@
-"""Interop with Hugging Face transformers (export and import commands arrive with a later issue)."""
+"""Interop with Hugging Face transformers: export to and import from GPT-2, Llama and Qwen3 models."""

@@ -1,4 +1,4 @@
-"""Metrics: the metrics.jsonl logger (FLOPs, MFU and the device table arrive with later issues)."""
+"""Metrics: FLOPs per token, the GPU peak table, step timing, the metrics.jsonl logger, profiling, benchmarks."""
 
 from .logger import MetricsLogger, read_metrics, truncate_metrics
 
