@@ -14,7 +14,6 @@ from .errors import UserError
 
 ENDOFTEXT = "<|endoftext|>"
 GPT2_EOT = 50256
-GPT2_N_VOCAB = 50257
 
 
 class Tokenizer:

@@ -38,7 +38,6 @@ class KVCache:
         shape = (c.n_layer, batch_size, c.n_head, c.block_size, c.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
-        self.capacity = c.block_size
         self.length = 0
 
     def layer(self, i: int) -> LayerCache:
