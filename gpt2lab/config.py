@@ -4,6 +4,10 @@ Layers, each overriding the one before:
   defaults  <  a resumed run's saved config  <  recipe (a named whole run)  <  --preset (a named model)
             <  --config FILE (TOML/YAML/JSON)  <  --set section.key=value  <  first-class flags (--max-steps, ...)
 A preset replaces the whole model section. Unknown keys are errors, with the closest known key suggested.
+
+An optional setting is None when it is off or left to gpt2lab (`--set eval.every=none`); no number stands
+for "off". Keys that moved in the 0.2 layout (run.eval_every -> eval.every, ...) and the old spelling of
+"off" (0 or "") still load, with one deprecation note per command.
 """
 
 from __future__ import annotations
@@ -11,75 +15,111 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 from .model.gpt import GPTConfig
-from .runtime import PRECISIONS
+from .runtime import COMPILE_MODES, PRECISIONS
+
+LEGACY_OFF = {"legacy_off": True}  # field metadata: an old config may write 0 or "" for None
+
+
+def optional(default=None):
+    return field(default=default, metadata=LEGACY_OFF)
 
 
 @dataclass
 class DataConfig:
-    dir: str = ""  # a directory written by `gpt2lab prepare`
-    seq_len: int = 0  # tokens per training window; 0 means the model's block_size
-    tokenizer: str = ""  # folder with GPT-2's BPE files for in-loop HellaSwag; "" means $GPT2LAB_TOKENIZER or tiktoken's cache
+    dir: str | None = optional()  # a directory written by `gpt2lab prepare`
+    seq_len: int | None = optional()  # tokens per training window; None: model.block_size
+    tokenizer: str | None = optional()  # folder with GPT-2's BPE files; None: the data's, $GPT2LAB_TOKENIZER or tiktoken's cache
     align_documents: bool = False  # windows start at document starts (off: exact GPT-2 practice, fixed tiling)
     document_masking: bool = False  # attention does not cross <|endoftext|> (explicit mask: no flash kernel)
-    prefetch: int = 2  # micro-batches gathered ahead in a background thread; 0: synchronous
+    prefetch: int = 2  # micro-batches gathered ahead in a background thread (0: synchronous)
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 6e-4  # peak learning rate
-    weight_decay: float = 0.1  # applied to weights with 2 or more dimensions only
+    name: str = "adamw"  # an optimizer of gpt2lab/train/optim/ ("adamw", "muon")
+    lr: float = 6e-4  # peak learning rate of every group whose own LR is not set
+    matrix_lr: float | None = None  # hidden matrices (attention, MLP); None: lr. Muon's LR
+    embedding_lr: float | None = None  # token and position embeddings; None: lr
+    head_lr: float | None = None  # an untied output head; None: lr
+    gain_lr: float | None = None  # norm gains and biases; None: lr
+    weight_decay: float = 0.1  # matrices, embeddings and head; never gains or biases
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
-    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
-    fused: bool = True  # use the fused AdamW kernel where the device has one
+    momentum: float = 0.95  # Muon's momentum
+    nesterov: bool = True  # Muon: Nesterov momentum
+    ns_steps: int = 5  # Muon: Newton-Schulz iterations
+    grad_clip: float | None = optional(1.0)  # max global gradient norm; None: no clipping
+    fused: bool = True  # fused AdamW kernel where the device has one
 
 
 @dataclass
 class ScheduleConfig:
-    max_steps: int = 1000  # optimizer steps in the whole run
-    warmup_steps: int = 100  # linear warmup from 0 to optim.lr
-    min_lr: float = 6e-5  # the LR at the end of the decay
-    decay: str = "cosine"  # "cosine" | "linear" | "constant"
+    max_steps: int = 1000  # optimizer steps in the whole run (a cap when time_budget_s is set)
+    warmup_steps: int | None = None  # linear warmup; None: 10% of max_steps, at most 100 (resolved and saved)
+    min_lr: float | None = None  # where optim.lr ends; every group ends at the same fraction; None: min_lr_ratio
+    min_lr_ratio: float = 0.1  # the final LR as a fraction of the peak, when min_lr is not set
+    decay: str = "cosine"  # "cosine" | "linear" | "constant" | "wsd" (warmup-stable-decay)
+    cooldown_fraction: float = 0.2  # wsd: the last share of the run, in which the LR decays linearly
+    time_budget_s: float | None = None  # plan the run to end (decay included) after this many seconds
 
 
 @dataclass
 class RunConfig:
     micro_batch: int = 8  # sequences per forward/backward
-    batch_tokens: int = 0  # tokens per optimizer step (all ranks, all accumulation steps); 0: one micro-batch
+    batch_tokens: int | None = optional()  # tokens per optimizer step (all ranks, all accumulation); None: one micro-batch
     seed: int = 1337
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
-    precision: str = "auto"  # "auto" (bf16 on CUDA if supported, else fp16; fp32 on CPU) | "bf16" | "fp16" | "fp32"
-    compile: bool = False  # torch.compile the model
-    log_every: int = 10  # steps between console lines (metrics.jsonl gets every step)
-    eval_every: int = 250  # steps between validation passes; 0: only at the end
-    eval_batches: int = 20  # micro-batches per validation pass; 0: the whole validation split
-    checkpoint_every: int = 1000  # steps between checkpoints; 0: only at the end
-    keep_last: int = 3  # checkpoints kept (the newest); 0 keeps all
-    keep_every: int = 0  # also keep checkpoints at multiples of this step; 0: none extra
-    async_checkpoint: bool = True  # write checkpoints in a background thread (training pays only a CPU copy)
-    spike_z: float = 6.0  # skip an update whose loss is this many std devs above the recent mean; 0: off
-    max_bad_steps: int = 10  # after this many skipped updates in a row, roll back (or stop)
-    rollback: bool = True  # roll back to the last checkpoint after max_bad_steps; False: stop instead
-    rollback_lr_factor: float = 0.5  # multiply the LR by this after each rollback
-    activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more compute
-    loss_chunk: int = 0  # >0: training loss and head gradients in chunks of this many tokens, never all logits
-    auto_batch: bool = False  # on CUDA, find the largest micro-batch that fits (keeping batch_tokens)
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
+    precision: str = "auto"  # "auto" (bf16 on Ampere+ or a bf16 CPU, fp16 on older GPUs, else fp32) | "bf16" | "fp16" | "fp32"
+    compile: str = "auto"  # "auto" (on for CUDA and bf16 CPUs with a C++ compiler) | "on" | "off"
     parallel: str = "ddp"  # under torchrun: "ddp" (replicas) or "fsdp" (FSDP2, sharded weights and optimizer)
     dist_timeout_s: int = 600  # a collective that waits longer than this fails instead of hanging
-    hellaswag_every: int = 0  # steps between HellaSwag passes (needs hellaswag_path); 0: never
-    hellaswag_path: str = ""  # the original hellaswag_val.jsonl
-    hellaswag_limit: int = 0  # examples per in-loop pass (the first N); 0: all 10,042
-    peak_tflops: float = 0.0  # the device's dense peak for MFU; 0: look it up in gpt2lab/metrics/devices.py
+    activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more compute
+    loss_chunk: int | None = optional()  # training and eval loss in chunks of this many tokens, never all logits
+    auto_batch: bool = False  # on CUDA, find the largest micro-batch that fits (keeping batch_tokens)
+    peak_tflops: float | None = optional()  # the device's dense peak for MFU; None: table (GPU) or measured (CPU)
+
+
+@dataclass
+class EvalConfig:
+    every: int | None = optional(250)  # steps between validation passes; None: only at the end
+    batches: int | None = optional(20)  # micro-batches per validation pass; None: the whole validation split
+    hellaswag_every: int | None = optional()  # steps between HellaSwag passes (needs hellaswag_path); None: never
+    hellaswag_path: str | None = optional()  # the original hellaswag_val.jsonl
+    hellaswag_limit: int | None = optional()  # examples per in-loop pass (the first N); None: all 10,042
+
+
+@dataclass
+class CheckpointConfig:
+    every: int | None = optional(1000)  # steps between checkpoints; None: only at the end
+    keep_last: int | None = optional(3)  # checkpoints kept (the newest verified ones); None: all
+    keep_every: int | None = optional()  # also keep checkpoints at multiples of this step
+    asynchronous: bool = True  # write in a background thread (training pays only a CPU copy)
+
+
+@dataclass
+class GuardConfig:
+    spike_z: float | None = optional(6.0)  # skip an update whose loss is this many std devs above the recent mean
+    max_bad_steps: int = 10  # after this many skipped updates in a row, roll back (or stop)
+    rollback: bool = True  # roll back to the last healthy checkpoint; False: stop instead
+    rollback_lr_factor: float = 0.5  # multiply the LR by this after each rollback
+
+
+@dataclass
+class LogConfig:
+    every: int | None = optional(10)  # steps between console lines (metrics.jsonl gets every step); None: evals only
     tensorboard: bool = True  # also log to RUN_DIR/tensorboard when TensorBoard is installed
-    wandb_project: str = ""  # also log to Weights & Biases under this project
-    profile_steps: int = 0  # write a torch.profiler trace of this many steps (after 2 warm-up steps)
+    wandb_project: str | None = optional()  # also log to Weights & Biases under this project
+    profile_steps: int | None = optional()  # write a torch.profiler trace of this many steps (after 2 warm-up steps)
 
 
 @dataclass
@@ -89,50 +129,29 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    notes: list[str] = field(default_factory=list, compare=False, repr=False)  # derived values and deprecations
 
     @property
     def seq_len(self) -> int:
         return self.data.seq_len or self.model.block_size
 
+    @property
+    def min_lr(self) -> float:
+        return self.schedule.min_lr if self.schedule.min_lr is not None else self.optim.lr * self.schedule.min_lr_ratio
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
 
     def validate(self) -> None:
         try:
             self.model.validate()
         except ValueError as exc:
             raise UserError(f"{exc}; fix the model settings") from None
-        checks = [
-            (self.seq_len <= self.model.block_size,
-             f"data.seq_len={self.seq_len} is longer than model.block_size={self.model.block_size}; lower data.seq_len"),
-            (self.seq_len > 0, "data.seq_len must be positive (or 0 for the model's block_size)"),
-            (self.optim.lr > 0, f"optim.lr must be positive, got {self.optim.lr}"),
-            (0 <= self.schedule.min_lr <= self.optim.lr,
-             f"schedule.min_lr={self.schedule.min_lr} must be between 0 and optim.lr={self.optim.lr}"),
-            (self.schedule.max_steps > 0, f"schedule.max_steps must be positive, got {self.schedule.max_steps}"),
-            (0 <= self.schedule.warmup_steps <= self.schedule.max_steps,
-             f"schedule.warmup_steps={self.schedule.warmup_steps} must be between 0 and max_steps={self.schedule.max_steps}; "
-             "lower it with --set schedule.warmup_steps=N or raise --max-steps"),
-            (self.schedule.decay in ("cosine", "linear", "constant"),
-             f"schedule.decay={self.schedule.decay!r} is not one of cosine, linear, constant"),
-            (self.run.micro_batch > 0, f"run.micro_batch must be positive, got {self.run.micro_batch}"),
-            (self.data.prefetch >= 0, f"data.prefetch must be 0 or positive, got {self.data.prefetch}"),
-            (self.run.loss_chunk >= 0, f"run.loss_chunk must be 0 (off) or positive, got {self.run.loss_chunk}"),
-            (self.run.parallel in ("ddp", "fsdp"), f"run.parallel={self.run.parallel!r} is not one of ddp, fsdp"),
-            (self.run.batch_tokens >= 0, f"run.batch_tokens must be 0 or positive, got {self.run.batch_tokens}"),
-            (self.run.precision in PRECISIONS, f"run.precision={self.run.precision!r} is not one of {', '.join(PRECISIONS)}"),
-            (self.optim.grad_clip >= 0, f"optim.grad_clip must be 0 (off) or positive, got {self.optim.grad_clip}"),
-            (0 <= self.optim.beta1 < 1 and 0 <= self.optim.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)"),
-            (0 < self.run.rollback_lr_factor <= 1, "run.rollback_lr_factor must be in (0, 1]"),
-            (self.run.max_bad_steps >= 1, "run.max_bad_steps must be at least 1"),
-            (self.run.keep_last >= 0 and self.run.keep_every >= 0 and self.run.spike_z >= 0,
-             "run.keep_last, run.keep_every and run.spike_z must not be negative"),
-            (min(self.run.log_every, self.run.eval_every, self.run.checkpoint_every, self.run.eval_batches,
-                 self.run.hellaswag_every, self.run.hellaswag_limit, self.run.peak_tflops, self.run.profile_steps) >= 0,
-             "run.log_every, eval_every, checkpoint_every, eval_batches, hellaswag_*, peak_tflops and profile_steps "
-             "must not be negative"),
-        ]
-        for ok, message in checks:
+        for ok, message in _checks(self):
             if not ok:
                 raise UserError(message)
 
@@ -149,20 +168,75 @@ class Config:
         return total // per_micro
 
 
-_SECTION_TYPES = {"model": GPTConfig, "data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "run": RunConfig}
+def _positive(value) -> bool:
+    return value is None or value >= 1
+
+
+def _checks(c: Config) -> list[tuple[bool, str]]:
+    s, o, r, e, k, g, lg = c.schedule, c.optim, c.run, c.eval, c.checkpoint, c.guard, c.log
+    lrs = {f"optim.{n}": getattr(o, n) for n in ("lr", "matrix_lr", "embedding_lr", "head_lr", "gain_lr")}
+    return [
+        (c.seq_len <= c.model.block_size,
+         f"data.seq_len={c.seq_len} is longer than model.block_size={c.model.block_size}; lower data.seq_len"),
+        (_positive(c.data.seq_len), f"data.seq_len must be at least 1 (or none for the model's block_size), got {c.data.seq_len}"),
+        (0 <= c.data.prefetch <= 64, f"data.prefetch must be between 0 and 64, got {c.data.prefetch}"),
+        *[(v is None or 0 < v <= 10, f"{n} must be in (0, 10], got {v}") for n, v in lrs.items()],
+        (0 <= o.weight_decay <= 10, f"optim.weight_decay must be between 0 and 10, got {o.weight_decay}"),
+        (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)"),
+        (0 < o.eps <= 1, f"optim.eps must be in (0, 1], got {o.eps}"),
+        (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
+        (1 <= o.ns_steps <= 20, f"optim.ns_steps must be between 1 and 20, got {o.ns_steps}"),
+        (o.grad_clip is None or o.grad_clip > 0, f"optim.grad_clip must be positive (or none for no clipping), got {o.grad_clip}"),
+        (1 <= s.max_steps <= 10**9, f"schedule.max_steps must be between 1 and 1e9, got {s.max_steps}"),
+        (s.warmup_steps is None or 0 <= s.warmup_steps <= s.max_steps,
+         f"schedule.warmup_steps={s.warmup_steps} must be between 0 and max_steps={s.max_steps}; "
+         "lower it with --set schedule.warmup_steps=N or raise --max-steps"),
+        (s.min_lr is None or 0 <= s.min_lr <= o.lr,
+         f"schedule.min_lr={s.min_lr} must be between 0 and optim.lr={o.lr} (or none: min_lr_ratio x optim.lr)"),
+        (0 <= s.min_lr_ratio <= 1, f"schedule.min_lr_ratio must be in [0, 1], got {s.min_lr_ratio}"),
+        (s.decay in DECAYS, f"schedule.decay={s.decay!r} is not one of {', '.join(DECAYS)}"),
+        (0 < s.cooldown_fraction <= 1, f"schedule.cooldown_fraction must be in (0, 1], got {s.cooldown_fraction}"),
+        (s.time_budget_s is None or 1 <= s.time_budget_s <= 366 * 86400,
+         f"schedule.time_budget_s must be between 1 s and a year, got {s.time_budget_s}"),
+        (1 <= r.micro_batch <= 65536, f"run.micro_batch must be between 1 and 65536, got {r.micro_batch}"),
+        (_positive(r.batch_tokens), f"run.batch_tokens must be positive (or none for one micro-batch), got {r.batch_tokens}"),
+        (0 <= r.seed < 2**63, f"run.seed must be between 0 and 2**63 - 1, got {r.seed}"),
+        (r.precision in PRECISIONS, f"run.precision={r.precision!r} is not one of {', '.join(PRECISIONS)}"),
+        (r.compile in COMPILE_MODES, f"run.compile={r.compile!r} is not one of {', '.join(COMPILE_MODES)}"),
+        (r.parallel in ("ddp", "fsdp"), f"run.parallel={r.parallel!r} is not one of ddp, fsdp"),
+        (1 <= r.dist_timeout_s <= 86400, f"run.dist_timeout_s must be between 1 and 86400, got {r.dist_timeout_s}"),
+        (_positive(r.loss_chunk), f"run.loss_chunk must be positive (or none: the whole head at once), got {r.loss_chunk}"),
+        (r.peak_tflops is None or 0 < r.peak_tflops <= 1e6, f"run.peak_tflops must be positive, got {r.peak_tflops}"),
+        (_positive(e.every) and _positive(e.batches) and _positive(e.hellaswag_every) and _positive(e.hellaswag_limit),
+         "eval.every, eval.batches, eval.hellaswag_every and eval.hellaswag_limit must be at least 1 (or none)"),
+        (_positive(k.every) and _positive(k.keep_last) and _positive(k.keep_every),
+         "checkpoint.every, checkpoint.keep_last and checkpoint.keep_every must be at least 1 (or none)"),
+        (g.spike_z is None or g.spike_z > 0, f"guard.spike_z must be positive (or none: off), got {g.spike_z}"),
+        (1 <= g.max_bad_steps <= 10**6, f"guard.max_bad_steps must be at least 1, got {g.max_bad_steps}"),
+        (0 < g.rollback_lr_factor <= 1, f"guard.rollback_lr_factor must be in (0, 1], got {g.rollback_lr_factor}"),
+        (_positive(lg.every) and _positive(lg.profile_steps), "log.every and log.profile_steps must be at least 1 (or none)"),
+    ]
+
+
+DECAYS = ("cosine", "linear", "constant", "wsd")
+_SECTION_TYPES = {"model": GPTConfig, "data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
+                  "run": RunConfig, "eval": EvalConfig, "checkpoint": CheckpointConfig, "guard": GuardConfig,
+                  "log": LogConfig}
 SECTIONS = tuple(_SECTION_TYPES)
 
-
-def _unknown(kind: str, name: str, known) -> UserError:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
-    return UserError(f"unknown {kind} {name!r}{hint}")
-
-
-def _field_types(section: str) -> dict[str, type]:
-    return {f.name: type(f.default) if f.default is not dataclasses.MISSING else str
-            for f in dataclasses.fields(_SECTION_TYPES[section])}
-
+# keys of the 0.1 layout and where they live now
+MOVED = {
+    **{f"run.{old}": f"eval.{new}" for old, new in (("eval_every", "every"), ("eval_batches", "batches"),
+                                                    ("hellaswag_every", "hellaswag_every"),
+                                                    ("hellaswag_path", "hellaswag_path"),
+                                                    ("hellaswag_limit", "hellaswag_limit"))},
+    **{f"run.{old}": f"checkpoint.{new}" for old, new in (("checkpoint_every", "every"), ("keep_last", "keep_last"),
+                                                          ("keep_every", "keep_every"),
+                                                          ("async_checkpoint", "asynchronous"))},
+    **{f"run.{old}": f"guard.{old}" for old in ("spike_z", "max_bad_steps", "rollback", "rollback_lr_factor")},
+    **{f"run.{old}": f"log.{new}" for old, new in (("log_every", "every"), ("tensorboard", "tensorboard"),
+                                                   ("wandb_project", "wandb_project"), ("profile_steps", "profile_steps"))},
+}
 
 # names other trainers (nanoGPT, HF Trainer, litgpt) use for gpt2lab's settings
 ALIASES = {
@@ -171,10 +245,31 @@ ALIASES = {
     "lr_decay_iters": "schedule.max_steps", "batch_size": "run.micro_batch", "per_device_train_batch_size": "run.micro_batch",
     "gradient_accumulation_steps": "run.batch_tokens", "total_batch_size": "run.batch_tokens",
     "n_ctx": "model.block_size", "context_length": "model.block_size", "max_seq_len": "data.seq_len",
-    "max_grad_norm": "optim.grad_clip", "clip_grad": "optim.grad_clip", "eval_interval": "run.eval_every",
-    "log_interval": "run.log_every", "dtype": "run.precision", "d_model": "model.n_embd", "n_heads": "model.n_head",
-    "n_layers": "model.n_layer", "data_dir": "data.dir", "dataset": "data.dir",
+    "max_grad_norm": "optim.grad_clip", "clip_grad": "optim.grad_clip", "eval_interval": "eval.every",
+    "log_interval": "log.every", "dtype": "run.precision", "d_model": "model.n_embd", "n_heads": "model.n_head",
+    "n_layers": "model.n_layer", "data_dir": "data.dir", "dataset": "data.dir", "optimizer": "optim.name",
+    "time_budget": "schedule.time_budget_s",
 }
+NONE_WORDS = ("none", "off", "null", "default")
+
+
+def _unknown(kind: str, name: str, known) -> UserError:
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
+    return UserError(f"unknown {kind} {name!r}{hint}")
+
+
+def _fields(section: str) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(_SECTION_TYPES[section]) if f.name != "notes"}
+
+
+def _declared(section: str, key: str) -> tuple[type, bool]:
+    """(the value type, whether None is allowed) of section.key."""
+    hint = typing.get_type_hints(_SECTION_TYPES[section])[key]
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
 
 
 def suggest_key(section: str, key: str) -> str | None:
@@ -182,22 +277,42 @@ def suggest_key(section: str, key: str) -> str | None:
     if key in ALIASES:
         return ALIASES[key]
     for other in SECTIONS:  # the right key in the wrong section
-        if key in _field_types(other):
+        if key in _fields(other):
             return f"{other}.{key}"
-    everything = [f"{s}.{k}" for s in SECTIONS for k in _field_types(s)]
+    everything = [f"{s}.{k}" for s in SECTIONS for k in _fields(s)]
     close = difflib.get_close_matches(f"{section}.{key}", everything, n=1, cutoff=0.75)
-    close = close or [f"{section}.{k}" for k in difflib.get_close_matches(key, list(_field_types(section)), n=1)]
+    close = close or [f"{section}.{k}" for k in difflib.get_close_matches(key, list(_fields(section)), n=1)]
     return close[0] if close else None
 
 
-def coerce(section: str, key: str, value: Any) -> Any:
+def _number(text, target: type):
+    value = float(text.replace("_", "")) if isinstance(text, str) else text
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError
+    if not math.isfinite(value):
+        raise ValueError
+    if target is int:
+        if isinstance(value, float) and value != int(value):
+            raise ValueError
+        return int(value)
+    return float(value)
+
+
+def coerce(section: str, key: str, value: Any, notes: list[str] | None = None) -> Any:
     """A value converted to the declared type of section.key, or a UserError that says what was expected."""
-    types = _field_types(section)
-    if key not in types:
+    fields = _fields(section)
+    if key not in fields:
         guess = suggest_key(section, key)
-        hint = f"did you mean {guess!r}?" if guess else f"known: {', '.join(f'{section}.{k}' for k in types)}"
+        hint = f"did you mean {guess!r}?" if guess else f"known: {', '.join(f'{section}.{k}' for k in fields)}"
         raise UserError(f"unknown config key '{section}.{key}'; {hint}")
-    target = types[key]
+    target, nullable = _declared(section, key)
+    if nullable:
+        if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+            return None
+        if fields[key].metadata.get("legacy_off") and not isinstance(value, bool) and value in (0, "", "0"):
+            if notes is not None:
+                notes.append(f"{section}.{key}={value!r} means none")
+            return None
     try:
         if target is bool:
             if isinstance(value, bool):
@@ -208,32 +323,37 @@ def coerce(section: str, key: str, value: Any) -> Any:
             if text in ("false", "0", "no", "off"):
                 return False
             raise ValueError
-        if target is int:
-            if isinstance(value, bool):
-                raise ValueError
-            number = float(str(value).replace("_", "")) if isinstance(value, str) else value
-            if float(number) != int(number):
-                raise ValueError
-            return int(number)
-        if target is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
+        if target in (int, float):
+            return _number(value, target)
+        if section == "run" and key == "compile":  # 0.1 configs: compile = true/false
+            text = str(value).strip().lower()
+            return {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}.get(text, text)
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ValueError
         return str(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{section}.{key}={value!r} is not a valid {target.__name__}") from None
+    except (TypeError, ValueError, OverflowError):
+        kind = {int: "whole number", float: "finite number", bool: "true/false", str: "text"}.get(target, target.__name__)
+        none = " (or none)" if nullable else ""
+        raise UserError(f"{section}.{key}={value!r} is not a valid {target.__name__}: expected a {kind}{none}") from None
 
 
-def merge(base: dict, layer: dict, where: str = "") -> dict:
+def merge(base: dict, layer: dict, where: str = "", notes: list[str] | None = None) -> dict:
     """Overlay a nested {section: {key: value}} layer onto base, checking and converting every key."""
     out = {s: dict(base.get(s, {})) for s in SECTIONS}
     for section, values in layer.items():
-        if section not in SECTIONS:
+        if not isinstance(section, str) or section not in SECTIONS:
             raise _unknown(f"config section{where}", section, SECTIONS)
         if not isinstance(values, dict):
             raise UserError(f"config section {section!r}{where} must be a table of key = value")
         for key, value in values.items():
-            out[section][key] = coerce(section, key, value)
+            if not isinstance(key, str):
+                raise UserError(f"config key {key!r} in section {section!r}{where} must be text")
+            target_section, target_key = section, key
+            if f"{section}.{key}" in MOVED:
+                target_section, target_key = MOVED[f"{section}.{key}"].split(".")
+                if notes is not None:
+                    notes.append(f"{section}.{key} is now {target_section}.{target_key}")
+            out[target_section][target_key] = coerce(target_section, target_key, value, notes)
     return out
 
 
@@ -249,41 +369,66 @@ def parse_sets(items: list[str]) -> dict:
     return layer
 
 
+def _yaml_without_aliases(text: str):
+    """YAML with anchors and aliases refused: a config needs neither, and aliases are how a small file
+    expands into gigabytes (the billion-laughs attack)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+                raise yaml.YAMLError("anchors and aliases (&, *) are not allowed in a gpt2lab config")
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=Loader)
+
+
 def load_file(path: str) -> dict:
     """A config layer from a TOML, YAML or JSON file."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"config file {path} does not exist")
-    text = p.read_text()
+    if p.suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise UserError(f"config file {path} must end in .toml, .yaml, .yml or .json")
+    if p.stat().st_size > 1 << 20:
+        raise UserError(f"config file {path} is larger than 1 MB; a config holds a few dozen settings")
     try:
+        text = p.read_text(encoding="utf-8")
         if p.suffix == ".toml":
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python 3.10
                 import tomli as tomllib
             data = tomllib.loads(text)
-        elif p.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
         elif p.suffix == ".json":
             data = json.loads(text)
         else:
-            raise UserError(f"config file {path} must end in .toml, .yaml, .yml or .json")
-    except UserError:
-        raise
+            data = _yaml_without_aliases(text) or {}
     except Exception as exc:
-        raise UserError(f"cannot parse config file {path}: {exc}") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot parse config file {path}: {first}") from None
     if not isinstance(data, dict):
         raise UserError(f"config file {path} must hold sections such as [model] and [optim]")
     return data
 
 
 def from_dict(values: dict) -> Config:
-    layer = merge({}, values)
+    """A config from one nested dict (a saved config.json), checked."""
+    notes: list[str] = []
+    layer = merge({}, values, notes=notes)
     cfg = Config(**{s: _SECTION_TYPES[s](**layer[s]) for s in SECTIONS})
+    cfg.notes = _dedupe(notes)
+    _derive(cfg)
     cfg.validate()
     return cfg
+
+
+def _derive(cfg: Config) -> None:
+    """Fill in what the user left to gpt2lab, and say so."""
+    s = cfg.schedule
+    if s.warmup_steps is None:
+        s.warmup_steps = min(100, round(0.1 * s.max_steps))
+        cfg.notes.append(f"schedule.warmup_steps={s.warmup_steps} (not set: 10% of max_steps, at most 100)")
 
 
 def build_config(
@@ -297,22 +442,40 @@ def build_config(
 ) -> Config:
     """Assemble and validate a Config from the layers described at the top of this module.
 
-    `model` is a whole model section (e.g. a checkpoint's) that takes the preset's place.
+    `model` is a whole model section (e.g. a checkpoint's) that takes the preset's place. Notes about derived
+    values and deprecated keys are in the result's `notes`.
     """
     from . import recipes
 
-    layer: dict = merge({}, base, " (saved config)") if base else {}
+    notes: list[str] = []
+    layer: dict = merge({}, base, " (saved config)", notes) if base else {}
     if recipe:
-        layer = merge(layer, recipes.recipe(recipe), " (recipe)")
+        layer = merge(layer, recipes.recipe(recipe), " (recipe)", notes)
     if preset and model:
         raise UserError("a preset and a given model (e.g. --init-from) both name the model; drop --preset")
     if preset or model:
         layer["model"] = {}
-        layer = merge(layer, {"model": recipes.preset(preset) if preset else model})
+        layer = merge(layer, {"model": recipes.preset(preset) if preset else model}, notes=notes)
     if file:
-        layer = merge(layer, load_file(file), f" (in {file})")
+        layer = merge(layer, load_file(file), f" (in {file})", notes)
     if sets:
-        layer = merge(layer, parse_sets(sets))
+        layer = merge(layer, parse_sets(sets), notes=notes)
     if flags:
-        layer = merge(layer, flags)
-    return from_dict(layer)
+        layer = merge(layer, flags, notes=notes)
+    cfg = Config(**{s: _SECTION_TYPES[s](**layer[s]) for s in SECTIONS})
+    cfg.notes = _dedupe(notes)
+    _derive(cfg)
+    cfg.validate()
+    return cfg
+
+
+def _dedupe(notes: list[str]) -> list[str]:
+    """Deprecations in one line each (moved keys; 0 or "" for none), then the other notes once each."""
+    moved = sorted({n for n in notes if " is now " in n})
+    legacy = sorted({n.split("=")[0] for n in notes if n.endswith(" means none")})
+    other = [n for n in dict.fromkeys(notes) if " is now " not in n and not n.endswith(" means none")]
+    if legacy:
+        other.insert(0, f"deprecated: 0 or \"\" for 'off' in {', '.join(legacy)}; write none (it still works)")
+    if moved:
+        other.insert(0, "deprecated keys: " + "; ".join(moved) + " (they still work)")
+    return other

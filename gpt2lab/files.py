@@ -1,14 +1,192 @@
-"""Small file helpers shared by the parts that write run and data directories."""
+"""Writing files so that nothing is ever half-written, nothing foreign is deleted, and two processes never
+share an output folder.
+
+- Atomic writes: a temporary sibling, fsync, rename. A reader sees the old file or the new one.
+- Write failures (a full disk, a read-only folder) become one UserError line; the temporary file is removed
+  and the previous file is left as it was.
+- Ownership: a folder gpt2lab writes records the names of the files it wrote (its manifest). `--overwrite`
+  and retention remove only those; any other file in the folder is the user's and stays.
+- Locks: an exclusive flock on OUT/.gpt2lab.lock (or a sibling for a folder that does not exist yet). The
+  kernel drops it when the holder dies, so a lock left by a killed process is simply free again.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
+import shutil
 from pathlib import Path
 
+from .errors import UserError
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write JSON so that a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+LOCK_FILE = ".gpt2lab.lock"
+
+
+def absolute(path: str | os.PathLike) -> Path:
+    """An absolute path with `.` and `..` resolved, so `--out .` has a name and a parent."""
+    return Path(os.path.abspath(os.fspath(path)))
+
+
+def describe_os_error(exc: BaseException) -> str:
+    """`No space left on device`, `Permission denied`, ... for any write failure, OSError or not."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    text = str(exc)
+    for known in ("No space left on device", "Permission denied", "Read-only file system", "Disk quota exceeded"):
+        if known.lower() in text.lower():
+            return known
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def write_error(what: str, path: Path, exc: BaseException, fix: str = "free disk space or choose another --out") -> UserError:
+    return UserError(f"could not write {what} {path} ({describe_os_error(exc)}); {fix}")
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_bytes_atomic(path: Path, data: bytes, what: str = "file") -> None:
+    """Write data so that a reader sees the old file or the new one; a failure is one line, nothing left over."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise write_error(what, path, exc) from None
+
+
+def write_text_atomic(path: Path, text: str, what: str = "file") -> None:
+    write_bytes_atomic(path, text.encode("utf-8"), what)
+
+
+def write_json_atomic(path: Path, obj, what: str = "file") -> None:
+    """JSON (non-finite floats as null-free strings are the caller's business) written atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n", what)
+
+
+# --- ownership -----------------------------------------------------------------------------------------------
+
+def foreign_entries(folder: Path, ours: set[str]) -> list[str]:
+    """Names in folder that gpt2lab did not write (not in `ours`, not a lock or temporary file of ours)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name not in ours and p.name != LOCK_FILE and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+
+
+def remove_owned(folder: Path, names) -> None:
+    """Delete the files and folders named in `names` (our manifest), and nothing else."""
+    for name in names:
+        target = folder / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def clear_folder(folder: Path) -> None:
+    """Empty a command's own working folder, keeping its lock."""
+    remove_owned(folder, [p.name for p in folder.iterdir() if p.name != LOCK_FILE])
+
+
+def publish_folder(work: Path, out: Path) -> None:
+    """Give a finished working folder its final name (OUT must be absent or empty); its lock file stays behind."""
+    (work / LOCK_FILE).unlink(missing_ok=True)
+    if out.is_dir():
+        out.rmdir()
+    os.replace(work, out)
+
+
+def copy_mode_from_umask(path: Path) -> None:
+    """Files written through a temporary file (safetensors, tempfile) can end up 0600; give them the mode a plain
+    open() would, as the user's umask says."""
+    umask = os.umask(0)
+    os.umask(umask)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o666 & ~umask)
+
+
+# --- locks -----------------------------------------------------------------------------------------------------
+
+class FolderLock:
+    """An exclusive, non-blocking lock on an output folder for as long as a command writes into it.
+
+    The lock is OUT/.gpt2lab.lock; acquiring it creates OUT if needed, so two processes racing on a new --out
+    lock the same file and the second is refused with one line naming the holder. release(cleanup=True)
+    removes a folder this lock created if nothing else was written into it (a command that failed early); a
+    private folder (a command's working folder) is removed whenever it holds nothing but the lock.
+    """
+
+    def __init__(self, folder: str | os.PathLike, what: str = "folder", private: bool = False):
+        self.folder, self.what = absolute(folder), what
+        self._fd: int | None = None
+        self._created = private
+
+    @property
+    def path(self) -> Path:
+        return self.folder / LOCK_FILE
+
+    def _open(self) -> int:
+        try:
+            self._created = self._created or not self.folder.exists()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise write_error(self.what, self.folder, exc, "check that the path is a writable folder") from None
+
+    def acquire(self) -> "FolderLock":
+        for _ in range(10):  # the holder may remove the folder as it finishes: then lock the new one
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    raise UserError(f"{self.folder} is in use by {holder}; wait for it to finish or choose another --out") from None
+                raise
+            try:
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        else:
+            raise UserError(f"could not lock {self.folder}: it keeps disappearing; is another process removing it?")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"gpt2lab process {os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self, cleanup: bool = False) -> None:
+        """Drop the lock; with cleanup, also remove the folder if this lock created it and it is otherwise empty."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, 0)
+        if cleanup and self._created and self.folder.is_dir() and not [p for p in self.folder.iterdir() if p.name != LOCK_FILE]:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+                self.folder.rmdir()
+        os.close(self._fd)  # closing drops the flock
+        self._fd = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.release(cleanup=exc_type is not None)

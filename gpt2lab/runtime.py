@@ -1,10 +1,25 @@
-"""Where and in what precision the model runs: device choice (never a silent CPU fallback), autocast, seeding."""
+"""Where and how the model runs: device choice (never a silent CPU fallback), precision, compilation, seeding
+and RNG state.
+
+Precision "auto":
+  CUDA   bf16 where the GPU has bf16 tensor cores (Ampere and newer; emulation does not count), else fp16
+         with a GradScaler (T4, V100, RTX 20xx)
+  CPU    bf16 autocast where the CPU multiplies bf16 natively (AVX512-BF16 or AMX, asked of the CPU itself),
+         else fp32
+  MPS    bf16 on macOS 14 or newer, else fp32
+The loss, the weights and the optimizer stay fp32 in every case; autocast only lowers the matmuls.
+
+Compile "auto": on for a CPU with native bf16 and a C++ compiler, where it was measured to pay (bench/NOTES.md),
+once the run is long enough to earn its compile time back; off on CUDA and MPS (unchanged: recipes turn it on
+explicitly on GPUs).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -12,81 +27,186 @@ import torch
 from .errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+COMPILE_MODES = ("auto", "on", "off")
+COMPILE_MIN_TOKENS = 2_000_000  # a CPU run shorter than this does not earn back ~40 s of compilation
+
+
+def cpu_bf16_native() -> tuple[bool, str]:
+    """(whether this CPU multiplies bf16 in hardware, the instruction set that says so)."""
+    checks = (("amx_bf16", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
+    for name, probe in checks:
+        with contextlib.suppress(Exception):
+            if getattr(torch.cpu, probe)():
+                return True, name
+    with contextlib.suppress(OSError):
+        flags = set(open("/proc/cpuinfo").read().split())
+        for name, _ in checks:
+            if name in flags:
+                return True, name
+    return False, "no AVX512-BF16 or AMX"
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would call, if there is one."""
+    try:
+        from torch._inductor import config as inductor_config
+
+        names = inductor_config.cpp.cxx
+        names = names if isinstance(names, (tuple, list)) else (names,)
+    except Exception:
+        names = ("g++",)
+    for name in (*[n for n in names if n], "g++", "c++", "clang++"):
+        if shutil.which(name):
+            return name
+    return None
 
 
 @dataclass
 class Runtime:
     device: torch.device
     precision: str  # "bf16" | "fp16" | "fp32" after resolution
+    why: str = ""  # why this precision was chosen
+    compile: bool = False
+    compile_why: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
 
     def autocast(self):
-        """The forward-pass context: autocast to bf16/fp16 on CUDA, nothing in fp32."""
+        """The forward-pass context: autocast to bf16/fp16, nothing in fp32."""
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device.type == "mps":
+            torch.mps.synchronize()
+
     def describe(self) -> dict:
         """Facts about the device for the console and the run directory."""
-        info = {"device": str(self.device), "precision": self.precision, "torch": torch.__version__}
+        info = {"device": str(self.device), "precision": self.precision, "precision_reason": self.why,
+                "compile": self.compile, "compile_reason": self.compile_why, "torch": torch.__version__}
         if self.device.type == "cuda":
             props = torch.cuda.get_device_properties(self.device)
-            info.update(
-                name=props.name,
-                capability=f"{props.major}.{props.minor}",
-                memory_gb=round(props.total_memory / 2**30, 2),
-                cuda=torch.version.cuda,
-            )
+            info.update(name=props.name, capability=f"{props.major}.{props.minor}",
+                        memory_gb=round(props.total_memory / 2**30, 2), cuda=torch.version.cuda)
+        elif self.device.type == "mps":
+            info.update(name="Apple MPS")
         else:
-            info.update(name="CPU", threads=torch.get_num_threads())
+            info.update(name=cpu_name(), threads=torch.get_num_threads(), bf16=cpu_bf16_native()[1])
         return info
 
     def banner(self) -> str:
         d = self.describe()
+        compiled = f"compile {'on' if self.compile else 'off'} ({self.compile_why})"
         if self.device.type == "cuda":
-            return (
-                f"device: {d['device']} ({d['name']}, {d['memory_gb']} GB, capability {d['capability']}), "
-                f"precision {d['precision']}, torch {d['torch']}, CUDA {d['cuda']}"
-            )
-        return f"device: cpu ({d['threads']} threads), precision {d['precision']}, torch {d['torch']}"
+            return (f"device: {d['device']} ({d['name']}, {d['memory_gb']} GB, capability {d['capability']}), "
+                    f"precision {d['precision']} ({self.why}), {compiled}, torch {d['torch']}, CUDA {d['cuda']}")
+        if self.device.type == "mps":
+            return f"device: mps (Apple GPU), precision {d['precision']} ({self.why}), {compiled}, torch {d['torch']}"
+        return (f"device: cpu ({d['name']}, {d['threads']} threads), precision {d['precision']} ({self.why}), "
+                f"{compiled}, torch {d['torch']}")
 
 
-def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """Turn the user's --device and precision choice into a Runtime, or explain why it cannot be had."""
+def cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    import platform
+
+    return platform.processor() or "CPU"
+
+
+def _device(device: str) -> torch.device:
     cuda_ok = torch.cuda.is_available()
     if device == "auto":
-        dev = torch.device("cuda" if cuda_ok else "cpu")
-    elif device.startswith("cuda"):
+        return torch.device("cuda" if cuda_ok else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError("--device mps was requested but MPS is not usable here (it needs Apple silicon, macOS 12.3+ "
+                            "and a torch build with MPS); pass --device cpu to run on the CPU on purpose")
+        return torch.device("mps")
+    if device == "cuda" or device.startswith("cuda:"):
         if not cuda_ok:
             raise UserError(
                 f"--device {device} was requested but CUDA is not usable here (torch {torch.__version__}, "
                 f"built for CUDA {torch.version.cuda}); install a CUDA build of torch, check the driver with "
                 "nvidia-smi, or pass --device cpu to train on the CPU on purpose"
             )
-        dev = torch.device(device)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise UserError(f"--device {device!r} is not of the form cuda:N") from None
+        if dev.index is not None and not 0 <= dev.index < torch.cuda.device_count():
             raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
-    elif device == "cpu":
-        dev = torch.device("cpu")
-    else:
-        raise UserError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N")
+        return dev
+    raise UserError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+
+
+def _precision(dev: torch.device, precision: str) -> tuple[str, str]:
     if precision not in PRECISIONS:
         raise UserError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if dev.type == "cpu":
         if precision == "fp16":
-            raise UserError("fp16 training needs CUDA; use precision fp32 (or bf16) on the CPU")
-        resolved = "fp32" if precision == "auto" else precision
-    elif precision == "auto":
-        resolved = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    else:
-        resolved = precision
+            raise UserError("fp16 training needs a GPU; use precision fp32 (or bf16) on the CPU")
+        if precision != "auto":
+            return precision, "asked for"
+        native, how = cpu_bf16_native()
+        return ("bf16", f"auto: the CPU has {how}") if native else ("fp32", f"auto: {how} on this CPU")
+    if dev.type == "mps":
+        if precision != "auto":
+            return precision, "asked for"
+        newer = getattr(torch.backends.mps, "is_macos_or_newer", lambda *_: False)(14, 0)
+        return ("bf16", "auto: macOS 14+") if newer else ("fp32", "auto: bf16 on MPS needs macOS 14")
+    if precision != "auto":
+        return precision, "asked for"
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return "bf16", "auto: the GPU has bf16 tensor cores"
+    return "fp16", "auto: no bf16 tensor cores on this GPU (emulated bf16 is slow): fp16 with a grad scaler"
+
+
+def _compile(mode: str, dev: torch.device, precision: str, run_tokens: int | None) -> tuple[bool, str, str | None]:
+    """(compile or not, why, a note for the user)."""
+    if mode not in COMPILE_MODES:
+        raise UserError(f"run.compile={mode!r} is not one of {', '.join(COMPILE_MODES)}")
+    needs_cxx = dev.type == "cpu"
+    if mode == "off":
+        return False, "asked for", None
+    if mode == "auto":
+        if dev.type != "cpu" or precision != "bf16":
+            return False, "auto: off except on a bf16 CPU", None
+        if run_tokens is not None and run_tokens < COMPILE_MIN_TOKENS:
+            return False, f"auto: a run of {run_tokens:,} tokens does not earn back the compile time", None
+    if needs_cxx and cxx_compiler() is None:
+        return False, "no C++ compiler", "torch.compile needs a C++ compiler on the CPU (apt install g++); running uncompiled"
+    return True, "asked for" if mode == "on" else "auto: a bf16 CPU with a C++ compiler", None
+
+
+def resolve_runtime(device: str = "auto", precision: str = "auto", compile: str = "off",
+                    run_tokens: int | None = None) -> Runtime:
+    """Turn the user's device, precision and compile choices into a Runtime, or explain why it cannot be had.
+
+    On CUDA this makes the device current (so work, timers and memory readings are on it, not on GPU 0) and
+    turns on TF32 matmuls."""
+    dev = _device(device)
+    resolved, why = _precision(dev, precision)
     if dev.type == "cuda":
+        torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    return Runtime(device=dev, precision=resolved)
+        if resolved == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+            raise UserError(f"{torch.cuda.get_device_name(dev)} has no bf16 tensor cores; use --set run.precision=fp16 "
+                            "(or auto)")
+    compiled, compile_why, note = _compile(compile, dev, resolved, run_tokens)
+    return Runtime(device=dev, precision=resolved, why=why, compile=compiled, compile_why=compile_why,
+                   notes=[note] if note else [])
 
 
 def seed_everything(seed: int) -> None:
@@ -95,16 +215,31 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
+def rng_state(device: torch.device) -> dict:
+    """Python, NumPy and torch RNG states, and the CUDA state of the training device only (not every GPU)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore rng_state(); checkpoints of 0.1 stored every visible GPU's state as "cuda": the training device's
+    is used when it exists, and a machine with fewer GPUs resumes with a fresh CUDA stream instead of failing."""
+    random.setstate(_python_state(state["python"]))
+    np.random.set_state(tuple(state["numpy"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device.type != "cuda":
+        return
+    if "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"], device)
+    elif state.get("cuda"):
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index < len(state["cuda"]):
+            torch.cuda.set_rng_state(state["cuda"][index], device)
+
+
+def _python_state(state):
+    """random.setstate needs tuples where JSON gives lists."""
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)

@@ -7,6 +7,7 @@ Where the vocabulary comes from, in order:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -41,23 +42,50 @@ class Tokenizer:
         return self.encoding.decode(list(ids))
 
 
+@contextlib.contextmanager
+def _no_tiktoken_cache():
+    """tiktoken copies every file it reads into its cache, keyed by the file's path (so a fixed or replaced
+    folder would be ignored, and the user's cache written to). An empty TIKTOKEN_CACHE_DIR turns that off."""
+    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = ""
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = saved
+
+
 def _from_folder(folder: Path):
+    """GPT-2's encoding from the files in a folder, read as they are now (no cache)."""
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks, load_tiktoken_bpe
     from tiktoken_ext.openai_public import r50k_pat_str
 
-    if (folder / "encoder.json").is_file() and (folder / "vocab.bpe").is_file():
-        ranks = data_gym_to_mergeable_bpe_ranks(str(folder / "vocab.bpe"), str(folder / "encoder.json"))
-    elif (folder / "r50k_base.tiktoken").is_file():
-        ranks = load_tiktoken_bpe(str(folder / "r50k_base.tiktoken"))
-    else:
+    pair = folder / "vocab.bpe", folder / "encoder.json"
+    single = folder / "r50k_base.tiktoken"
+    if not (all(p.is_file() for p in pair) or single.is_file()):
         raise UserError(
             f"tokenizer folder {folder} holds neither encoder.json + vocab.bpe nor r50k_base.tiktoken; "
             "point --tokenizer at a folder with GPT-2's BPE files"
         )
-    return tiktoken.Encoding(
-        name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: GPT2_EOT}
-    )
+    try:
+        with _no_tiktoken_cache():
+            if all(p.is_file() for p in pair):
+                ranks = data_gym_to_mergeable_bpe_ranks(str(pair[0]), str(pair[1]))
+            else:
+                ranks = load_tiktoken_bpe(str(single))
+        encoding = tiktoken.Encoding(name="gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                                     special_tokens={ENDOFTEXT: GPT2_EOT})
+    except Exception as exc:  # malformed JSON, a merges file that does not match, unreadable bytes, ...
+        first = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise UserError(f"the BPE files in {folder} are not GPT-2's ({type(exc).__name__}: {first}); "
+                        "point --tokenizer at the original encoder.json and vocab.bpe") from None
+    if encoding.n_vocab != GPT2_EOT + 1:
+        raise UserError(f"the BPE files in {folder} give {encoding.n_vocab} tokens, not GPT-2's {GPT2_EOT + 1}; "
+                        "point --tokenizer at the original encoder.json and vocab.bpe")
+    return encoding
 
 
 _BPE_URLS = {  # where tiktoken downloads GPT-2's files; its cache names each by the SHA-1 of its URL

@@ -70,6 +70,14 @@ MICRO_MODEL = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.bl
 
 def micro_config(data: Path, *sets: str, **kw):
     """A config for a model small enough that a training step takes milliseconds."""
-    defaults = ["schedule.max_steps=8", "schedule.warmup_steps=2", "run.micro_batch=4", "run.log_every=0",
-                "run.eval_every=0", "run.eval_batches=2", "run.checkpoint_every=0", "run.device=cpu", "optim.lr=1e-2"]
+    defaults = ["schedule.max_steps=8", "schedule.warmup_steps=2", "run.micro_batch=4", "log.every=none",
+                "eval.every=none", "eval.batches=2", "checkpoint.every=none", "run.device=cpu", "optim.lr=1e-2",
+                "run.precision=fp32"]
     return build_config(sets=MICRO_MODEL + defaults + [f"data.dir={data}", *sets], **kw)
+
+
+def trainer(cfg, run_dir, **kw):
+    """A Trainer with the evaluations its config asks for, as `gpt2lab train` builds it."""
+    from gpt2lab.commands.train import make_trainer
+
+    return make_trainer(cfg, str(run_dir), **kw)

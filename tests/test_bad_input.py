@@ -70,7 +70,7 @@ CASES = {
     "unknown config key": (lambda w: ["train", "--set", "optim.learning_rate=1", "--data", str(w / "gpt2data"),
                                       "--out", str(w / "new")], "did you mean"),
     "invalid value": (lambda w: ["train", "--set", "optim.lr=-3", "--data", str(w / "gpt2data"), "--out", str(w / "new")],
-                      "optim.lr must be positive"),
+                      "optim.lr must be in (0, 10]"),
     "bad number": (lambda w: ["train", "--set", "run.micro_batch=lots", "--data", str(w / "gpt2data"), "--out", str(w / "new")],
                    "not a valid int"),
     "checkpoint of another architecture": (other_architecture, "another architecture"),
@@ -107,7 +107,7 @@ def test_bad_input(world, case, capsys):
 def test_full_disk_through_the_cli(world, monkeypatch, capsys):
     import errno
 
-    import gpt2lab.train.checkpoint as checkpoint_module
+    import gpt2lab.checkpoint as checkpoint_module
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -4,7 +4,7 @@ import torch
 from gpt2lab.config import build_config
 from gpt2lab.errors import UserError
 from gpt2lab.model import GPT
-from gpt2lab.train.checkpoint import (
+from gpt2lab.checkpoint import (
     latest_checkpoint, load_model_from_checkpoint, resolve_checkpoint, save_checkpoint,
 )
 from tests.conftest import MICRO_MODEL

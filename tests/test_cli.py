@@ -92,8 +92,8 @@ def test_import_finetune_eval_export(tmp_path, tokenizer_dir, gpt2_data, shared_
     run = str(tmp_path / "ft")
     assert main(["train", "--init-from", str(tmp_path / "imported"), "--data", str(gpt2_data), "--out", run,
                  "--max-steps", "4", "--micro-batch", "2", "--device", "cpu", "--set", "schedule.warmup_steps=1",
-                 "--set", "run.hellaswag_every=2", "--set", f"run.hellaswag_path={hellaswag}",
-                 "--set", "run.hellaswag_limit=6", "--set", f"data.tokenizer={tokenizer_dir}"]) == 0
+                 "--set", "eval.hellaswag_every=2", "--set", f"eval.hellaswag_path={hellaswag}",
+                 "--set", "eval.hellaswag_limit=6", "--set", f"data.tokenizer={tokenizer_dir}"]) == 0
     out = capsys.readouterr().out
     assert "initialised from" in out and "hellaswag" in out
     records = [json.loads(line) for line in (tmp_path / "ft" / "metrics.jsonl").read_text().splitlines()]

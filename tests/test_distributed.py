@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2lab.metrics import read_metrics
+from gpt2lab.metrics.logger import read_metrics
 from tests.conftest import MICRO_MODEL, make_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ def train_args(data, run, micro, *extra):
     sets = [a for s in MICRO_MODEL for a in ("--set", s)]
     return ["-m", "gpt2lab", "train", "--data", str(data), "--out", str(run), *sets, "--max-steps", str(STEPS),
             "--device", "cpu", "--micro-batch", str(micro), "--set", "run.batch_tokens=512", "--set", "schedule.warmup_steps=2",
-            "--set", "optim.lr=1e-2", "--eval-every", "10", "--set", "run.eval_batches=0", *extra]
+            "--set", "optim.lr=1e-2", "--eval-every", "10", "--set", "eval.batches=none", "--set", "run.precision=fp32", *extra]
 
 
 def single(args, **kw):

@@ -9,7 +9,7 @@ from gpt2lab.eval.hellaswag import Example, encode_examples, ending_losses, eval
 from gpt2lab.model import GPT, GPTConfig
 from gpt2lab.runtime import resolve_runtime
 
-RT = resolve_runtime("cpu")
+RT = resolve_runtime("cpu", "fp32")
 
 
 def random_examples(n, seed=0, vocab=97):

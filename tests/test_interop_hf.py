@@ -7,7 +7,7 @@ from gpt2lab.interop.hf import (
     export_hf, from_hf_gpt2_state_dict, hf_architecture, hf_gpt2_config, import_hf, to_hf_gpt2_state_dict,
 )
 from gpt2lab.model import GPT, GPTConfig
-from gpt2lab.train.checkpoint import load_model_from_checkpoint, write_checkpoint
+from gpt2lab.checkpoint import load_model_from_checkpoint, write_checkpoint
 
 transformers = pytest.importorskip("transformers")
 

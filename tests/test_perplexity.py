@@ -8,7 +8,7 @@ from gpt2lab.eval.perplexity import evaluate_text, evaluate_tokens, text_windows
 from gpt2lab.model import GPT, GPTConfig
 from gpt2lab.runtime import resolve_runtime
 
-RT = resolve_runtime("cpu")
+RT = resolve_runtime("cpu", "fp32")
 
 
 @pytest.fixture

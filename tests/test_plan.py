@@ -7,7 +7,8 @@ from gpt2lab.cli import main
 from gpt2lab.metrics.devices import require_gpu
 from gpt2lab.metrics.flops import flops_per_token
 from gpt2lab.model import GPT, GPTConfig
-from gpt2lab.plan import GB, block_activation_bytes, head_bytes, largest_micro_batch, make_plan, memory_plan
+from gpt2lab.commands.plan import make_plan
+from gpt2lab.metrics.memory import GB, block_activation_bytes, head_bytes, largest_micro_batch, memory_plan
 
 MODERN = dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False)
 

@@ -5,7 +5,7 @@ import numpy as np
 from gpt2lab.cli import main
 from gpt2lab.data.overlap import ngram_hashes, val_train_overlap
 from gpt2lab.report import diagnose
-from gpt2lab.train import Trainer
+from tests.conftest import trainer as make_trainer
 from tests.conftest import make_data_dir, micro_config
 
 CONFIG = {"optim": {"lr": 1e-3}, "schedule": {"warmup_steps": 10, "max_steps": 1000}}
@@ -119,9 +119,9 @@ def test_ngram_hashes_are_positional():
 
 
 def test_report_on_a_real_run(data_dir, tmp_path, capsys):
-    cfg = micro_config(data_dir, "schedule.max_steps=20", "run.eval_every=5", "run.checkpoint_every=10",
-                       "run.log_every=5", "run.peak_tflops=0.5")
-    Trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+    cfg = micro_config(data_dir, "schedule.max_steps=20", "eval.every=5", "checkpoint.every=10",
+                       "log.every=5", "run.peak_tflops=0.5")
+    make_trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
     assert main(["report", str(tmp_path / "run")]) == 0
     assert "wrote" in capsys.readouterr().out
     report = (tmp_path / "run" / "report.md").read_text()

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from gpt2lab.errors import UserError
-from gpt2lab.metrics import read_metrics
+from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.runtime import Runtime
-from gpt2lab.train import Trainer
+from tests.conftest import trainer as make_trainer
 from gpt2lab.train.autobatch import find_micro_batch
-from gpt2lab.train.checkpoint import complete_checkpoints
+from gpt2lab.checkpoint import complete_checkpoints
 from tests.conftest import MICRO_MODEL, micro_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,7 @@ def train_command(data, run, *extra):
     return [sys.executable, "-m", "gpt2lab", "train", "--data", str(data), "--out", str(run), *sets,
             "--max-steps", str(STEPS), "--checkpoint-every", "2", "--device", "cpu", "--set", "schedule.warmup_steps=2",
             "--set", "run.micro_batch=4", "--set", "model.dropout=0.1", "--set", "optim.lr=1e-2",
-            "--set", "run.keep_last=2", *extra]
+            "--set", "checkpoint.keep_last=2", *extra]
 
 
 def wait_for_step(run: Path, step: int, proc, timeout=120):
@@ -92,8 +92,8 @@ def test_sigterm_saves_and_stops_cleanly(reference, tmp_path):
 
 
 def test_resume_skips_incomplete_and_corrupt_checkpoints(data_dir, tmp_path):
-    cfg = micro_config(data_dir, "schedule.max_steps=10", "run.checkpoint_every=2", "run.keep_last=0")
-    Trainer(cfg, tmp_path / "full", **QUIET).fit()
+    cfg = micro_config(data_dir, "schedule.max_steps=10", "checkpoint.every=2", "checkpoint.keep_last=0")
+    make_trainer(cfg, tmp_path / "full", **QUIET).fit()
     expected = losses(tmp_path / "full")
     run = tmp_path / "cut"
     shutil.copytree(tmp_path / "full", run)
@@ -102,15 +102,16 @@ def test_resume_skips_incomplete_and_corrupt_checkpoints(data_dir, tmp_path):
     (ckpts / "step_00000008" / "model.safetensors").write_bytes(b"\0" * 100)  # corrupt, though marked complete
     shutil.copytree(ckpts / "step_00000006", ckpts / ".step_00000009.tmp")  # a save killed half-way
     messages = []
-    Trainer(cfg, run, resume=True, echo=messages.append).fit()
-    assert any("skipping step_00000008" in m for m in messages)
+    make_trainer(cfg, run, resume=True, echo=messages.append).fit()
+    assert any("step_00000008 is corrupt" in m and "set aside as step_00000008.corrupt" in m for m in messages)
+    assert (ckpts / "step_00000008.corrupt" / "CORRUPT.txt").is_file()
     assert any("resumed from" in m and "step_00000006" in m for m in messages)
     assert losses(run) == expected
 
 
 def test_retention_keeps_the_last_k_and_every_nth(data_dir, tmp_path):
-    cfg = micro_config(data_dir, "schedule.max_steps=12", "run.checkpoint_every=2", "run.keep_last=2", "run.keep_every=4")
-    Trainer(cfg, tmp_path / "run", **QUIET).fit()
+    cfg = micro_config(data_dir, "schedule.max_steps=12", "checkpoint.every=2", "checkpoint.keep_last=2", "checkpoint.keep_every=4")
+    make_trainer(cfg, tmp_path / "run", **QUIET).fit()
     assert [p.name for p in complete_checkpoints(tmp_path / "run")] == [
         "step_00000012", "step_00000010", "step_00000008", "step_00000004"]
 
@@ -119,7 +120,7 @@ def test_async_and_sync_saves_write_the_same_checkpoint(data_dir, tmp_path):
     from safetensors.torch import load_file
 
     for mode in ("true", "false"):
-        Trainer(micro_config(data_dir, "schedule.max_steps=4", f"run.async_checkpoint={mode}"), tmp_path / mode, **QUIET).fit()
+        make_trainer(micro_config(data_dir, "schedule.max_steps=4", f"checkpoint.asynchronous={mode}"), tmp_path / mode, **QUIET).fit()
     a = load_file(tmp_path / "true" / "checkpoints" / "step_00000004" / "model.safetensors")
     b = load_file(tmp_path / "false" / "checkpoints" / "step_00000004" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -133,15 +134,15 @@ class Poison(torch.nn.Module):
         self.trainer, self.steps, self.factor = trainer, set(steps), factor
         self.inner = trainer.model
 
-    def forward(self, x, y, doc_ids=None):
-        logits, loss = self.inner(x, y, doc_ids=doc_ids)
+    def forward(self, x, y, **kwargs):
+        logits, loss = self.inner(x, y, **kwargs)
         if self.trainer.step + 1 in self.steps:
             loss = loss * self.factor
         return logits, loss
 
 
 def test_a_nan_loss_skips_the_update(data_dir, tmp_path):
-    trainer = Trainer(micro_config(data_dir, "schedule.max_steps=6"), tmp_path / "run", **QUIET)
+    trainer = make_trainer(micro_config(data_dir, "schedule.max_steps=6"), tmp_path / "run", **QUIET)
     trainer.compiled = Poison(trainer, {3})
     trainer.fit()
     records = read_metrics(tmp_path / "run")
@@ -151,7 +152,7 @@ def test_a_nan_loss_skips_the_update(data_dir, tmp_path):
 
 
 def test_a_loss_spike_is_skipped(data_dir, tmp_path):
-    trainer = Trainer(micro_config(data_dir, "schedule.max_steps=30"), tmp_path / "run", **QUIET)
+    trainer = make_trainer(micro_config(data_dir, "schedule.max_steps=30"), tmp_path / "run", **QUIET)
     trainer.compiled = Poison(trainer, {27}, factor=20.0)
     trainer.fit()
     records = read_metrics(tmp_path / "run")
@@ -160,10 +161,10 @@ def test_a_loss_spike_is_skipped(data_dir, tmp_path):
 
 
 def test_bad_steps_in_a_row_roll_back_at_a_lower_lr(data_dir, tmp_path):
-    cfg = micro_config(data_dir, "schedule.max_steps=12", "run.checkpoint_every=4", "run.max_bad_steps=3",
-                       "run.async_checkpoint=false")
+    cfg = micro_config(data_dir, "schedule.max_steps=12", "checkpoint.every=4", "guard.max_bad_steps=3",
+                       "checkpoint.asynchronous=false")
     messages = []
-    trainer = Trainer(cfg, tmp_path / "run", echo=messages.append)
+    trainer = make_trainer(cfg, tmp_path / "run", echo=messages.append)
     poison = Poison(trainer, {6, 7, 8})
     trainer.compiled = poison
 
@@ -187,10 +188,10 @@ def test_bad_steps_in_a_row_roll_back_at_a_lower_lr(data_dir, tmp_path):
 
 
 def test_bad_steps_without_a_checkpoint_stop_with_a_clear_message(data_dir, tmp_path):
-    cfg = micro_config(data_dir, "schedule.max_steps=12", "run.max_bad_steps=3")
-    trainer = Trainer(cfg, tmp_path / "run", **QUIET)
+    cfg = micro_config(data_dir, "schedule.max_steps=12", "guard.max_bad_steps=3")
+    trainer = make_trainer(cfg, tmp_path / "run", **QUIET)
     trainer.compiled = Poison(trainer, {2, 3, 4})
-    with pytest.raises(UserError, match="3 updates in a row were unsafe at step 4.*no checkpoint to roll back to"):
+    with pytest.raises(UserError, match="3 updates in a row were unsafe at step 4.*no healthy checkpoint to roll back to"):
         trainer.fit()
 
 
@@ -198,7 +199,7 @@ def test_fp16_grad_scaler_overflow_is_skipped_not_counted(data_dir, tmp_path, mo
     import gpt2lab.train.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "resolve_runtime", lambda *a: Runtime(torch.device("cpu"), "fp16"))
-    trainer = Trainer(micro_config(data_dir, "schedule.max_steps=30", "run.max_bad_steps=1"), tmp_path / "run", **QUIET)
+    trainer = make_trainer(micro_config(data_dir, "schedule.max_steps=30", "guard.max_bad_steps=1"), tmp_path / "run", **QUIET)
     assert trainer.scaler is not None
     trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**30)  # so large that fp16 gradients overflow at first
     trainer.fit()
@@ -210,15 +211,15 @@ def test_fp16_grad_scaler_overflow_is_skipped_not_counted(data_dir, tmp_path, mo
 
 
 def test_full_disk_during_a_save(data_dir, tmp_path, monkeypatch):
-    import gpt2lab.train.checkpoint as checkpoint_module
+    import gpt2lab.checkpoint as checkpoint_module
 
-    cfg = micro_config(data_dir, "schedule.max_steps=6", "run.checkpoint_every=2")
-    trainer = Trainer(cfg, tmp_path / "run", **QUIET)
+    cfg = micro_config(data_dir, "schedule.max_steps=6", "checkpoint.every=2")
+    trainer = make_trainer(cfg, tmp_path / "run", **QUIET)
     real, calls = checkpoint_module.save_file, []
 
     def full_disk(*args, **kwargs):
         calls.append(1)
-        if len(calls) >= 2:
+        if len(calls) >= 3:  # two files per checkpoint: the second checkpoint fails
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args, **kwargs)
 
@@ -230,7 +231,7 @@ def test_full_disk_during_a_save(data_dir, tmp_path, monkeypatch):
 
 
 def test_out_of_memory_names_the_remedies(data_dir, tmp_path, monkeypatch):
-    trainer = Trainer(micro_config(data_dir, "schedule.max_steps=3"), tmp_path / "run", **QUIET)
+    trainer = make_trainer(micro_config(data_dir, "schedule.max_steps=3"), tmp_path / "run", **QUIET)
 
     def oom():
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")

@@ -18,10 +18,16 @@ def test_no_silent_cpu_fallback():
     assert "--device cpu" in str(err.value)
 
 
-def test_cpu_precisions():
+def test_cpu_precisions(monkeypatch):
+    import gpt2lab.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: (False, "no AVX512-BF16 or AMX"))
     assert resolve_runtime("cpu").precision == "fp32"
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: (True, "avx512_bf16"))
+    rt = resolve_runtime("cpu")
+    assert rt.precision == "bf16" and "avx512_bf16" in rt.why
     assert resolve_runtime("cpu", "bf16").autocast_dtype == torch.bfloat16
-    with pytest.raises(UserError, match="fp16 training needs CUDA"):
+    with pytest.raises(UserError, match="fp16 training needs a GPU"):
         resolve_runtime("cpu", "fp16")
     with pytest.raises(UserError, match="not one of"):
         resolve_runtime("tpu")

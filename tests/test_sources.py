@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gpt2lab.data import PrepareOptions, prepare, split_shards
-from gpt2lab.data.sources import HFDataset, open_sources
+from gpt2lab.data.sources import HFDataset, open_sources, wikitext_articles
 from gpt2lab.errors import UserError
 from gpt2lab.tokenizer import load_tokenizer
 
@@ -37,12 +37,13 @@ def test_wikitext_rows_become_whole_articles(tmp_path):
     (tmp_path / "wiki.train.raw").write_text(WIKI)
     (tmp_path / "wiki.valid.raw").write_text(" = Other = \n\n Text . \n")
     source = HFDataset("text", data_files={"train": str(tmp_path / "wiki.train.raw"),
-                                           "validation": str(tmp_path / "wiki.valid.raw")}, articles=True)
+                                           "validation": str(tmp_path / "wiki.valid.raw")}, processor=wikitext_articles)
     docs = list(source)
     assert [split for split, _ in docs] == ["val", "train", "train"]  # the dataset's own validation split is kept
     assert docs[1][1].startswith(" = Valkyria Chronicles = ") and "= = Gameplay = =" in docs[1][1]
     assert docs[2][1].startswith(" = Tower Building = ")
-    assert HFDataset("Salesforce/wikitext", "wikitext-103-raw-v1").articles  # recognised by name
+    assert HFDataset("Salesforce/wikitext", "wikitext-103-raw-v1").processor is wikitext_articles  # the processor table
+    assert HFDataset("someone/wikitext-like-notes").processor is None  # a name merely containing "wikitext" is not
 
 
 def test_json_builder_without_validation_leaves_the_split_to_gpt2lab(tmp_path):
@@ -74,7 +75,7 @@ def test_prepare_keeps_a_sources_validation_split(tmp_path, tokenizer_dir, monke
     files = {"train": str(tmp_path / "wiki.train.raw"), "validation": str(tmp_path / "wiki.valid.raw")}
     real = sources_module.HFDataset
     monkeypatch.setattr(sources_module, "HFDataset",
-                        lambda name, config=None, **kw: real("text", data_files=files, articles=True))
+                        lambda name, config=None, **kw: real("text", data_files=files, processor=wikitext_articles))
     meta = prepare(["hf:Salesforce/wikitext:wikitext-103-raw-v1"], str(tmp_path / "out"),
                    PrepareOptions(tokenizer=tokenizer_dir, quiet=True))
     assert meta["split"]["method"] == "source"

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from gpt2lab.errors import UserError
-from gpt2lab.metrics import read_metrics
+from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.model import GPT, GPTConfig
 from gpt2lab.runtime import resolve_runtime
-from gpt2lab.train import Trainer, forward_backward
+from gpt2lab.train.step import forward_backward
+from tests.conftest import trainer as make_trainer
 from tests.conftest import micro_config
 
 
@@ -15,7 +16,7 @@ def test_accumulating_4_micro_batches_of_2_equals_one_batch_of_8():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
     x, y = torch.randint(0, 64, (8, 16)), torch.randint(0, 64, (8, 16))
-    runtime = resolve_runtime("cpu")
+    runtime = resolve_runtime("cpu", "fp32")
 
     def grads(micro):
         model.zero_grad()
@@ -31,8 +32,8 @@ def test_accumulating_4_micro_batches_of_2_equals_one_batch_of_8():
 
 
 def test_training_learns_and_logs(data_dir, tmp_path):
-    cfg = micro_config(data_dir, "schedule.max_steps=30", "run.eval_every=10", "run.checkpoint_every=15")
-    result = Trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+    cfg = micro_config(data_dir, "schedule.max_steps=30", "eval.every=10", "checkpoint.every=15")
+    result = make_trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
     records = read_metrics(tmp_path / "run")
     assert [r["step"] for r in records] == list(range(1, 31))
     assert {"step", "tokens", "loss", "lr", "grad_norm", "step_time", "tokens_per_sec"} <= records[0].keys()
@@ -48,14 +49,14 @@ def test_training_learns_and_logs(data_dir, tmp_path):
 @pytest.mark.parametrize("extra", [[], ["model.dropout=0.1", "run.batch_tokens=256"]])
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(data_dir, tmp_path, extra):
     """Dropout makes the RNG state matter; batch_tokens=256 adds gradient accumulation (2 micro-steps)."""
-    cfg = micro_config(data_dir, "schedule.max_steps=12", "run.checkpoint_every=5", *extra)
-    Trainer(cfg, tmp_path / "full", echo=lambda *_: None).fit()
+    cfg = micro_config(data_dir, "schedule.max_steps=12", "checkpoint.every=5", *extra)
+    make_trainer(cfg, tmp_path / "full", echo=lambda *_: None).fit()
     full = read_metrics(tmp_path / "full")
 
     shutil.copytree(tmp_path / "full", tmp_path / "cut")
     for name in ("step_00000010", "step_00000012"):  # as if the run had been killed at step 7
         shutil.rmtree(tmp_path / "cut" / "checkpoints" / name)
-    Trainer(cfg, tmp_path / "cut", resume=True, echo=lambda *_: None).fit()
+    make_trainer(cfg, tmp_path / "cut", resume=True, echo=lambda *_: None).fit()
     resumed = read_metrics(tmp_path / "cut")
     assert [r["step"] for r in resumed] == list(range(1, 13))  # the killed run's later records were replaced
     for a, b in zip(full, resumed):
@@ -64,33 +65,36 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(data_dir, tmp_path
 
 def test_run_directory_guards(data_dir, tmp_path):
     cfg = micro_config(data_dir, "schedule.max_steps=2")
+    with pytest.raises(UserError, match="does not exist; check --out"):
+        make_trainer(cfg, tmp_path / "run", resume=True)
+    (tmp_path / "run").mkdir()
     with pytest.raises(UserError, match="no complete checkpoint"):
-        Trainer(cfg, tmp_path / "run", resume=True)
-    Trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+        make_trainer(cfg, tmp_path / "run", resume=True)
+    make_trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
     with pytest.raises(UserError, match="pass --resume"):
-        Trainer(cfg, tmp_path / "run")
+        make_trainer(cfg, tmp_path / "run")
 
 
 def test_data_and_model_must_agree(data_dir, tmp_path):
     with pytest.raises(UserError, match="model.vocab_size"):
-        Trainer(micro_config(data_dir, "model.vocab_size=32"), tmp_path / "run")
+        make_trainer(micro_config(data_dir, "model.vocab_size=32"), tmp_path / "run")
     with pytest.raises(UserError, match="--data"):
-        Trainer(micro_config(data_dir, "data.dir="), tmp_path / "run")
+        make_trainer(micro_config(data_dir, "data.dir="), tmp_path / "run")
     with pytest.raises(UserError, match="not a multiple"):
-        Trainer(micro_config(data_dir, "run.batch_tokens=200"), tmp_path / "run")
+        make_trainer(micro_config(data_dir, "run.batch_tokens=200"), tmp_path / "run")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only path")
 def test_cuda_requested_without_cuda_is_an_error_not_a_fallback(data_dir, tmp_path):
     with pytest.raises(UserError, match="--device cpu"):
-        Trainer(micro_config(data_dir, "run.device=cuda"), tmp_path / "run")
+        make_trainer(micro_config(data_dir, "run.device=cuda"), tmp_path / "run")
 
 
 def test_mfu_breakdown_memory_and_profile(data_dir, tmp_path):
     from gpt2lab.metrics.flops import flops_per_token
 
-    cfg = micro_config(data_dir, "schedule.max_steps=6", "run.peak_tflops=2", "run.log_every=1", "run.profile_steps=2")
-    Trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+    cfg = micro_config(data_dir, "schedule.max_steps=6", "run.peak_tflops=2", "log.every=1", "log.profile_steps=2")
+    make_trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
     records = read_metrics(tmp_path / "run")
     per_token = flops_per_token(cfg.model, cfg.seq_len).training
     for r in records:
@@ -108,13 +112,13 @@ def test_mfu_breakdown_memory_and_profile(data_dir, tmp_path):
 
 def test_tensorboard_events_are_written(data_dir, tmp_path):
     pytest.importorskip("tensorboard")
-    Trainer(micro_config(data_dir, "schedule.max_steps=3"), tmp_path / "run", echo=lambda *_: None).fit()
+    make_trainer(micro_config(data_dir, "schedule.max_steps=3"), tmp_path / "run", echo=lambda *_: None).fit()
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def test_wandb_offline(data_dir, tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
-    Trainer(micro_config(data_dir, "schedule.max_steps=2", "run.wandb_project=gpt2lab-test"), tmp_path / "run",
+    make_trainer(micro_config(data_dir, "schedule.max_steps=2", "log.wandb_project=gpt2lab-test"), tmp_path / "run",
             echo=lambda *_: None).fit()
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))

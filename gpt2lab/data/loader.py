@@ -12,6 +12,8 @@ does not depend on the number of processes, and every window is seen exactly onc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -27,8 +29,9 @@ class Windows:
     start inside it (the last may run into the next document's beginning).
     """
 
-    def __init__(self, data_dir: str, split: str, seq_len: int, align_documents: bool = False, eot: int | None = None):
-        self.seq_len = seq_len
+    def __init__(self, data_dir: str, split: str, seq_len: int, align_documents: bool = False, eot: int | None = None,
+                 max_token: int | None = None):
+        self.seq_len, self.max_token, self.split = seq_len, max_token, split
         self.shards = split_shards(data_dir, split)
         if align_documents:
             if eot is None:
@@ -55,6 +58,11 @@ class Windows:
         for row, (s, i) in enumerate(zip(shard_of, indices)):
             begin = int(self.offsets[s][int(i) - int(self.starts[s])])
             out[row] = self.shards[s][begin : begin + self.seq_len + 1]
+        if self.max_token is not None and out.size and int(out.max()) >= self.max_token:
+            s = int(shard_of[int(np.argmax(out.max(axis=1)))])
+            raise UserError(f"the {self.split} data holds token id {int(out.max())}, but model.vocab_size is {self.max_token} "
+                            f"(shard {Path(self.shards[s].filename).name}); the data was prepared with another tokenizer "
+                            "or a shard is damaged: prepare it again, or raise model.vocab_size")
         return out
 
 

@@ -10,21 +10,29 @@ can reach a training window. A source with its own validation split (WikiText, .
     (seed, document index), so it is streamed once and never held in memory.
 meta.json records which method was used.
 
+Inputs given with --val are validation only: none of their text reaches training, and (unless
+--val-fraction is given too) the other inputs all train. meta.json says which inputs fed which split.
+
 Tokenization runs in worker processes over chunks of documents; only a bounded number of chunks is in flight,
-so memory does not grow with the corpus. Shards are written atomically into OUT.partial/, and after each one
+so memory does not grow with the corpus. Shards are written atomically into .OUT.partial/, and after each one
 progress.json records how far each split has got; rerunning the same command resumes there, re-reading the
-inputs but tokenizing only what is not yet on disk. The output takes its final name only when complete.
+inputs but tokenizing only what is not yet on disk (each shard's size is checked first). The output takes its
+final name only when complete. A second prepare on the same --out is refused while the first runs.
+
+OUT is ours only if it holds our meta.json: --overwrite then removes exactly the files that meta.json lists
+(and meta.json), never anything else; a non-empty folder that is not ours is refused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing as mp
-import shutil
+import os
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -32,10 +40,11 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import UserError
-from ..files import write_json_atomic
+from ..files import (FolderLock, absolute, clear_folder, foreign_entries, publish_folder, remove_owned, write_error,
+                     write_json_atomic)
 from ..tokenizer import load_tokenizer
-from .shards import META_FILE, SPLITS, TOKEN_DTYPE, ShardFile, shard_name
-from .sources import open_sources, source_fingerprint
+from .shards import META_FILE, SPLITS, TOKEN_DTYPE, ShardFile, read_meta, read_shard, shard_name
+from .sources import TEXT_FIELD, open_sources
 
 CHUNK_CHARS = 1 << 20  # text per tokenization task
 LOOKAHEAD_DOCS = 10_000
@@ -43,15 +52,20 @@ LOOKAHEAD_CHARS = 16 << 20
 PROGRESS_FILE = "progress.json"
 
 
+MAX_SHARD_TOKENS = 2**31 - 1  # the shard header stores the count as an int32
+
+
 @dataclass
 class PrepareOptions:
-    val_fraction: float = 0.1
+    val_fraction: float | None = None  # None: 0.1, or 0 when val_inputs are given
     seed: int = 1337
     workers: int = 1
     shard_tokens: int = 100_000_000
     tokenizer: str | None = None  # a local folder with GPT-2's BPE files; None: tiktoken's cache
     overwrite: bool = False
     quiet: bool = False
+    val_inputs: list[str] = field(default_factory=list)  # inputs that are validation only
+    text_field: str = TEXT_FIELD  # the field of JSON lines and Parquet rows that holds the text
 
 
 # --- the split ----------------------------------------------------------------------------------------------
@@ -74,16 +88,18 @@ def _hashed_fraction(seed: int, index: int) -> float:
 class Splitter:
     """Assigns each document without a split of its own to train or val (see the module docstring)."""
 
-    def __init__(self, fraction: float, seed: int):
-        self.fraction, self.seed = fraction, seed
-        self.method, self.unassigned, self.chosen = "none", 0, 0
+    def __init__(self, fraction: float, seed: int, val_inputs: bool = False):
+        self.fraction, self.seed, self.val_inputs = fraction, seed, val_inputs
+        self.method, self.unassigned, self.chosen, self.given = "none", 0, 0, 0
 
     def __call__(self, docs: Iterable[tuple[str | None, str]]) -> Iterator[tuple[str, str]]:
         docs = iter(docs)
         buffer, chars, exhausted = [], 0, True
         for split, text in docs:
             if split is not None:
-                self.method = "source"
+                self.given += 1
+                if not self.val_inputs:
+                    self.method = "source"
                 yield split, text
                 continue
             buffer.append(text)
@@ -127,6 +143,9 @@ class Splitter:
 
     def describe(self) -> str:
         f, n = self.fraction, self.unassigned
+        if self.val_inputs:
+            extra = f"; {self.chosen} of the other {n} documents too, at fraction {f}" if self.chosen else ""
+            return f"validation: the {self.given} documents of the --val inputs{extra}; training: the rest"
         return {
             "source": "the source's own train and validation splits",
             "documents": f"{self.chosen} of {n} whole documents, chosen at random, are validation; the rest train",
@@ -236,18 +255,18 @@ class ShardWriter:
         if self.on_flush:
             self.on_flush()
 
+    def abandon(self) -> None:
+        """Drop the shard being written (after a failure): its .tmp file goes, finished shards stay."""
+        if self.file is not None:
+            self.file.file.close()
+            self.file.tmp.unlink(missing_ok=True)
+            self.file = None
+
     def progress(self) -> dict:
         return {"shards": self.shards, **self.on_disk}
 
     def summary(self) -> dict:
         return {"tokens": self.tokens, "documents": self.documents, "shards": self.shards}
-
-
-def _fingerprint(inputs: list[str], opts: PrepareOptions, tokenizer: dict) -> str:
-    what = {"inputs": source_fingerprint(inputs), "val_fraction": opts.val_fraction, "seed": opts.seed,
-            "shard_tokens": opts.shard_tokens, "tokenizer": [tokenizer["name"], tokenizer["n_vocab"]]}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
-
 
 
 def _skip_done(pairs: Iterator[tuple[str, str]], progress: dict) -> Iterator[tuple[str, str, int]]:
@@ -263,97 +282,220 @@ def _skip_done(pairs: Iterator[tuple[str, str]], progress: dict) -> Iterator[tup
         yield split, text, skip
 
 
-def prepare(inputs: list[str], out_dir: str, options: PrepareOptions | None = None) -> dict:
-    """Tokenize inputs into out_dir; returns the metadata written to meta.json."""
-    opts = options or PrepareOptions()
-    if not 0.0 <= opts.val_fraction < 1.0:
+# --- the steps of prepare -----------------------------------------------------------------------------------
+
+def _checked(opts: PrepareOptions) -> PrepareOptions:
+    """Options with their defaults filled in, every number in range (else one line)."""
+    fraction = opts.val_fraction if opts.val_fraction is not None else (0.0 if opts.val_inputs else 0.1)
+    if not (isinstance(fraction, (int, float)) and math.isfinite(fraction) and 0.0 <= fraction < 1.0):
         raise UserError(f"--val-fraction must be in [0, 1), got {opts.val_fraction}")
-    if opts.workers < 1 or opts.shard_tokens < 1:
-        raise UserError("--workers and --shard-tokens must be at least 1")
-    tokenizer = load_tokenizer(opts.tokenizer)  # fail early, in this process, if the vocabulary is missing
-    facts = {"name": tokenizer.name, "n_vocab": tokenizer.n_vocab, "eot": tokenizer.eot}
-    del tokenizer  # the workers load their own
-    sources = open_sources(inputs)
-    fingerprint = _fingerprint(inputs, opts, facts)
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        existing = out / META_FILE
-        if existing.is_file() and json.loads(existing.read_text()).get("fingerprint") == fingerprint and not opts.overwrite:
-            if not opts.quiet:
-                print(f"{out} already holds these inputs prepared with these options; nothing to do")
-            return json.loads(existing.read_text())
-        if not opts.overwrite:
-            raise UserError(f"{out} already exists and is not empty; choose another --out or pass --overwrite")
-        if not existing.is_file():
-            raise UserError(f"refusing to overwrite {out}: it is not a gpt2lab data directory (no {META_FILE})")
+    most = 4 * (os.cpu_count() or 1)
+    if not 1 <= opts.workers <= most:
+        raise UserError(f"--workers must be between 1 and {most} (4 x this machine's {os.cpu_count()} CPUs), got {opts.workers}")
+    if not 1 <= opts.shard_tokens <= MAX_SHARD_TOKENS:
+        raise UserError(f"--shard-tokens must be between 1 and {MAX_SHARD_TOKENS:,} (the shard header's limit), got {opts.shard_tokens}")
+    if not 0 <= opts.seed < 2**63:
+        raise UserError(f"--seed must be between 0 and 2**63 - 1, got {opts.seed}")
+    tokenizer = str(absolute(opts.tokenizer)) if opts.tokenizer else None
+    return replace(opts, val_fraction=float(fraction), tokenizer=tokenizer)
 
-    tmp = out.with_name(f".{out.name}.partial")
-    progress_path = tmp / PROGRESS_FILE
+
+def _fingerprint(sources: list, opts: PrepareOptions, tokenizer: dict) -> str:
+    what = {"inputs": [s.fingerprint() for s in sources], "val_fraction": opts.val_fraction, "seed": opts.seed,
+            "shard_tokens": opts.shard_tokens, "tokenizer": [tokenizer["name"], tokenizer["n_vocab"]]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def _owned_files(meta: dict) -> set[str]:
+    """What a data directory's meta.json says gpt2lab wrote there."""
+    shards = {e["file"] for split in meta.get("splits", {}).values() for e in split.get("shards", [])}
+    return shards | {META_FILE, PROGRESS_FILE}
+
+
+def _shards_intact(folder: Path, shards: list[dict]) -> str | None:
+    """None if every listed shard is on disk with its header's size and the listed count, else what is wrong."""
+    for entry in shards:
+        try:
+            if len(read_shard(folder / entry["file"])) != entry["tokens"]:
+                return f"{entry['file']} holds a different number of tokens than recorded"
+        except UserError as exc:
+            return str(exc)
+    return None
+
+
+def _already_done(out: Path, fingerprint: str, opts: PrepareOptions, echo) -> dict | None:
+    """meta.json of an earlier prepare of these inputs with these options, if its shards are intact."""
+    if opts.overwrite or not (out / META_FILE).is_file():
+        return None
+    try:
+        meta = read_meta(out)
+    except UserError:
+        return None
+    if meta.get("fingerprint") != fingerprint:
+        return None
+    problem = _shards_intact(out, [e for split in meta["splits"].values() for e in split["shards"]])
+    if problem:
+        echo(f"note: {out} was prepared from these inputs but is damaged ({problem}); preparing it again")
+        return None
+    echo(f"{out} already holds these inputs prepared with these options; nothing to do")
+    return meta
+
+
+def _check_output(out: Path, opts: PrepareOptions, fingerprint: str) -> set[str]:
+    """The files of ours that publishing will replace; refuses a folder that is not ours or not to be replaced."""
+    if not out.exists():
+        return set()
+    if not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    entries = foreign_entries(out, set())
+    if not entries:
+        return set()
+    if not (out / META_FILE).is_file():
+        shown = ", ".join(entries[:3]) + (" ..." if len(entries) > 3 else "")
+        raise UserError(f"refusing to write into {out}: it is not empty ({shown}) and not a gpt2lab data directory; "
+                        "choose another --out")
+    try:
+        meta = read_meta(out)
+        same = meta.get("fingerprint") == fingerprint
+    except UserError:
+        meta, same = {}, False  # our meta.json, damaged: its shards are ours by their names
+    if not opts.overwrite and not same:
+        raise UserError(f"{out} already holds prepared data of other inputs or options; choose another --out or "
+                        "pass --overwrite (it replaces only the files gpt2lab wrote there)")
+    owned = _owned_files(meta) if meta else {p.name for p in out.glob("*_0*.bin")} | {META_FILE}
+    return owned
+
+
+def _resume_point(work: Path, fingerprint: str, opts: PrepareOptions, echo) -> dict:
+    """The progress of an interrupted prepare of the same inputs whose shards are intact, or {} (work cleared)."""
+    path = work / PROGRESS_FILE
     progress = {}
-    if progress_path.is_file() and not opts.overwrite:
-        saved = json.loads(progress_path.read_text())
-        if saved.get("fingerprint") == fingerprint:
-            progress = saved["splits"]
+    if path.is_file() and not opts.overwrite:
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("fingerprint") == fingerprint:
+                progress = saved["splits"]
+        except (json.JSONDecodeError, KeyError, TypeError, OSError):
+            progress = {}
+        problem = _shards_intact(work, [e for split in progress.values() for e in split.get("shards", [])])
+        if problem:
+            echo(f"note: the interrupted prepare in {work} cannot be resumed ({problem}); starting over")
+            progress = {}
     if not progress:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        clear_folder(work)
+    return progress
 
+
+def _tokenize(sources: list, work: Path, progress: dict, opts: PrepareOptions, fingerprint: str, echo):
+    """Split, tokenize and write every document not yet on disk; returns (writers, splitter, seconds)."""
     writers: dict[str, ShardWriter] = {}
 
     def save_progress():
-        write_json_atomic(progress_path, {"fingerprint": fingerprint, "splits": {s: w.progress() for s, w in writers.items()}})
+        write_json_atomic(work / PROGRESS_FILE, {"fingerprint": fingerprint,
+                                                 "splits": {s: w.progress() for s, w in writers.items()}})
 
     for split in SPLITS:
-        writers[split] = ShardWriter(tmp, split, opts.shard_tokens, progress.get(split), save_progress)
-    resumed_tokens = sum(w.tokens for w in writers.values())
-    if resumed_tokens and not opts.quiet:
-        print(f"resuming an interrupted prepare: {resumed_tokens:,} tokens are already on disk")
-
-    splitter = Splitter(opts.val_fraction, opts.seed)
-    docs = (pair for source in sources for pair in source)
-    todo = _skip_done(splitter(docs), progress)
+        writers[split] = ShardWriter(work, split, opts.shard_tokens, progress.get(split), save_progress)
+    resumed = sum(w.tokens for w in writers.values())
+    if resumed:
+        echo(f"resuming an interrupted prepare: {resumed:,} tokens are already on disk")
+    splitter = Splitter(opts.val_fraction, opts.seed, val_inputs=bool(opts.val_inputs))
+    todo = _skip_done(splitter(pair for source in sources for pair in source), progress)
     start = time.perf_counter()
-    local_bytes = sum(getattr(s, "total_bytes", 0) for s in sources)
+    local_bytes = sum(s.total_bytes for s in sources)
     bar = _progress(local_bytes, opts.quiet)
     try:
         for encoded in _encode_all(_chunks(todo), opts.workers, opts.tokenizer):
             for split, tokens in encoded:
                 writers[split].add(tokens)
-            new_tokens = sum(w.tokens for w in writers.values()) - resumed_tokens
-            bar.n = sum(getattr(s, "bytes_read", 0) for s in sources) if local_bytes else bar.n + len(encoded)
-            bar.set_postfix_str(f"{new_tokens / (time.perf_counter() - start):,.0f} tok/s", refresh=False)
+            new_tokens = sum(w.tokens for w in writers.values()) - resumed
+            bar.n = sum(s.bytes_read for s in sources) if local_bytes else bar.n + len(encoded)
+            bar.set_postfix_str(f"{new_tokens / max(1e-9, time.perf_counter() - start):,.0f} tok/s", refresh=False)
             bar.refresh()
+        for w in writers.values():
+            w.flush()
     except UserError:
-        shutil.rmtree(tmp, ignore_errors=True)  # bad input: once it is fixed the inputs differ, so nothing resumes
+        clear_folder(work)  # bad input: once fixed, the inputs differ, so nothing would resume
         raise
+    except OSError as exc:
+        for w in writers.values():
+            w.abandon()
+        kept = sum(len(w.shards) for w in writers.values())
+        raise write_error("token shards in", work, exc, f"free disk space and run the same command again (it resumes "
+                                                          f"after the {kept} finished shard(s))") from None
     finally:
         bar.close()
-    for w in writers.values():
-        w.flush()
-    seconds = time.perf_counter() - start
-    if not any(w.tokens for w in writers.values()):
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"no text found in {', '.join(inputs)}; the inputs are empty")
+    return writers, splitter, time.perf_counter() - start
 
-    meta = {
+
+def _publish(work: Path, out: Path, meta: dict, replaced: set[str]) -> None:
+    """Write meta.json and give the shards their final place: the working folder becomes OUT, or, when OUT
+    exists (ours, --overwrite), our old files there are replaced file by file, meta.json last."""
+    write_json_atomic(work / META_FILE, meta)
+    (work / PROGRESS_FILE).unlink(missing_ok=True)
+    if not out.exists():
+        publish_folder(work, out)
+        return
+    remove_owned(out, [META_FILE] + sorted(replaced - {META_FILE}))
+    names = [p.name for p in work.iterdir() if p.name not in (META_FILE, ".gpt2lab.lock")]
+    for name in names + [META_FILE]:
+        os.replace(work / name, out / name)
+
+
+def prepare(inputs: list[str], out_dir: str, options: PrepareOptions | None = None, echo=None) -> dict:
+    """Tokenize inputs into out_dir; returns the metadata written to meta.json."""
+    opts = _checked(options or PrepareOptions())
+    echo = echo or ((lambda *_: None) if opts.quiet else print)
+    tokenizer = load_tokenizer(opts.tokenizer)  # fail early, in this process, if the vocabulary is missing
+    facts = {"name": tokenizer.name, "n_vocab": tokenizer.n_vocab, "eot": tokenizer.eot, "folder": opts.tokenizer}
+    del tokenizer  # the workers load their own
+    sources = open_sources(inputs, opts.val_inputs, opts.text_field)
+    fingerprint = _fingerprint(sources, opts, facts)
+    out = absolute(out_dir)
+    work = out.with_name(f".{out.name}.partial")
+    lock = FolderLock(work, "prepare's working folder", private=True).acquire()
+    try:
+        done = _already_done(out, fingerprint, opts, echo)
+        if done:
+            return done
+        replaced = _check_output(out, opts, fingerprint)
+        progress = _resume_point(work, fingerprint, opts, echo)
+        writers, splitter, seconds = _tokenize(sources, work, progress, opts, fingerprint, echo)
+        if not any(w.tokens for w in writers.values()):
+            raise UserError(f"no text found in {', '.join(inputs)}; the inputs are empty")
+        meta = _meta(inputs, opts, fingerprint, facts, splitter, writers, seconds)
+        try:
+            _publish(work, out, meta, replaced)
+        except OSError as exc:
+            raise write_error("the data directory", out, exc) from None
+        return meta
+    finally:
+        lock.release(cleanup=True)  # the working folder goes once it holds nothing but the lock
+
+
+def _meta(inputs, opts, fingerprint, facts, splitter, writers, seconds) -> dict:
+    return {
         "format": "gpt2lab token shards v1 (llm.c .bin layout: 1024-byte int32 header, then uint16 tokens)",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "inputs": inputs,
+        "inputs": list(inputs),
+        "sources": [{"input": i, "split": "val"} for i in opts.val_inputs] + [{"input": i, "split": _fed(splitter)}
+                                                                               for i in inputs],
         "fingerprint": fingerprint,
         "tokenizer": facts,
         "document_separator": "<|endoftext|> before every document",
-        "split": {"method": splitter.method, "val_fraction": opts.val_fraction, "seed": opts.seed,
-                  "source_documents": splitter.unassigned, "description": splitter.describe()},
+        "split": {"method": "validation inputs" if opts.val_inputs else splitter.method, "val_fraction": opts.val_fraction,
+                  "seed": opts.seed, "source_documents": splitter.unassigned, "description": splitter.describe()},
         "splits": {split: w.summary() for split, w in writers.items() if w.tokens},
         "prepare_seconds": round(seconds, 2),
-        "options": {k: v for k, v in asdict(opts).items() if k in ("workers", "shard_tokens")},
+        "options": {"workers": opts.workers, "shard_tokens": opts.shard_tokens, "text_field": opts.text_field},
     }
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    progress_path.unlink(missing_ok=True)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return meta
+
+
+def _fed(splitter: Splitter) -> str:
+    """Which split(s) the ordinary inputs fed."""
+    if splitter.method == "source":
+        return "the source's own train and validation splits"
+    return "train and val (whole documents held out)" if splitter.chosen or splitter.method == "document-tail" else "train"
 
 
 def _progress(total_bytes: int, quiet: bool):

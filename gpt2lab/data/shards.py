@@ -97,15 +97,46 @@ def read_shard(path: Path) -> np.memmap:
 
 
 def read_meta(data_dir: str | os.PathLike) -> dict:
+    """meta.json, checked for the fields gpt2lab reads (so a damaged one is one clear line, not a KeyError later)."""
     path = Path(data_dir) / META_FILE
     if not Path(data_dir).is_dir():
         raise UserError(f"data directory {data_dir} does not exist; create it with `gpt2lab prepare INPUT --out {data_dir}`")
     if not path.is_file():
         raise UserError(f"{data_dir} has no {META_FILE}: it is not a prepared data directory; run `gpt2lab prepare`")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise UserError(f"{path} is not valid JSON ({exc}); run `gpt2lab prepare` again") from None
+    problem = meta_problem(meta)
+    if problem:
+        raise UserError(f"{path} is damaged: {problem}; run `gpt2lab prepare` again")
+    return meta
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def meta_problem(meta) -> str | None:
+    """What is wrong with a meta.json's content, or None."""
+    if not isinstance(meta, dict):
+        return "it is not a JSON object"
+    tok = meta.get("tokenizer")
+    if not isinstance(tok, dict) or not _is_int(tok.get("n_vocab")) or tok["n_vocab"] < 1:
+        return "'tokenizer' needs a whole-number 'n_vocab'"
+    if tok.get("eot") is not None and not (_is_int(tok["eot"]) and 0 <= tok["eot"] < tok["n_vocab"]):
+        return "'tokenizer.eot' is not a token id"
+    splits = meta.get("splits")
+    if not isinstance(splits, dict):
+        return "'splits' is missing"
+    for name, split in splits.items():
+        if name not in SPLITS or not isinstance(split, dict) or not isinstance(split.get("shards"), list):
+            return f"split {name!r} needs a list of 'shards'"
+        for entry in split["shards"]:
+            if (not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not _is_int(entry.get("tokens"))
+                    or "/" in entry["file"] or entry["file"].startswith(".")):
+                return f"a shard entry of split {name!r} needs a plain 'file' name and whole-number 'tokens'"
+    return None
 
 
 def split_shards(data_dir: str | os.PathLike, split: str) -> list[np.memmap]:
@@ -124,3 +155,11 @@ def split_shards(data_dir: str | os.PathLike, split: str) -> list[np.memmap]:
             )
         shards.append(shard)
     return shards
+
+
+def check_vocab(meta: dict, vocab_size: int) -> None:
+    """The data's tokenizer must fit in the model's vocabulary."""
+    n_vocab = meta["tokenizer"]["n_vocab"]
+    if n_vocab > vocab_size:
+        raise UserError(f"the data's tokenizer has {n_vocab} tokens but model.vocab_size is {vocab_size}; "
+                        f"set model.vocab_size to at least {n_vocab} (50304 for GPT-2)")

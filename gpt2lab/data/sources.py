@@ -1,18 +1,20 @@
 """Where documents come from.
 
 Local inputs (paths, folders searched recursively, glob patterns):
-  .txt                      one document per file
-  .jsonl / .json            one document per line, in its `text` field
+  .txt                      one document per file, read byte for byte (\\r\\n stays \\r\\n)
+  .jsonl / .json            one document per line, in its text field ("text", or --text-field)
   any of these .gz or .xz   decompressed on the fly
-  .parquet                  rows with a `text` column, read through Hugging Face datasets' parquet builder
+  .parquet                  rows with a text column, read through Hugging Face datasets' parquet builder
 Hugging Face datasets: `hf:NAME` or `hf:NAME:CONFIG` (e.g. hf:HuggingFaceFW/fineweb-edu:sample-10BT,
 hf:Salesforce/wikitext:wikitext-103-raw-v1, hf:Skylion007/openwebtext), streamed, so a 10B-token dataset is
 never held in memory nor stored twice. A dataset's own validation split is used as validation; its test
-split is never read. WikiText stores one line per row; its rows are regrouped into whole articles (an article
-starts at a " = Title = " heading) so that splitting and windows see articles, not lines.
+split is never read. A dataset whose rows are not documents has a text processor in TEXT_PROCESSORS
+(WikiText stores one line per row: its rows are regrouped into articles at their " = Title = " headings).
 
-Every source yields (split, text): split is "train" or "val" where the source decides, None where gpt2lab's
-document split decides (see prepare.py).
+A source is an iterable of (split, text): split is "train" or "val" where the source decides, None where
+gpt2lab's document split decides (see prepare.py). Inputs given as validation (prepare --val) are sources
+whose every document is "val". Every source reports total_bytes and bytes_read for the progress bar, and a
+fingerprint that identifies its content for resuming.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import json
 import lzma
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from ..errors import UserError
 
@@ -49,17 +51,61 @@ def json_lines(f, path) -> Iterator[tuple[int, object]]:
             raise UserError(f"{path}:{line_no} is not valid JSON ({exc.msg}); fix or remove that line") from None
 
 
+def wikitext_articles(lines: Iterable[str]) -> Iterator[str]:
+    """WikiText rows (one line each) regrouped into articles at their ' = Title = ' headings."""
+    article: list[str] = []
+    for line in lines:
+        if WIKITEXT_HEADING.match(line.rstrip("\n")) and any(s.strip() for s in article):
+            yield "".join(article)
+            article = []
+        article.append(line)
+    if any(s.strip() for s in article):
+        yield "".join(article)
+
+
+# datasets (by hub name, lower case) whose rows are not whole documents, and how to make documents of them
+TEXT_PROCESSORS: dict[str, Callable[[Iterable[str]], Iterator[str]]] = {
+    "salesforce/wikitext": wikitext_articles,
+    "wikitext": wikitext_articles,
+}
+
+
+class Source:
+    """What prepare reads: documents, progress and a fingerprint."""
+
+    name = ""
+    total_bytes = 0  # 0: unknown (streamed from the hub)
+
+    @property
+    def bytes_read(self) -> int:
+        return 0
+
+    def __iter__(self) -> Iterator[Document]:
+        raise NotImplementedError
+
+    def fingerprint(self) -> list:
+        return [self.name]
+
+
 def _suffix(path: Path) -> str:
     """The format suffix, under any compression suffix."""
     stem = path.with_suffix("") if path.suffix in COMPRESSIONS else path
     return stem.suffix
 
 
-class LocalFiles:
+def _text_of(record, path, line_no: int, text_field: str) -> str:
+    if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+        raise UserError(f"{path}:{line_no} has no string field {text_field!r}; each line needs one "
+                        "(name another field with --text-field)")
+    return record[text_field]
+
+
+class LocalFiles(Source):
     """Plain-text and JSON-lines files, read directly; reports compressed bytes read for an ETA."""
 
-    def __init__(self, files: list[Path]):
-        self.files = files
+    def __init__(self, files: list[Path], text_field: str = TEXT_FIELD):
+        self.files, self.text_field = files, text_field
+        self.name = ", ".join(str(f) for f in files[:3]) + (" ..." if len(files) > 3 else "")
         self.total_bytes = sum(f.stat().st_size for f in files)
         self._done_bytes = 0
         self._raw = None
@@ -69,6 +115,9 @@ class LocalFiles:
         current = self._raw.tell() if self._raw is not None and not self._raw.closed else 0
         return self._done_bytes + current
 
+    def fingerprint(self) -> list:
+        return [[str(f), f.stat().st_size, int(f.stat().st_mtime)] for f in self.files]
+
     def _documents(self, path: Path, f) -> Iterator[str]:
         if _suffix(path) not in JSONL_SUFFIXES:
             text = f.read()
@@ -76,10 +125,9 @@ class LocalFiles:
                 yield text
             return
         for line_no, record in json_lines(f, path):
-            if not isinstance(record, dict) or not isinstance(record.get(TEXT_FIELD), str):
-                raise UserError(f"{path}:{line_no} has no string field {TEXT_FIELD!r}; each line needs one")
-            if record[TEXT_FIELD].strip():
-                yield record[TEXT_FIELD]
+            text = _text_of(record, path, line_no, self.text_field)
+            if text.strip():
+                yield text
 
     def __iter__(self) -> Iterator[Document]:
         for path in self.files:
@@ -87,7 +135,9 @@ class LocalFiles:
                 with open(path, "rb") as raw:
                     self._raw = raw
                     opener = COMPRESSIONS.get(path.suffix)
-                    stream = opener(raw, "rt", encoding="utf-8") if opener else io.TextIOWrapper(raw, encoding="utf-8")
+                    # newline="": no newline translation, so every byte of the text reaches the tokenizer
+                    stream = (opener(raw, "rt", encoding="utf-8", newline="") if opener
+                              else io.TextIOWrapper(raw, encoding="utf-8", newline=""))
                     with stream as f:
                         for text in self._documents(path, f):
                             yield None, text
@@ -100,27 +150,18 @@ class LocalFiles:
                 self._raw = None
 
 
-def _articles(lines: Iterator[str]) -> Iterator[str]:
-    """WikiText rows (one line each) regrouped into articles at their ' = Title = ' headings."""
-    article: list[str] = []
-    for line in lines:
-        if WIKITEXT_HEADING.match(line.rstrip("\n")) and any(s.strip() for s in article):
-            yield "".join(article)
-            article = []
-        article.append(line)
-    if any(s.strip() for s in article):
-        yield "".join(article)
-
-
-class HFDataset:
+class HFDataset(Source):
     """A Hugging Face dataset, streamed: a hub name, or a packaged builder (json, parquet, text) over local
     data_files, which is how the same code is tested without a network."""
 
-    def __init__(self, path: str, config: str | None = None, data_files=None, articles: bool | None = None):
-        self.path, self.config, self.data_files = path, config, data_files
-        self.articles = "wikitext" in path.lower() or "wikitext" in (config or "").lower() if articles is None else articles
-        self.total_bytes = self.bytes_read = 0
+    def __init__(self, path: str, config: str | None = None, data_files=None, text_field: str = TEXT_FIELD,
+                 processor: Callable | None = None):
+        self.path, self.config, self.data_files, self.text_field = path, config, data_files, text_field
+        self.processor = processor if processor is not None else TEXT_PROCESSORS.get(path.lower())
         self.name = f"hf:{path}" + (f":{config}" if config else "")
+
+    def fingerprint(self) -> list:
+        return [self.name, self.text_field, sorted(str(f) for f in (self.data_files or {}).get("train", []))]
 
     def _splits(self):
         try:
@@ -141,18 +182,36 @@ class HFDataset:
         for split, name in (("val", val_name), ("train", "train")):
             if name is None:
                 continue
-            rows = (row.get(TEXT_FIELD) for row in splits[name])
-            texts = _checked(rows, self.name, name)
-            for text in (_articles(texts) if self.articles else texts):
+            texts = self._texts(splits[name], name)
+            for text in (self.processor(texts) if self.processor else texts):
                 if text.strip():
                     yield (split if val_name else None), text
 
+    def _texts(self, rows, split: str) -> Iterator[str]:
+        for i, row in enumerate(rows):
+            text = row.get(self.text_field)
+            if not isinstance(text, str):
+                raise UserError(f"{self.name} [{split}] row {i} has no string field {self.text_field!r} "
+                                "(name another field with --text-field)")
+            yield text
 
-def _checked(rows, name: str, split: str) -> Iterator[str]:
-    for i, text in enumerate(rows):
-        if not isinstance(text, str):
-            raise UserError(f"{name} [{split}] row {i} has no string field {TEXT_FIELD!r}")
-        yield text
+
+class ValidationOnly(Source):
+    """Every document of another source is validation: nothing of it reaches training."""
+
+    def __init__(self, inner: Source):
+        self.inner, self.name, self.total_bytes = inner, f"val:{inner.name}", inner.total_bytes
+
+    @property
+    def bytes_read(self) -> int:
+        return self.inner.bytes_read
+
+    def fingerprint(self) -> list:
+        return ["val", self.inner.fingerprint()]
+
+    def __iter__(self) -> Iterator[Document]:
+        for _, text in self.inner:
+            yield "val", text
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -175,33 +234,23 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def open_sources(inputs: list[str]) -> list:
-    """The sources behind the command line's inputs, in order."""
-    sources, local = [], [i for i in inputs if not i.startswith(HF_PREFIX)]
-    for item in inputs:
-        if item.startswith(HF_PREFIX):
-            name, _, config = item[len(HF_PREFIX):].partition(":")
-            if not name:
-                raise UserError(f"{item!r}: write Hugging Face datasets as hf:NAME or hf:NAME:CONFIG")
-            sources.append(HFDataset(name, config or None))
-    if local:
-        files = expand_inputs(local)
-        parquet = [str(f) for f in files if _suffix(f) == ".parquet"]
-        plain = [f for f in files if _suffix(f) != ".parquet"]
-        if plain:
-            sources.append(LocalFiles(plain))
-        if parquet:
-            sources.append(HFDataset("parquet", data_files={"train": parquet}))
+def open_source(item: str, text_field: str = TEXT_FIELD) -> list[Source]:
+    """The one dispatch: the sources behind one command-line input (a hub dataset, or local files)."""
+    if item.startswith(HF_PREFIX):
+        name, _, config = item[len(HF_PREFIX):].partition(":")
+        if not name:
+            raise UserError(f"{item!r}: write Hugging Face datasets as hf:NAME or hf:NAME:CONFIG")
+        return [HFDataset(name, config or None, text_field=text_field)]
+    files = expand_inputs([item])
+    parquet = [str(f) for f in files if _suffix(f) == ".parquet"]
+    plain = [f for f in files if _suffix(f) != ".parquet"]
+    sources: list[Source] = [LocalFiles(plain, text_field)] if plain else []
+    if parquet:
+        sources.append(HFDataset("parquet", data_files={"train": parquet}, text_field=text_field))
     return sources
 
 
-def source_fingerprint(inputs: list[str]) -> list:
-    """What identifies the inputs for resuming: local files by name, size and modification time."""
-    out = []
-    for item in inputs:
-        if item.startswith(HF_PREFIX):
-            out.append(item)
-        else:
-            out.extend([str(f), f.stat().st_size, int(f.stat().st_mtime)] for f in expand_inputs([item]))
-    return out
-
+def open_sources(inputs: list[str], val_inputs: list[str] = (), text_field: str = TEXT_FIELD) -> list[Source]:
+    """The sources behind the command line's inputs, in order; --val inputs last, as validation only."""
+    sources = [s for item in inputs for s in open_source(item, text_field)]
+    return sources + [ValidationOnly(s) for item in val_inputs for s in open_source(item, text_field)]

@@ -1,6 +1,21 @@
-"""Evaluation: validation loss and perplexity, text perplexity and bits per byte, HellaSwag."""
+"""Evaluation: validation loss and perplexity, text perplexity and bits per byte, HellaSwag; and the
+evaluators the training loop runs (eval/evaluator.py says what one is).
 
-from .hellaswag import encode_examples, evaluate_hellaswag, read_examples
-from .perplexity import evaluate_loss, evaluate_text, evaluate_tokens
+To add an evaluation: a file with an Evaluator subclass, and one line in EVALUATORS.
+"""
 
-__all__ = ["encode_examples", "evaluate_hellaswag", "evaluate_loss", "evaluate_text", "evaluate_tokens", "read_examples"]
+from __future__ import annotations
+
+from .hellaswag import HellaSwag
+from .perplexity import ValLoss
+
+EVALUATORS = [
+    ValLoss,
+    HellaSwag,
+]
+
+
+def build_evaluators(cfg, data_meta: dict, echo=print) -> list:
+    """The evaluators this run's config asks for, in EVALUATORS order."""
+    built = (cls.from_config(cfg, data_meta, echo) for cls in EVALUATORS)
+    return [e for e in built if e is not None]

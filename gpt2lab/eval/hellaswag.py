@@ -17,7 +17,10 @@ import torch.nn.functional as F
 
 from ..data.sources import json_lines
 from ..errors import UserError
+from ..metrics.names import Metric
 from ..runtime import Runtime
+from ..tokenizer import load_tokenizer
+from .evaluator import Evaluator
 
 
 @dataclass
@@ -27,8 +30,8 @@ class Example:
     label: int
 
 
-def read_examples(path: str | Path, limit: int = 0) -> list[dict]:
-    """The rows of a HellaSwag jsonl file, checked; limit > 0 keeps the first `limit`."""
+def read_examples(path: str | Path, limit: int | None = None) -> list[dict]:
+    """The rows of a HellaSwag jsonl file, checked; limit keeps the first `limit`."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"HellaSwag file {p} does not exist; pass the original hellaswag_val.jsonl")
@@ -88,7 +91,7 @@ def ending_losses(model, examples: list[Example], runtime: Runtime, block_size: 
 
 
 def evaluate_hellaswag(model, examples: list[Example], runtime: Runtime, block_size: int, batch_examples: int = 16,
-                       shard: tuple[int, int] = (0, 1), reduce=None) -> dict:
+                       shard: tuple[int, int] = (0, 1), reduce=None, progress=None) -> dict:
     """acc (lowest summed loss) and acc_norm (lowest per-token loss) over the examples.
 
     With shard=(rank, world) each process scores its part of every round and `reduce` sums the counts;
@@ -107,9 +110,42 @@ def evaluate_hellaswag(model, examples: list[Example], runtime: Runtime, block_s
         if mine:
             labels = torch.tensor([ex.label for ex in chosen])
             correct += (scores.argmin(dim=1) == labels[:, None]).sum(dim=0).float()
+        if progress is not None:
+            progress(min(step, len(order) - b))
     model.train(was_training)
     hits = correct.tolist()
     if reduce is not None:
         hits = reduce(hits)
     n = len(examples)
     return {"acc": hits[0] / n, "acc_norm": hits[1] / n, "examples": n, "seconds": round(time.perf_counter() - start, 3)}
+
+
+class HellaSwag(Evaluator):
+    """HellaSwag accuracy in the training loop (eval.hellaswag_every, eval.hellaswag_path, eval.hellaswag_limit)."""
+
+    name = "hellaswag"
+    metrics = (Metric("hellaswag_acc_norm", "hellaswag acc_norm", ".4f", "HellaSwag acc_norm", better="higher"),
+               Metric("hellaswag_acc", "acc", ".4f", better="higher"))
+
+    def __init__(self, examples: list[Example], every: int | None, block_size: int):
+        super().__init__(every)
+        self.examples, self.block_size = examples, block_size
+
+    @classmethod
+    def from_config(cls, cfg, data_meta: dict, echo) -> "HellaSwag | None":
+        e = cfg.eval
+        if e.hellaswag_every is None:
+            return None
+        if not e.hellaswag_path:
+            echo(f"note: HellaSwag every {e.hellaswag_every} steps is off until eval.hellaswag_path names hellaswag_val.jsonl")
+            return None
+        rows = read_examples(e.hellaswag_path, e.hellaswag_limit)
+        folder = cfg.data.tokenizer or data_meta.get("tokenizer", {}).get("folder")
+        return cls(encode_examples(rows, load_tokenizer(folder)), e.hellaswag_every, cfg.model.block_size)
+
+    def due(self, step: int, final: bool) -> bool:
+        return final or step % self.every == 0
+
+    def __call__(self, model, runtime, shard=(0, 1), reduce=None) -> dict[str, float]:
+        r = evaluate_hellaswag(model, self.examples, runtime, self.block_size, shard=shard, reduce=reduce)
+        return {"hellaswag_acc_norm": r["acc_norm"], "hellaswag_acc": r["acc"]}

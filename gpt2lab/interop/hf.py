@@ -17,9 +17,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
+from ..checkpoint import load_model_from_checkpoint, write_checkpoint
 from ..config import Config
 from ..errors import UserError
+from ..files import FolderLock, absolute, clear_folder, copy_mode_from_umask, foreign_entries, publish_folder, write_error
 from ..model import GPT, GPTConfig
 
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -31,6 +34,8 @@ def _transformers():
         import transformers
     except ImportError:
         raise UserError("this needs Hugging Face transformers: pip install 'gpt2lab[hf]'") from None
+    transformers.utils.logging.set_verbosity_error()  # its progress bars and advice would interleave with ours
+    transformers.utils.logging.disable_progress_bar()
     return transformers
 
 
@@ -39,6 +44,8 @@ def hf_architecture(config: GPTConfig) -> str:
     if config.is_classic:
         return "gpt2"
     differing = [f"{k}={getattr(config, k)!r} (needs {v!r})" for k, v in _MODERN.items() if getattr(config, k) != v]
+    if config.logit_softcap is not None:
+        differing.append(f"logit_softcap={config.logit_softcap} (needs none)")
     if not differing:
         return "qwen3" if config.qk_norm else "llama"
     raise UserError(
@@ -85,9 +92,9 @@ def gpt2_config_from_hf(hf) -> GPTConfig:
 
 
 def _implicit_width(config: GPTConfig) -> GPTConfig:
-    """mlp_hidden back to 0 when it is the default width, so imported configs read like gpt2lab's own."""
-    if config.mlp_hidden == dataclasses.replace(config, mlp_hidden=0).hidden_dim:
-        config.mlp_hidden = 0
+    """mlp_hidden back to None when it is the default width, so imported configs read like gpt2lab's own."""
+    if config.mlp_hidden == dataclasses.replace(config, mlp_hidden=None).hidden_dim:
+        config.mlp_hidden = None
     return config
 
 
@@ -235,36 +242,43 @@ def _write_tokenizer(out: Path, tokenizer_folder: str | None, block_size: int) -
 
 
 def export_hf(checkpoint: str, out_dir: str, tokenizer: str | None = None) -> dict:
-    """Write a transformers model folder (safetensors + config, tokenizer files when available)."""
-    from ..train.checkpoint import load_model_from_checkpoint
-
+    """Write a transformers model folder (safetensors + config, tokenizer files when available) into a new or
+    empty folder; built in a working sibling and renamed, so a failure leaves nothing behind."""
     model, config, path = load_model_from_checkpoint(checkpoint, torch.device("cpu"))
     hf = to_hf_model(model)
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} already exists and is not empty; choose another --out")
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    hf.save_pretrained(str(tmp), safe_serialization=True)
-    has_tokenizer = _write_tokenizer(tmp, tokenizer, config.model.block_size)
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
+    out = absolute(out_dir)
+    if out.exists() and (not out.is_dir() or foreign_entries(out, set())):
+        raise UserError(f"{out} already exists and is not empty; choose another --out (export replaces nothing)")
+    work = out.with_name(f".{out.name}.partial")
+    with FolderLock(work, "export's working folder", private=True):
+        clear_folder(work)
+        try:
+            hf.save_pretrained(str(work), safe_serialization=True)
+            has_tokenizer = _write_tokenizer(work, tokenizer, config.model.block_size)
+            for p in work.iterdir():
+                copy_mode_from_umask(p)
+            publish_folder(work, out)
+        except (OSError, RuntimeError, SafetensorError) as exc:
+            clear_folder(work)
+            raise write_error("the exported model", out, exc) from None
     return {"checkpoint": str(path), "out": str(out), "architecture": type(hf).__name__, "tokenizer": has_tokenizer}
 
 
 def import_hf(hf_dir: str, out: str) -> dict:
-    """Turn a transformers GPT-2 (or Llama/Qwen3 of gpt2lab's shape) folder into a gpt2lab checkpoint."""
-    from ..train.checkpoint import write_checkpoint
-
+    """Turn a transformers GPT-2 (or Llama/Qwen3 of gpt2lab's shape) folder into a gpt2lab checkpoint, in a new
+    or empty folder (never one that holds anything, the source folder or a run directory included)."""
     t = _transformers()
-    if not (Path(hf_dir) / "config.json").is_file():
+    source, target = absolute(hf_dir), absolute(out)
+    if not (source / "config.json").is_file():
         raise UserError(f"{hf_dir} is not a transformers model folder (no config.json)")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserError(f"{target} is not empty; import writes a new checkpoint folder and replaces nothing: choose another --out")
     try:
-        hf = t.AutoModelForCausalLM.from_pretrained(hf_dir).float()
+        hf = t.AutoModelForCausalLM.from_pretrained(str(source)).float()
     except Exception as exc:
-        raise UserError(f"transformers cannot load {hf_dir}: {type(exc).__name__}: {exc}") from None
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise UserError(f"transformers cannot load {hf_dir}: {type(exc).__name__}: {first}") from None
     model = from_hf_model(hf)
     config = Config(model=model.config)
-    path = write_checkpoint(Path(out), model, config, {"step": 0, "imported_from": str(Path(hf_dir).resolve())})
+    path = write_checkpoint(target, model, config, {"step": 0, "imported_from": str(source)}, replace=False)
     return {"out": str(path), "architecture": hf.config.model_type, "parameters": model.num_params()}

@@ -1,5 +1,2 @@
-"""Metrics: FLOPs per token, the GPU peak table, step timing, the metrics.jsonl logger, profiling, benchmarks."""
-
-from .logger import MetricsLogger, read_metrics, truncate_metrics
-
-__all__ = ["MetricsLogger", "read_metrics", "truncate_metrics"]
+"""Metrics: FLOPs per token, device peaks (GPU table, CPU probe), the memory model, step timing, the metric
+name table, the metrics.jsonl logger, the console line and profiling."""

@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 
 
 class Profiler:
-    """Wrap each training step in `with profiler:`; writes RUN_DIR/profile/trace.json (open it in Perfetto or
-    chrome://tracing) and summary.txt (the most expensive operators)."""
+    """Wrap the loop in `with profiler.session():` and each step in `with profiler.step():`; writes
+    RUN_DIR/profile/trace.json (open it in Perfetto or chrome://tracing) and summary.txt (the most expensive
+    operators)."""
 
     def __init__(self, run_dir: Path, steps: int, device: torch.device):
         self.dir, self.steps, self.cuda = Path(run_dir) / "profile", steps, device.type == "cuda"
         self.seen, self.prof = 0, None
 
-    def __enter__(self):
+    @contextlib.contextmanager
+    def step(self):
         if self.steps and self.seen == 2 and self.prof is None:
             activities = [torch.profiler.ProfilerActivity.CPU]
             if self.cuda:
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
             self.prof = torch.profiler.profile(activities=activities, record_shapes=True)
             self.prof.__enter__()
-        return self
-
-    def __exit__(self, *exc):
+        yield
         self.seen += 1
         if self.prof is not None and self.seen == 2 + self.steps:
             self.close()
-        return False
+
+    @contextlib.contextmanager
+    def session(self):
+        try:
+            yield self
+        finally:
+            self.close()
 
     def close(self) -> None:
         if self.prof is None:

@@ -1,8 +1,8 @@
 """Where a training step's time goes: data wait, forward, backward, optimizer.
 
-On CUDA, each GPU phase is bracketed by CUDA events and read once the step has synchronised (it does, to
-read the loss), so measuring adds no synchronisation of its own. Data wait is host time: the loader runs
-on the CPU, and time the GPU spends idle waiting for it shows up as a gap between phases.
+On CUDA each phase is bracketed by CUDA events; the trainer reads a step's events one step later, when the
+GPU is long past them, so timing adds no synchronisation. Data wait is host time: the loader runs on the CPU,
+and time the GPU spends idle waiting for it shows up as a gap between phases.
 """
 
 from __future__ import annotations
@@ -14,6 +14,23 @@ from contextlib import contextmanager
 import torch
 
 PHASES = ("data", "forward", "backward", "optimizer")
+
+
+class Timing:
+    """The measurements of one finished step."""
+
+    def __init__(self, host: dict[str, float], events: list[tuple[str, object, object]]):
+        self.host, self.events = host, events
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase. Reads CUDA events: call it for a step the device has finished (one step later)."""
+        out = {f"{p}_time": 0.0 for p in PHASES}
+        for name, value in self.host.items():
+            out[f"{name}_time"] += value
+        for name, start, end in self.events:
+            end.synchronize()
+            out[f"{name}_time"] += start.elapsed_time(end) / 1000.0
+        return out
 
 
 class StepTimer:
@@ -31,7 +48,7 @@ class StepTimer:
 
     @contextmanager
     def phase(self, name: str):
-        """Device time of the work launched inside the block."""
+        """Device time of the work launched inside the block (host time off CUDA, where work is synchronous)."""
         if not self.cuda:
             with self.host(name):
                 yield
@@ -42,21 +59,17 @@ class StepTimer:
         end.record()
         self._events.append((name, start, end))
 
-    def collect(self) -> dict[str, float]:
-        """Seconds per phase since the last collect; call after the step has synchronised."""
-        out = {f"{p}_time": 0.0 for p in PHASES}
-        for name, seconds in self._host.items():
-            out[f"{name}_time"] += seconds
-        for name, start, end in self._events:
-            end.synchronize()
-            out[f"{name}_time"] += start.elapsed_time(end) / 1000.0
+    def take(self) -> Timing:
+        """This step's measurements (not yet read); the next step starts afresh."""
+        timing = Timing(dict(self._host), list(self._events))
         self._events.clear()
         self._host.clear()
-        return out
+        return timing
 
 
 def memory_stats(device: torch.device) -> dict[str, float]:
-    """Current and peak allocated GPU memory in GB since the last call (peak is reset each time)."""
+    """Current and peak allocated GPU memory in GB since the last call (peak is reset each time). Allocator
+    statistics: host-side, no synchronisation."""
     if device.type != "cuda":
         return {}
     stats = {"mem_gb": torch.cuda.memory_allocated(device) / 2**30, "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 2**30}

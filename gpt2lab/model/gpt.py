@@ -10,19 +10,26 @@ The modern switches are independent of one another:
   norm="rmsnorm"    RMSNorm instead of LayerNorm
   bias=False        no biases in linear layers or norms
   qk_norm=True      RMSNorm on each head's queries and keys before attention
+and, from the speedrun line of GPT-2 training (all off by default, so that classic GPT-2 stays exact):
+  mlp="relu2"          ReLU squared MLP (4 x width hidden, no gate)
+  zero_init_proj=True  the residual projections (attention and MLP outputs) and an untied head start at zero
+  logit_softcap=C      logits squashed to (-C, C) by C * tanh(logits / C)
+  tie_embeddings=False a separate output head, initialised like the embedding (std 0.02) or at zero as above
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .loss import chunked_head_loss
+from .loss import head_loss
+
+LIMITS = {"vocab_size": 1 << 20, "block_size": 1 << 20, "n_layer": 1024, "n_head": 1024, "n_embd": 1 << 16}
 
 
 @dataclass
@@ -36,22 +43,30 @@ class GPTConfig:
     bias: bool = True
     pos: str = "learned"  # "learned" | "rope"
     norm: str = "layernorm"  # "layernorm" | "rmsnorm"
-    mlp: str = "gelu"  # "gelu" | "swiglu"
-    mlp_hidden: int = 0  # 0: 4*n_embd for gelu, 8/3*n_embd rounded up to a multiple of 64 for swiglu
+    mlp: str = "gelu"  # "gelu" | "swiglu" | "relu2"
+    mlp_hidden: int | None = field(default=None, metadata={"legacy_off": True})  # None: 4*n_embd; swiglu 8/3*n_embd to a multiple of 64
     qk_norm: bool = False
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
+    zero_init_proj: bool = False
+    logit_softcap: float | None = field(default=None, metadata={"legacy_off": True})
 
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistent field."""
-        choices = {"pos": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu")}
+        choices = {"pos": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu", "relu2")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        for name, limit in LIMITS.items():
+            if not 1 <= getattr(self, name) <= limit:
+                raise ValueError(f"model.{name} must be between 1 and {limit:,}, got {getattr(self, name)}")
+        if self.mlp_hidden is not None and not 1 <= self.mlp_hidden <= 1 << 20:
+            raise ValueError(f"model.mlp_hidden must be between 1 and {1 << 20:,} (or none), got {self.mlp_hidden}")
+        if self.logit_softcap is not None and not 0 < self.logit_softcap <= 1e4:
+            raise ValueError(f"model.logit_softcap must be positive (or none: off), got {self.logit_softcap}")
+        if not (0 < self.norm_eps < 1 and 1 <= self.rope_theta <= 1e9):
+            raise ValueError(f"model.norm_eps must be in (0, 1) and model.rope_theta in [1, 1e9]")
         if self.n_embd % self.n_head:
             raise ValueError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
         if self.pos == "rope" and self.head_dim % 2:
@@ -73,8 +88,9 @@ class GPTConfig:
 
     @property
     def is_classic(self) -> bool:
-        """True when the architecture is exactly OpenAI's GPT-2."""
-        return (self.pos, self.norm, self.mlp, self.bias, self.qk_norm) == ("learned", "layernorm", "gelu", True, False)
+        """True when the architecture is exactly OpenAI's GPT-2 (initialisation aside)."""
+        return ((self.pos, self.norm, self.mlp, self.bias, self.qk_norm, self.logit_softcap)
+                == ("learned", "layernorm", "gelu", True, False, None))
 
 
 def make_norm(config: GPTConfig, dim: int) -> nn.Module:
@@ -92,10 +108,10 @@ def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor,
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, H, T, D) by position; cos and sin are (T, D)."""
+    """Rotate x (B, H, T, D) by position; cos and sin are (T, D), used in x's dtype (no fp32 temporaries)."""
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
-    return (x * cos + rotated * sin).type_as(x)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
 
 
 class CausalSelfAttention(nn.Module):
@@ -118,9 +134,11 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        if self.q_norm is not None:  # weights cast to q's dtype under autocast, so the fused kernel runs
-            q = F.rms_norm(q, (self.head_dim,), self.q_norm.weight.to(q.dtype), self.q_norm.eps)
-            k = F.rms_norm(k, (self.head_dim,), self.k_norm.weight.to(k.dtype), self.k_norm.eps)
+        if self.q_norm is not None:
+            # in q's dtype: CUDA's autocast would run rms_norm in fp32 and undo the weight cast
+            with torch.autocast(x.device.type, enabled=False):
+                q = F.rms_norm(q, (self.head_dim,), self.q_norm.weight.to(q.dtype), self.q_norm.eps)
+                k = F.rms_norm(k, (self.head_dim,), self.k_norm.weight.to(k.dtype), self.k_norm.eps)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if cache is not None:
@@ -138,6 +156,7 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
+        self.kind = config.mlp
         self.gated = config.mlp == "swiglu"
         width = 2 * config.hidden_dim if self.gated else config.hidden_dim
         self.c_fc = nn.Linear(config.n_embd, width, bias=config.bias)  # swiglu: [gate | up]
@@ -150,6 +169,8 @@ class MLP(nn.Module):
         if self.gated:
             gate, up = h.chunk(2, dim=-1)
             h = F.silu(gate) * up
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
         else:
             h = F.gelu(h, approximate="tanh")
         return self.dropout(self.c_proj(h))
@@ -187,18 +208,18 @@ class GPT(nn.Module):
             cos, sin = rope_tables(config.head_dim, config.block_size, config.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.activation_checkpointing = False  # set by the trainer: trade compute for activation memory
-        self.loss_chunk = 0  # set by the trainer: >0 computes the training loss without materialising logits
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
         self.apply(self._init_weights)
+        if config.zero_init_proj and not config.tie_embeddings:
+            nn.init.zeros_(self.lm_head.weight)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
             std = 0.02
             if getattr(module, "is_residual_projection", False):
-                std *= (2 * self.config.n_layer) ** -0.5
+                std = 0.0 if self.config.zero_init_proj else std * (2 * self.config.n_layer) ** -0.5
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
@@ -214,11 +235,16 @@ class GPT(nn.Module):
                 n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None, doc_ids: torch.Tensor | None = None):
-        """Logits (B, T, vocab) for token ids idx (B, T); with targets, also the mean cross-entropy loss.
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache=None,
+                doc_ids: torch.Tensor | None = None, loss_chunk: int | None = None, recompute: bool = False):
+        """(logits (B, T, vocab), loss) for token ids idx (B, T); the loss (mean cross-entropy, targets of -1
+        ignored) only with targets, else None.
 
-        With a KVCache, idx continues the sequence already in the cache (positions start at cache.length).
-        With doc_ids (B, T), a position attends only to earlier positions of the same document.
+        cache: a KVCache; idx continues the sequence already in it (positions start at cache.length).
+        doc_ids (B, T): a position attends only to earlier positions of the same document.
+        loss_chunk: with targets, the loss (and in training its gradients) is computed this many tokens at a
+          time and the logits are not returned (None): the largest activation never exists whole.
+        recompute: activation checkpointing; each block is recomputed in backward instead of kept.
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -236,17 +262,19 @@ class GPT(nn.Module):
             causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
             mask = (doc_ids[:, None, :, None] == doc_ids[:, None, None, :]) & causal
         for i, block in enumerate(self.transformer.h):
-            if self.activation_checkpointing and self.training and cache is None:
+            if recompute and self.training and cache is None:
                 x = checkpoint(block, x, rope, None, mask, use_reentrant=False)  # recomputed in backward
             else:
                 x = block(x, rope, cache.layer(i) if cache is not None else None, mask)
         if cache is not None:
             cache.advance(T)
         x = self.transformer.ln_f(x)
-        if targets is not None and self.loss_chunk and torch.is_grad_enabled():
-            # training without the logits tensor: the loss and its gradients, chunk by chunk
-            return None, chunked_head_loss(x, self.lm_head.weight, targets, self.loss_chunk)
+        cap = self.config.logit_softcap
+        if targets is not None and loss_chunk:
+            return None, head_loss(x, self.lm_head.weight, targets, loss_chunk, cap)
         logits = self.lm_head(x)
+        if cap is not None:
+            logits = cap * torch.tanh(logits / cap)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

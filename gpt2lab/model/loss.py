@@ -2,10 +2,13 @@
 
 The head's logits (tokens x vocab) are the largest activation of a GPT-2-sized model: at 32 x 1024 tokens
 and 50,304 entries, 3.3 GB in bf16 and twice that upcast to fp32 for the softmax, plus the same again for
-their gradient. ChunkedHeadLoss computes the loss chunk by chunk and, in the same pass, the gradients
-with respect to the hidden states and the head weight, so no chunk's logits outlive it. Backward only scales
-the stored gradients. The matmuls are the ones a plain head does (one forward, two for gradients); the
-softmax runs in fp32.
+their gradient. head_loss computes the loss chunk by chunk; in training it computes, in the same pass, the
+gradients with respect to the hidden states and the head weight, so no chunk's logits outlive it, and
+backward only scales the stored gradients. The matmuls are the ones a plain head does (one forward, two for
+gradients); the softmax runs in fp32.
+
+No step reads a device value back to the host (no boolean-mask indexing, no .item()): ignored targets are
+masked by multiplication, so the GPU never waits on the CPU, and torch.compile traces it as one graph.
 """
 
 from __future__ import annotations
@@ -14,38 +17,69 @@ import torch
 import torch.nn.functional as F
 
 
+def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, cap: float | None):
+    """fp32 logits of one chunk (bf16 matmul under autocast), soft-capped; also tanh for the cap's gradient."""
+    logits = F.linear(h, weight).float()
+    if cap is None:
+        return logits, None
+    squashed = torch.tanh(logits / cap)
+    return cap * squashed, squashed
+
+
+def _chunk_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor):
+    """Summed loss over valid rows, and the log-sum-exp for the gradient."""
+    lse = torch.logsumexp(logits, dim=-1)
+    target_logit = logits.gather(1, targets.clamp(min=0)[:, None])[:, 0]
+    return ((lse - target_logit) * valid).sum(), lse
+
+
 class ChunkedHeadLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int):
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int, cap: float | None):
         h = hidden.reshape(-1, hidden.size(-1))
         t = targets.reshape(-1)
-        n = (t != -1).sum().clamp(min=1)
+        valid_all = (t != -1).float()
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros_like(weight, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for start in range(0, h.size(0), chunk):
-            hc, tc = h[start : start + chunk], t[start : start + chunk]
-            logits = F.linear(hc, weight).float()  # bf16 matmul under autocast, softmax in fp32
-            loss = F.cross_entropy(logits, tc, ignore_index=-1, reduction="sum")
-            total += loss
-            # d(sum loss)/d logits = softmax - one_hot, zero where the target is ignored
-            grad = logits.softmax(dim=-1)
-            valid = tc != -1
-            grad[valid, tc[valid]] -= 1.0
-            grad[~valid] = 0.0
+            hc, tc, valid = h[start : start + chunk], t[start : start + chunk], valid_all[start : start + chunk]
+            logits, squashed = _chunk_logits(hc, weight, cap)
+            loss, lse = _chunk_loss(logits, tc, valid)
+            total = total + loss
+            # d(loss)/d(logits) = softmax - one_hot(target), zero on ignored rows; through the cap: * (1 - tanh^2)
+            grad = torch.exp(logits - lse[:, None])
+            grad = grad.scatter_add(1, tc.clamp(min=0)[:, None], -torch.ones_like(lse)[:, None]) * valid[:, None]
+            if squashed is not None:
+                grad = grad * (1.0 - squashed * squashed)
             grad_h[start : start + chunk] = F.linear(grad, weight.t())  # grad @ weight
             grad_w += F.linear(grad.t(), hc.t()).float()  # grad.T @ hc
+        n = valid_all.sum().clamp(min=1.0)
         ctx.save_for_backward(grad_h, grad_w, n)
-        ctx.shapes = hidden.shape
+        ctx.shape, ctx.weight_dtype = hidden.shape, weight.dtype
         return total / n
 
     @staticmethod
     def backward(ctx, grad_output):
         grad_h, grad_w, n = ctx.saved_tensors
         scale = grad_output / n
-        return (grad_h * scale).view(ctx.shapes), grad_w * scale, None, None
+        return (grad_h * scale).view(ctx.shape), (grad_w * scale).to(ctx.weight_dtype), None, None, None
 
 
-def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Mean cross-entropy of hidden @ weight.T against targets (-1 ignored), chunk tokens at a time."""
-    return ChunkedHeadLoss.apply(hidden, weight, targets, chunk)
+def _loss_only(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int, cap: float | None):
+    """The same mean loss with no gradient: evaluation at the training micro-batch without all logits."""
+    h, t = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
+    valid_all = (t != -1).float()
+    total = torch.zeros((), dtype=torch.float32, device=h.device)
+    for start in range(0, h.size(0), chunk):
+        logits, _ = _chunk_logits(h[start : start + chunk], weight, cap)
+        total = total + _chunk_loss(logits, t[start : start + chunk], valid_all[start : start + chunk])[0]
+    return total / valid_all.sum().clamp(min=1.0)
+
+
+def head_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 8192,
+              cap: float | None = None) -> torch.Tensor:
+    """Mean cross-entropy of (soft-capped) hidden @ weight.T against targets (-1 ignored), chunk tokens at a time."""
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return ChunkedHeadLoss.apply(hidden, weight, targets, chunk, cap)
+    return _loss_only(hidden, weight, targets, chunk, cap)

@@ -13,14 +13,23 @@ Rules and thresholds:
   val-overlap         more than 1% of sampled validation 32-grams occur verbatim in the training data
   low-gpu-memory      a CUDA run whose peak memory is below half of what its weights, gradients and AdamW
                       state alone need (the signature of a CPU fallback), or a large model trained on the CPU
+  undertrained        fewer than 1 training token per parameter (compute-optimal training is about 20:
+                      Hoffmann et al. 2022), for a run that meant to train (more than 50 steps, or val perplexity
+                      still above 100)
+  schedule-changed    the LR schedule was changed when the run was resumed (the LR jumps at that step)
+The timing rules (data-wait, low-mfu, checkpoint-time) need at least MIN_TIMED_STEPS steps: a run of a few steps
+is all warm-up.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 
 GB = 2**30
+MIN_TIMED_STEPS = 20
+COMPUTE_OPTIMAL_TOKENS_PER_PARAM = 20
 
 
 @dataclass
@@ -32,13 +41,13 @@ class Finding:
 
 
 def _after_warmup(records: list[dict], config: dict) -> list[dict]:
-    warmup = config.get("schedule", {}).get("warmup_steps", 0)
+    warmup = config.get("schedule", {}).get("warmup_steps") or 0
     return [r for r in records if r["step"] > warmup]
 
 
 def lr_decayed_early(records, config, **_):
     peak = config.get("optim", {}).get("lr")
-    if not peak or len(records) < 10:
+    if not isinstance(peak, (int, float)) or not peak or len(records) < 10 or any("lr" not in r for r in records):
         return None
     last = records[-1]["step"]
     low = [r for r in _after_warmup(records, config) if r["lr"] < 0.05 * peak]
@@ -56,13 +65,18 @@ def lr_decayed_early(records, config, **_):
 def train_val_gap(records, **_):
     # early evals are left out: while the loss falls fast, any train-loss average lags the val loss
     last_step = records[-1]["step"]
-    evals = [i for i, r in enumerate(records) if "val_loss" in r and r["step"] > 0.2 * last_step]
+    evals = [i for i, r in enumerate(records) if _finite([r.get("val_loss")]) and r["step"] > 0.2 * last_step]
     if len(evals) < 4:
         return None
     gaps = []
     for i in evals:
-        train = statistics.fmean(r["loss"] for r in records[max(0, i - 9) : i + 1])
+        losses = _finite(r.get("loss") for r in records[max(0, i - 9) : i + 1])
+        if not losses:
+            continue
+        train = statistics.fmean(losses)
         gaps.append((records[i]["step"], records[i]["val_loss"] - train))
+    if len(gaps) < 4:
+        return None
     third = max(1, len(gaps) // 3)
     early = statistics.fmean(g for _, g in gaps[:third])
     late = statistics.fmean(g for _, g in gaps[-third:])
@@ -76,11 +90,15 @@ def train_val_gap(records, **_):
     )
 
 
+def _finite(values) -> list[float]:
+    return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
 def data_wait(records, **_):
-    timed = [r for r in records[1:] if "data_time" in r]
-    if not timed:
+    timed = [r for r in records[1:] if isinstance(r.get("data_time"), (int, float)) and isinstance(r.get("step_time"), (int, float))]
+    if len(timed) < MIN_TIMED_STEPS:
         return None
-    share = sum(r["data_time"] for r in timed) / sum(r["step_time"] for r in timed)
+    share = sum(r["data_time"] for r in timed) / max(1e-9, sum(r["step_time"] for r in timed))
     if share <= 0.05:
         return None
     return Finding(
@@ -91,8 +109,8 @@ def data_wait(records, **_):
 
 
 def low_mfu(records, device, **_):
-    mfus = [r["mfu"] for r in records[10:] if "mfu" in r] or [r["mfu"] for r in records if "mfu" in r]
-    if not mfus:
+    mfus = _finite(r.get("mfu") for r in records[10:])
+    if len(mfus) < MIN_TIMED_STEPS:
         return None
     median = statistics.median(mfus)
     if median >= 0.2:
@@ -108,9 +126,9 @@ def low_mfu(records, device, **_):
 def loss_spikes(records, **_):
     spikes = []
     for i in range(50, len(records)):
-        window = [r["loss"] for r in records[i - 50 : i] if isinstance(r["loss"], float)]
-        loss = records[i]["loss"]
-        if len(window) < 25 or not isinstance(loss, float):
+        window = _finite(r.get("loss") for r in records[i - 50 : i])
+        loss = records[i].get("loss")
+        if len(window) < 25 or not isinstance(loss, float) or not math.isfinite(loss):
             continue
         median = statistics.median(window)
         mad = statistics.median(abs(x - median) for x in window) * 1.4826 or 1e-6
@@ -132,10 +150,10 @@ def loss_spikes(records, **_):
 
 
 def checkpoint_time(records, **_):
-    saves = [r["checkpoint_time"] for r in records if "checkpoint_time" in r]
-    if not saves:
+    saves = _finite(r.get("checkpoint_time") for r in records)
+    if not saves or len(records) < MIN_TIMED_STEPS:
         return None
-    total = sum(r["step_time"] for r in records) + sum(saves)
+    total = sum(_finite(r.get("step_time") for r in records)) + sum(saves)
     share = sum(saves) / total
     if share <= 0.02:
         return None
@@ -159,8 +177,8 @@ def val_overlap(records, overlap=None, **_):
 
 def low_gpu_memory(records, device, **_):
     params = device.get("parameters") or 0
-    if device.get("device", "").startswith("cuda"):
-        peaks = [r["peak_mem_gb"] for r in records if "peak_mem_gb" in r]
+    if str(device.get("device", "")).startswith("cuda"):
+        peaks = _finite(r.get("peak_mem_gb") for r in records)
         need = 16 * params / GB
         if peaks and max(peaks) < 0.5 * need:
             return Finding(
@@ -178,9 +196,45 @@ def low_gpu_memory(records, device, **_):
     return None
 
 
-RULES = [lr_decayed_early, train_val_gap, data_wait, low_mfu, loss_spikes, checkpoint_time, val_overlap, low_gpu_memory]
+def undertrained(records, device, **_):
+    params = device.get("parameters") or 0
+    tokens = records[-1].get("tokens") or 0
+    if not params or tokens >= params:
+        return None
+    perplexities = _finite(r.get("val_perplexity") for r in records)
+    if len(records) <= 50 and not (perplexities and perplexities[-1] > 100):
+        return None
+    ratio = tokens / params
+    need = COMPUTE_OPTIMAL_TOKENS_PER_PARAM * params
+    ppl = f"; final val perplexity {perplexities[-1]:,.0f}" if perplexities else ""
+    return Finding(
+        "undertrained", "The model saw far too few tokens for its size",
+        f"{tokens:,} tokens for {params:,} parameters: {ratio:.3f} tokens per parameter, where compute-optimal training "
+        f"uses about {COMPUTE_OPTIMAL_TOKENS_PER_PARAM} ({need:,.0f} tokens){ppl}",
+        "train longer (--max-steps or --time-budget) or choose a smaller model for this budget (`gpt2lab plan`)",
+    )
+
+
+def schedule_changed(records, **_):
+    changes = [r for r in records if r.get("schedule_change")]
+    if not changes:
+        return None
+    first = changes[0]
+    before = next((r for r in reversed(records) if r["step"] < first["step"]), None)
+    jump = f"; the LR went from {before['lr']:.3g} to {first['lr']:.3g}" if before and "lr" in first else ""
+    return Finding(
+        "schedule-changed", "The LR schedule was changed on resume",
+        f"at step {first['step']:,}: {first['schedule_change']}{jump}",
+        "keep schedule.max_steps (and the other schedule settings) when resuming, or plan the longer run from the start",
+    )
+
+
+RULES = [lr_decayed_early, train_val_gap, data_wait, low_mfu, loss_spikes, checkpoint_time, val_overlap, low_gpu_memory,
+         undertrained, schedule_changed]
 
 
 def diagnose(records: list[dict], config: dict, device: dict, overlap: dict | None = None) -> list[Finding]:
+    if not records:
+        return []
     findings = [rule(records=records, config=config, device=device, overlap=overlap) for rule in RULES]
     return [f for f in findings if f is not None]

@@ -3,111 +3,155 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import __version__
 from ..errors import UserError
+from ..files import absolute, write_error, write_text_atomic
 from ..metrics.logger import read_metrics
+from ..metrics.names import Metric, eval_metrics_of
 from .diagnose import diagnose
-from .plots import write_plots
 
 MODEL_KEYS = ("n_layer", "n_embd", "n_head", "block_size", "vocab_size", "pos", "norm", "mlp", "bias", "qk_norm",
-              "tie_embeddings", "dropout")
+              "tie_embeddings", "zero_init_proj", "logit_softcap", "dropout")
 
 
 def _table(rows: list[tuple[str, object]]) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+def _read_json(path: Path):
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value
 
 
 def _fmt_time(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def final_metrics(records: list[dict], device: dict) -> list[tuple[str, object]]:
+def _finite(records: list[dict], key: str) -> list[float]:
+    return [r[key] for r in records if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+            and math.isfinite(r[key])]
+
+
+def final_metrics(records: list[dict], device: dict, evaluations: list[Metric]) -> list[tuple[str, object]]:
     last = records[-1]
     tail = records[-min(20, len(records)):]
-    rows = [
-        ("steps", f"{last['step']:,}"),
-        ("tokens", f"{last['tokens']:,}"),
-        ("training time", _fmt_time(last.get("elapsed", sum(r["step_time"] for r in records)))),
-        ("train loss (mean of last steps)", f"{statistics.fmean(r['loss'] for r in tail if isinstance(r['loss'], float)):.4f}"),
-    ]
-    evals = [r for r in records if "val_loss" in r]
-    if evals:
-        best = min(evals, key=lambda r: r["val_loss"])
-        rows += [("final val loss / perplexity", f"{evals[-1]['val_loss']:.4f} / {evals[-1]['val_perplexity']:.2f}"),
-                 ("best val loss", f"{best['val_loss']:.4f} at step {best['step']:,}")]
-    hs = [r for r in records if "hellaswag_acc_norm" in r]
-    if hs:
-        rows.append(("HellaSwag acc_norm (final)", f"{hs[-1]['hellaswag_acc_norm']:.4f}"))
+    losses = _finite(tail, "loss")
+    rows = [("steps", f"{last['step']:,}"), ("tokens", f"{last.get('tokens', 0):,}")]
+    elapsed = last.get("elapsed") if isinstance(last.get("elapsed"), (int, float)) else sum(_finite(records, "step_time"))
+    rows.append(("training time", _fmt_time(elapsed)))
+    rows.append(("train loss (mean of last steps)", f"{statistics.fmean(losses):.4f}" if losses else "n/a (not finite)"))
+    for metric in evaluations:
+        points = [(r["step"], r[metric.key]) for r in records if _finite([r], metric.key)]
+        if points:
+            best = (min if metric.better == "lower" else max)(points, key=lambda p: p[1])
+            rows.append((f"{metric.label} (final / best)",
+                         f"{metric.format(points[-1][1])} / {metric.format(best[1])} at step {best[0]:,}"))
     steady = records[min(10, len(records) - 1):]
-    rows.append(("median tokens/s", f"{statistics.median(r['tokens_per_sec'] for r in steady):,.0f}"))
-    mfus = [r["mfu"] for r in steady if "mfu" in r]
-    rows.append(("median MFU", f"{statistics.median(mfus):.1%}" if mfus else f"n/a ({device.get('peak_source', 'no peak')})"))
-    peaks = [r["peak_mem_gb"] for r in records if "peak_mem_gb" in r]
+    rates = _finite(steady, "tokens_per_sec")
+    rows.append(("median tokens/s", f"{statistics.median(rates):,.0f}" if rates else "n/a"))
+    mfus = _finite(steady, "mfu")
+    rows.append(("median MFU", f"{statistics.median(mfus):.1%} ({device.get('peak_source', '')})" if mfus
+                 else f"n/a ({device.get('peak_source', 'no peak')})"))
+    compile_times = _finite(records, "compile_time")
+    if compile_times:
+        rows.append(("compile time (first step)", f"{compile_times[0]:.1f} s"))
+    peaks = _finite(records, "peak_mem_gb")
     if peaks:
         rows.append(("peak GPU memory", f"{max(peaks):.2f} GB"))
-    timed = [r for r in steady if "forward_time" in r]
-    if timed:
-        total = sum(r["step_time"] for r in timed)
+    timed = [r for r in steady if all(_finite([r], f"{p}_time") for p in ("data", "forward", "backward", "optimizer"))]
+    total = sum(_finite(timed, "step_time"))
+    if timed and total > 0:
         shares = ", ".join(f"{p} {sum(r[p + '_time'] for r in timed) / total:.0%}" for p in ("data", "forward", "backward", "optimizer"))
         rows.append(("step time", shares))
     return rows
 
 
+def _evaluations(run: Path, records: list[dict]) -> list[Metric]:
+    """The run's evaluation metrics, as its evaluators recorded them (evaluators.json), else from the records."""
+    declared = _read_json(run / "evaluators.json")
+    metrics = []
+    if isinstance(declared, list):
+        for entry in declared:
+            for m in entry.get("metrics", []) if isinstance(entry, dict) else []:
+                if isinstance(m, dict) and isinstance(m.get("key"), str):
+                    metrics.append(Metric.from_dict(m))
+    return eval_metrics_of(records, metrics)
+
+
 def write_report(run_dir: str, overlap_check: bool = True) -> dict:
-    run = Path(run_dir)
+    run = absolute(run_dir)
     records = read_metrics(run)
     if not records:
         raise UserError(f"{run} has no metrics.jsonl records; is it a gpt2lab run directory?")
     config, device = _read_json(run / "config.json"), _read_json(run / "device.json")
-    overlap = None
-    data_dir = config.get("data", {}).get("dir")
-    if overlap_check and data_dir and Path(data_dir, "meta.json").is_file():
-        from ..data.overlap import val_train_overlap
-
-        try:
-            overlap = val_train_overlap(data_dir)
-        except UserError:
-            overlap = None
+    config, device = (config if isinstance(config, dict) else {}), (device if isinstance(device, dict) else {})
+    overlap = _overlap(config) if overlap_check else None
     findings = diagnose(records, config, device, overlap)
-    plots = write_plots(records, run)
+    evaluations = _evaluations(run, records)
+    plots, plot_note = _plots(records, run, evaluations)
+    lines = _page(run, records, config, device, evaluations, findings, overlap, plots, plot_note)
+    try:
+        write_text_atomic(run / "report.md", "\n".join(lines), "the report")
+    except UserError:
+        raise
+    except OSError as exc:
+        raise write_error("the report", run / "report.md", exc) from None
+    return {"report": str(run / "report.md"), "plots": plots, "findings": [f.code for f in findings], "plot_note": plot_note}
 
-    model = config.get("model", {})
+
+def _overlap(config: dict) -> dict | None:
+    data_dir = (config.get("data") or {}).get("dir") if isinstance(config.get("data"), dict) else None
+    if not isinstance(data_dir, str) or not Path(data_dir, "meta.json").is_file():
+        return None
+    from ..data.overlap import val_train_overlap
+
+    try:
+        return val_train_overlap(data_dir)
+    except UserError:
+        return None
+
+
+def _plots(records: list[dict], run: Path, evaluations: list[Metric]) -> tuple[list[str], str]:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return [], " (no plots: matplotlib is missing; pip install matplotlib)"
+    from .plots import write_plots
+
+    try:
+        return write_plots(records, run, evaluations), ""
+    except OSError as exc:
+        raise write_error("plots in", run, exc) from None
+
+
+def _page(run, records, config, device, evaluations, findings, overlap, plots, plot_note) -> list[str]:
+    model = config.get("model", {}) if isinstance(config.get("model"), dict) else {}
+    flops = device.get("flops_per_token", {}) if isinstance(device.get("flops_per_token"), dict) else {}
+    sections = ("data", "optim", "schedule", "run", "eval", "checkpoint")
     lines = [
-        f"# Run report: {run.resolve().name}",
-        "",
-        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by gpt2lab {__version__} from `{run}`.",
-        "",
-        "## Model",
-        "",
+        f"# Run report: {run.name}", "",
+        f"Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC} by gpt2lab {__version__} from `{run}`.", "",
+        "## Model", "",
         _table([(k, model.get(k)) for k in MODEL_KEYS if k in model]
                + [("parameters", f"{device.get('parameters', 0):,}"),
-                  ("FLOPs per token (fwd+bwd)", f"{device.get('flops_per_token', {}).get('training', 0) / 1e9:.3f} G")]),
-        "",
-        "## Training configuration",
-        "",
-        _table([(f"{s}.{k}", v) for s in ("data", "optim", "schedule") for k, v in config.get(s, {}).items()]
-               + [(f"run.{k}", v) for k, v in config.get("run", {}).items()
-                  if k in ("micro_batch", "batch_tokens", "seed", "precision", "compile", "eval_every", "checkpoint_every")]),
-        "",
-        "## Device",
-        "",
-        _table([(k, device.get(k)) for k in ("device", "name", "capability", "memory_gb", "torch", "cuda", "precision",
-                                              "compile", "peak_tflops", "peak_source") if k in device]),
-        "",
-        "## Final metrics",
-        "",
-        _table(final_metrics(records, device)),
-        "",
-        "## Diagnosis",
-        "",
+                  ("FLOPs per token (fwd+bwd)", f"{(flops.get('training') or 0) / 1e9:.3f} G")]), "",
+        "## Training configuration", "",
+        _table([(f"{s}.{k}", v) for s in sections if isinstance(config.get(s), dict) for k, v in config[s].items()]), "",
+        "## Device", "",
+        _table([(k, device.get(k)) for k in ("device", "name", "capability", "memory_gb", "threads", "torch", "cuda",
+                                              "precision", "precision_reason", "compile", "peak_tflops", "peak_source")
+                if k in device]), "",
+        "## Final metrics", "",
+        _table(final_metrics(records, device, evaluations)), "",
+        "## Diagnosis", "",
     ]
     if findings:
         for f in findings:
@@ -120,6 +164,5 @@ def write_report(run_dir: str, overlap_check: bool = True) -> dict:
     if plots:
         lines += ["## Plots", ""] + [f"![{p[:-4]}]({p})" for p in plots] + [""]
     else:
-        lines += ["(No plots: install matplotlib, `pip install 'gpt2lab[report]'`.)", ""]
-    (run / "report.md").write_text("\n".join(lines))
-    return {"report": str(run / "report.md"), "plots": plots, "findings": [f.code for f in findings]}
+        lines += [f"(No plots{plot_note}.)", ""]
+    return lines

@@ -1,10 +1,3 @@
-"""Training: the loop, optimizer, LR schedule and checkpoints."""
-
-from .checkpoint import latest_checkpoint, load_model_from_checkpoint, resolve_checkpoint, save_checkpoint
-from .schedule import lr_at
-from .trainer import Trainer, forward_backward
-
-__all__ = [
-    "Trainer", "forward_backward", "latest_checkpoint", "load_model_from_checkpoint", "lr_at",
-    "resolve_checkpoint", "save_checkpoint",
-]
+"""Training: the loop (trainer.py) and what it is made of: one step (step.py), optimizers (optim/), the LR
+schedule, checkpoint saving, guards, auto-batch and distributed wrapping. Import the module you need; this
+package imports nothing, so that `gpt2lab.train.optim` does not load the trainer."""

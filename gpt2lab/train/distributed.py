@@ -12,12 +12,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import socket
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from ..checkpoint import DCP_FOLDER, unique_tensors
 from ..errors import UserError
 
 STRATEGIES = ("ddp", "fsdp")
@@ -39,6 +39,21 @@ class Dist:
         return self.strategy != "none"
 
     # --- collectives (identity in a single process) ---
+
+    def all_reduce_mean_(self, t: torch.Tensor) -> torch.Tensor:
+        """Average a tensor across ranks in place, on the device: no host read."""
+        if self.active:
+            dist.all_reduce(t)
+            t /= self.world_size
+        return t
+
+    def broadcast_int(self, value: int, device: torch.device) -> int:
+        """Rank 0's value on every rank (a host read: for set-up decisions, not per step)."""
+        if not self.active:
+            return value
+        t = torch.tensor([value], dtype=torch.long, device=device)
+        dist.broadcast(t, src=0)
+        return int(t.item())
 
     def sum(self, values: list[float], device: torch.device) -> list[float]:
         if not self.active:
@@ -65,12 +80,6 @@ class Dist:
             dist.barrier()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def init_distributed(strategy: str, device: str, timeout_s: int) -> Dist:
     """Join torchrun's process group when WORLD_SIZE > 1 (or, for FSDP, a group of one)."""
     if strategy not in STRATEGIES:
@@ -78,18 +87,19 @@ def init_distributed(strategy: str, device: str, timeout_s: int) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1 and strategy == "ddp":
         return Dist()  # a single process needs no wrapper
-    if world == 1:  # FSDP in one process: a group of one, so checkpoints have the same sharded format
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        os.environ.setdefault("RANK", "0")
-        os.environ.setdefault("LOCAL_RANK", "0")
+    store = None
+    if world == 1:  # FSDP in one process: a group of one (an in-memory store, no port), same sharded format
+        store = dist.HashStore()
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = device != "cpu" and torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(local_rank)
+    cuda = device in ("auto", "cuda") and torch.cuda.is_available() or device.startswith("cuda:")
+    kwargs = {}
+    if cuda:  # NCCL bound to this rank's GPU from the start (no guessing, no context on GPU 0)
+        gpu = torch.device(device if device.startswith("cuda:") and world == 1 else f"cuda:{local_rank}")
+        torch.cuda.set_device(gpu)
+        kwargs["device_id"] = gpu
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world, store=store,
+                                timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
     return Dist(rank=rank, world_size=world, local_rank=local_rank, strategy=strategy)
 
 
@@ -100,23 +110,25 @@ def local_device(d: Dist, device: str) -> str:
     return device
 
 
-def wrap_model(model: torch.nn.Module, d: Dist, precision: str) -> torch.nn.Module:
-    """DDP around the model, or FSDP2 (each block sharded, then the root) with mixed precision on GPUs."""
+def wrap_model(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module:
+    """DDP around the model, or FSDP2 (each block sharded, then the root) on a mesh of the run's device.
+
+    FSDP keeps fp32 weights and, like DDP, lets autocast lower the matmuls, so the residual stream stays fp32
+    and an FSDP run follows a DDP run's numerics (FSDP's bf16 parameter policy would halve the all-gather
+    traffic but keep the residual stream in bf16: a different model). DDP does not re-broadcast buffers each
+    forward: the only buffers (RoPE tables) are computed identically on every rank."""
     if d.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        device = next(model.parameters()).device
-        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     if d.strategy == "fsdp":
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
 
-        kwargs = {}
-        if next(model.parameters()).device.type == "cuda" and precision in ("bf16", "fp16"):
-            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        mesh = init_device_mesh(device.type, (d.world_size,))
         for block in model.transformer.h:
-            fully_shard(block, **kwargs)
-        fully_shard(model, **kwargs)
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
     return model
 
 
@@ -129,16 +141,13 @@ def gradient_sync(model: torch.nn.Module, d: Dist, sync: bool):
     return contextlib.nullcontext()
 
 
-def local_value(t) -> float:
-    """A scalar tensor's value, whole even when it is a DTensor (FSDP's gradient norm)."""
-    if hasattr(t, "full_tensor"):
-        t = t.full_tensor()
-    return float(t.item())
+def full_value(t: torch.Tensor) -> torch.Tensor:
+    """A tensor whole even when it is a DTensor (FSDP's gradient norm): a collective, not a host read."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 # --- FSDP checkpoints: sharded model and optimizer state through torch.distributed.checkpoint ---
 
-DCP_FOLDER = "dcp"
 
 
 def save_sharded(folder, model, optimizer) -> None:
@@ -164,8 +173,6 @@ def load_sharded(folder, model, optimizer) -> None:
 def full_weights(model) -> dict[str, torch.Tensor]:
     """The whole model's weights on rank 0's CPU (a collective: every rank calls it; others get {})."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    from .checkpoint import unique_tensors
 
     return unique_tensors(get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
 

@@ -55,36 +55,61 @@ class UtilizationGuard:
 
 
 class LossGuard:
-    """Decides whether an update is safe to apply.
+    """Decides on the device whether an update is safe to apply, so the host never waits for the answer.
 
-    Unsafe: a non-finite loss or gradient norm, or a loss spike, a loss more than `spike_z` standard deviations
-    above the mean of the last `window` accepted losses (once `min_history` of them exist; spike_z 0 is off).
+    Unsafe: a non-finite loss (code 1) or gradient norm (code 2), or a loss spike (code 3): a loss more than
+    `spike_z` standard deviations above the mean of the last `window` accepted losses (once `min_history` of
+    them exist; spike_z None is off). The accepted losses live in a ring buffer on the device.
     """
 
-    def __init__(self, spike_z: float = 6.0, window: int = 100, min_history: int = 20):
+    REASONS = {1: "non-finite loss", 2: "non-finite gradient norm", 3: "loss spike"}
+
+    def __init__(self, spike_z: float | None = 6.0, device: torch.device | str = "cpu", window: int = 100,
+                 min_history: int = 20):
         self.spike_z, self.window, self.min_history = spike_z, window, min_history
-        self.history: list[float] = []
+        self.buffer = torch.zeros(window, dtype=torch.float64, device=device)
+        self.count = torch.zeros((), dtype=torch.long, device=device)  # accepted losses so far
 
-    def check(self, loss: float, grad_norm: float) -> str | None:
-        """None when the update may go ahead, else the reason to skip it."""
-        if not math.isfinite(loss):
+    def check(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(code: 0 safe, else the reason; z-score of the loss), both 0-d device tensors."""
+        loss = loss.detach().double()
+        n = self.count.clamp(max=self.window)
+        filled = (torch.arange(self.window, device=self.buffer.device) < n).double()
+        mean = (self.buffer * filled).sum() / n.clamp(min=1)
+        std = (((self.buffer - mean) ** 2 * filled).sum() / n.clamp(min=1)).sqrt().clamp(min=1e-8)
+        z = torch.where(torch.isfinite(loss), (loss - mean) / std, torch.zeros_like(loss))
+        spike = (n >= self.min_history) & (z > self.spike_z) if self.spike_z else torch.zeros_like(n, dtype=torch.bool)
+        code = torch.where(~torch.isfinite(loss), 1, torch.where(~torch.isfinite(grad_norm.detach()), 2,
+                                                                torch.where(spike, 3, 0)))
+        return code, z
+
+    def accept(self, loss: torch.Tensor, skip: torch.Tensor) -> None:
+        """Add the loss to the history unless its update was skipped."""
+        slot = (self.count % self.window).view(1)
+        kept = torch.where(skip, self.buffer.index_select(0, slot), loss.detach().double().view(1))
+        self.buffer.index_copy_(0, slot, kept)
+        self.count += (~skip).long()
+
+    @classmethod
+    def reason(cls, code: int, loss: float, norm: float, z: float, history: int) -> str:
+        if code == 1:
             return f"non-finite loss ({loss})"
-        if not math.isfinite(grad_norm):
-            return f"non-finite gradient norm ({grad_norm})"
-        if self.spike_z and len(self.history) >= self.min_history:
-            mean = statistics.fmean(self.history)
-            std = statistics.pstdev(self.history) or 1e-8
-            z = (loss - mean) / std
-            if z > self.spike_z:
-                return f"loss spike ({loss:.4f}, z = {z:.1f} over the last {len(self.history)} steps)"
-        return None
+        if code == 2:
+            return f"non-finite gradient norm ({norm})"
+        return f"loss spike ({loss:.4f}, z = {z:.1f} over the last {history} steps)"
 
-    def accept(self, loss: float) -> None:
-        self.history.append(loss)
-        del self.history[: -self.window]
+    def history(self) -> list[float]:
+        """The accepted losses, oldest first (a host read: for checkpoints)."""
+        n, count = min(int(self.count), self.window), int(self.count)
+        values = self.buffer.tolist()
+        return [values[(count - n + i) % self.window] for i in range(n)]
 
     def state_dict(self) -> dict:
-        return {"history": list(self.history)}
+        return {"history": self.history(), "count": int(self.count)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.history = list(state.get("history", []))
+        history = list(state.get("history", []))[-self.window:]
+        self.buffer.zero_()
+        if history:
+            self.buffer[: len(history)] = torch.tensor(history, dtype=torch.float64)
+        self.count.fill_(len(history))

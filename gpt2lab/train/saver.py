@@ -1,10 +1,12 @@
 """Saving checkpoints without stalling training.
 
-The training loop only pays for a snapshot: the weights, optimizer and scaler state copied to CPU memory.
-A background thread then writes the folder (atomically, see checkpoint.py) and applies the retention policy
-(keep the newest keep_last, plus every step that is a multiple of keep_every). One save is in flight at a
-time; a new save, or the end of the run, first waits for the previous one. A failed write (a full disk)
-surfaces in the training thread as a one-line error at the next save or at the end.
+The training loop only pays for a snapshot: the weights and the training state copied to CPU memory. A
+background thread then writes the folder (atomically, see gpt2lab/checkpoint.py) and applies retention: the
+newest keep_last verified checkpoints, every multiple of keep_every, and the protected ones (the newest
+checkpoint known to be healthy, which a rollback would return to). A checkpoint that fails verification is set
+aside as step_N.corrupt, reported, and never counted as kept. One save is in flight at a time; a new save, or
+the end of the run, first waits for the previous one. A failed write (a full disk) surfaces in the training
+thread as a one-line error at the next save or at the end, and the previous checkpoints stay as they were.
 """
 
 from __future__ import annotations
@@ -12,38 +14,60 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
+from ..checkpoint import model_weights, prune_checkpoints, save_checkpoint
 from ..config import Config
-from .checkpoint import model_weights, prune_checkpoints, save_checkpoint, to_cpu
+
+
+def to_cpu(obj):
+    """A deep copy of nested state (optimizer, scaler) with every tensor on the CPU."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
 
 
 class CheckpointSaver:
-    def __init__(self, run_dir: Path, config: Config, asynchronous: bool = True, keep_last: int = 0, keep_every: int = 0):
-        self.run_dir, self.config = run_dir, config
-        self.asynchronous, self.keep_last, self.keep_every = asynchronous, keep_last, keep_every
+    def __init__(self, run_dir: Path, config: Config, echo: Callable = print):
+        self.run_dir, self.config, self.echo = run_dir, config, echo
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._notes: list[str] = []
         self.last_saved: Path | None = None
 
-    def save(self, step: int, model, state: dict) -> float:
+    def save(self, step: int, model, state: dict, protect: set[int] = frozenset()) -> float:
         """Snapshot now, write in the background; returns the seconds the caller was held up."""
         start = time.perf_counter()
         self.wait()
         weights = model_weights(model)
         snapshot = to_cpu(state)
-        if self.asynchronous:
-            self._thread = threading.Thread(target=self._write, args=(step, weights, snapshot), daemon=True,
-                                            name=f"checkpoint-{step}")
+        if self.config.checkpoint.asynchronous:
+            self._thread = threading.Thread(target=self._write, args=(step, weights, snapshot, set(protect)),
+                                            daemon=True, name=f"checkpoint-{step}")
             self._thread.start()
         else:
-            self._write(step, weights, snapshot)
+            self._write(step, weights, snapshot, set(protect))
             self._raise_pending()
         return time.perf_counter() - start
 
-    def _write(self, step: int, weights: dict, state: dict) -> None:
+    def write_prepared(self, step: int, weights: dict, state: dict, protect: set[int] = frozenset()) -> None:
+        """FSDP: the sharded state is already in the temporary folder; add the rest now (synchronously)."""
+        self._write(step, weights, state, set(protect), tmp_prepared=True)
+        self._raise_pending()
+
+    def _write(self, step: int, weights: dict, state: dict, protect: set[int], tmp_prepared: bool = False) -> None:
         try:
-            self.last_saved = save_checkpoint(self.run_dir, step, weights, self.config, state)
-            prune_checkpoints(self.run_dir, self.keep_last, self.keep_every)
+            self.last_saved = save_checkpoint(self.run_dir, step, weights, self.config, state, tmp_prepared)
+            k = self.config.checkpoint
+            _, aside = prune_checkpoints(self.run_dir, k.keep_last, k.keep_every, protect | {step})
+            self._notes += [f"warning: {p.name.split('.')[0]} failed verification and was set aside as {p.name}"
+                            for p in aside]
         except BaseException as exc:  # handed to the training thread
             self._error = exc
 
@@ -55,6 +79,9 @@ class CheckpointSaver:
         self._raise_pending()
 
     def _raise_pending(self) -> None:
+        notes, self._notes = self._notes, []
+        for note in notes:
+            self.echo(note)
         if self._error is not None:
             error, self._error = self._error, None
             raise error

@@ -1,4 +1,15 @@
-"""The learning-rate schedule: linear warmup to the peak, then cosine (or linear) decay to min_lr."""
+"""The learning-rate schedule as a multiplier of each group's base LR, and the plan of a time-limited run.
+
+  warmup   linear from 1/warmup to 1 over the first warmup_steps steps
+  cosine   from 1 down to `floor` (min_lr / lr) along half a cosine, ending at the last step
+  linear   the same, along a straight line
+  constant 1 after warmup
+  wsd      warmup-stable-decay: 1 until the last cooldown_fraction of the run, then linearly down to `floor`
+
+With a time budget the run's length is not known in advance: TimePlan turns the budget into a number of
+steps from the observed time per step (evaluations included), and re-plans every step as it drifts, so that
+the decay ends at the deadline.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +18,63 @@ import math
 from ..config import ScheduleConfig
 
 
-def lr_at(step: int, peak_lr: float, schedule: ScheduleConfig) -> float:
-    """LR for optimizer step `step` (0-based). Warmup reaches the peak at step warmup_steps - 1; the decay
-    reaches min_lr at step max_steps and stays there."""
-    if step < schedule.warmup_steps:
-        return peak_lr * (step + 1) / schedule.warmup_steps
+def lr_multiplier(step: int, schedule: ScheduleConfig, total_steps: int, floor: float) -> float:
+    """The multiplier for optimizer step `step` (0-based) of a run of total_steps. Warmup reaches 1 at step
+    warmup_steps - 1; the decay reaches `floor` at step total_steps and stays there."""
+    warmup = schedule.warmup_steps or 0
+    if step < warmup:
+        return (step + 1) / warmup
     if schedule.decay == "constant":
-        return peak_lr
-    span = max(1, schedule.max_steps - schedule.warmup_steps)
-    progress = min(1.0, (step - schedule.warmup_steps) / span)
-    if schedule.decay == "linear":
-        factor = 1.0 - progress
-    else:
-        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return schedule.min_lr + factor * (peak_lr - schedule.min_lr)
+        return 1.0
+    if schedule.decay == "wsd":
+        start = max(warmup, total_steps - math.ceil(schedule.cooldown_fraction * total_steps))
+        if step < start:
+            return 1.0
+        progress = min(1.0, (step - start) / max(1, total_steps - start))
+        return 1.0 - (1.0 - floor) * progress
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    factor = 1.0 - progress if schedule.decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return floor + factor * (1.0 - floor)
+
+
+def floor_of(schedule: ScheduleConfig, peak_lr: float) -> float:
+    """The final multiplier: schedule.min_lr as a fraction of the peak LR, or schedule.min_lr_ratio."""
+    return schedule.min_lr / peak_lr if schedule.min_lr is not None else schedule.min_lr_ratio
+
+
+def lr_at(step: int, peak_lr: float, schedule: ScheduleConfig) -> float:
+    """The absolute LR of a group whose base LR is peak_lr, in a run of schedule.max_steps."""
+    return peak_lr * lr_multiplier(step, schedule, schedule.max_steps, floor_of(schedule, peak_lr))
+
+
+class TimePlan:
+    """How many steps fit in a time budget, re-planned from the measured seconds per step.
+
+    The first `settle` steps of each process (compilation, warm caches) are not measured. `reserve_s` is kept
+    free at the end for the final evaluation. Until there is a measurement, the plan is the step cap."""
+
+    def __init__(self, budget_s: float, cap: int, settle: int = 2):
+        self.budget_s, self.cap, self.settle = budget_s, cap, settle
+        self.planned = cap
+        self._ref: tuple[int, float] | None = None
+        self._seen = 0
+
+    def update(self, step: int, elapsed: float, reserve_s: float = 0.0) -> int:
+        """The planned total after `step` steps and `elapsed` seconds of training (this and earlier processes)."""
+        self._seen += 1
+        if self._seen == self.settle:
+            self._ref = (step, elapsed)
+        if elapsed + reserve_s >= self.budget_s:
+            self.planned = step
+        elif self._ref is not None and step > self._ref[0]:
+            per_step = (elapsed - self._ref[1]) / (step - self._ref[0])
+            remaining = int((self.budget_s - reserve_s - elapsed) / per_step) if per_step > 0 else self.cap
+            self.planned = max(step + 1, min(self.cap, step + remaining))
+        return self.planned
+
+    def state_dict(self) -> dict:
+        return {"planned": self.planned, "budget_s": self.budget_s}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state and state.get("budget_s") == self.budget_s:
+            self.planned = state["planned"]

@@ -1,79 +1,53 @@
-"""The training loop: warmup + decay, gradient accumulation, clipping, mixed precision, eval, checkpoints,
-and the guards that keep a long run from going silently wrong (skipped bad updates, rollback, clean stops)."""
+"""The training loop: schedule, accumulation, clipping, mixed precision, evaluations, checkpoints, and the
+guards that keep a long run from going silently wrong (skipped bad updates, rollback to a healthy checkpoint,
+clean stops on signals, one writer per run directory).
+
+The loop reads the device once per step, for the step before (see step.py): records are logged one step late,
+and every decision that needs a step's numbers (stopping, rolling back, trusting a checkpoint) is taken then.
+Evaluations come from a factory passed in (gpt2lab.eval.build_evaluators, called once the run's own checks have
+passed); the trainer asks each evaluator whether it is due.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from .. import checkpoint as ckpt
 from ..config import Config
 from ..data.loader import BatchStream, Windows, document_ids
-from ..data.shards import read_meta
+from ..data.shards import check_vocab, read_meta
 from ..errors import UserError
-from ..files import write_json_atomic
-from ..eval.hellaswag import encode_examples, evaluate_hellaswag, read_examples
-from ..eval.perplexity import evaluate_loss
+from ..files import FolderLock, absolute, write_json_atomic
 from ..metrics.console import format_record
+from ..metrics.cpu_peak import cpu_peak_flops
 from ..metrics.devices import device_peak_flops
 from ..metrics.flops import flops_per_token
-from ..metrics.logger import MetricsLogger, truncate_metrics
+from ..metrics.logger import METRICS_FILE, MetricsLogger, truncate_metrics
+from ..metrics.memory import GB, largest_micro_batch, memory_plan
 from ..metrics.profiler import Profiler
 from ..metrics.timing import StepTimer, memory_stats
 from ..model import GPT
-from ..runtime import Runtime, resolve_runtime, rng_state, seed_everything, set_rng_state
-from ..tokenizer import load_tokenizer
-from . import checkpoint as ckpt
-from .autobatch import find_micro_batch, trial_step
-from .distributed import (full_weights, gradient_sync, init_distributed, load_sharded, local_device, local_value,
+from ..runtime import resolve_runtime, rng_state, seed_everything, set_rng_state
+from .autobatch import tune_micro_batch
+from .distributed import (full_value, full_weights, gradient_sync, init_distributed, load_sharded, local_device,
                           save_sharded, shutdown, wrap_model)
 from .guards import LossGuard, UtilizationGuard, check_placement
-from .optim import build_optimizer, set_lr
+from .optim import build_optimizer, load_named_state_dict, named_state_dict, set_lr_multiplier
 from .saver import CheckpointSaver
-from .schedule import lr_at
+from .schedule import TimePlan, floor_of, lr_multiplier
+from .step import Clock, Pending, train_step
 
 MAX_ROLLBACKS = 3
-
-
-def forward_backward(model, next_batch: Callable, micro_steps: int, runtime: Runtime, scaler=None,
-                     timer: StepTimer | None = None, grad_sync: Callable | None = None) -> torch.Tensor:
-    """Accumulate gradients over micro_steps micro-batches, each loss scaled by 1/micro_steps, so that the
-    gradient equals that of one batch holding them all. Returns the mean loss (detached).
-
-    grad_sync(last) gives the context for a micro-step's backward: across processes, gradients are reduced
-    only on the last one."""
-    timer = timer or StepTimer(torch.device("cpu"))
-    total = torch.zeros((), device=runtime.device)
-    for i in range(micro_steps):
-        with timer.host("data"):
-            x, y, *doc_ids = next_batch()  # (x, y) or (x, y, document ids)
-        sync = grad_sync(i == micro_steps - 1) if grad_sync else contextlib.nullcontext()
-        with sync:
-            with timer.phase("forward"), runtime.autocast():
-                loss = model(x, y, doc_ids=doc_ids[0] if doc_ids else None)[1]  # logits are not held: the largest activation
-            with timer.phase("backward"):
-                scaled = loss / micro_steps
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        total += loss.detach()
-    return total / micro_steps
-
-
-def check_data_fits(cfg: Config, meta: dict) -> None:
-    n_vocab = meta.get("tokenizer", {}).get("n_vocab", 0)
-    if n_vocab > cfg.model.vocab_size:
-        raise UserError(
-            f"the data's tokenizer has {n_vocab} tokens but model.vocab_size is {cfg.model.vocab_size}; "
-            f"set model.vocab_size to at least {n_vocab} (50304 for GPT-2)"
-        )
-
+RUN_FILES = ("config.json", "device.json", METRICS_FILE, "evaluators.json", ckpt.CHECKPOINTS, "tensorboard", "wandb",
+             "profile", "report.md")
 
 
 class NullLogger:
@@ -89,74 +63,132 @@ class NullLogger:
         pass
 
 
+def run_tokens(cfg: Config) -> int:
+    return cfg.schedule.max_steps * (cfg.run.batch_tokens or cfg.run.micro_batch * cfg.seq_len)
+
+
 class Trainer:
     def __init__(self, cfg: Config, run_dir: str | os.PathLike, resume: bool = False, init_from: str | None = None,
-                 echo: Callable = print):
-        self.cfg, self.run_dir = cfg, Path(run_dir)
-        if not cfg.data.dir:
-            raise UserError("no training data: pass --data DATA_DIR (a folder written by `gpt2lab prepare`)")
-        candidates = ckpt.complete_checkpoints(self.run_dir)
-        if candidates and not resume:
-            raise UserError(f"{self.run_dir} already holds a run (latest {candidates[0].name}); pass --resume to continue it or choose a new --out")
-        if resume and not candidates:
-            raise UserError(f"--resume: {self.run_dir} holds no complete checkpoint to resume from")
+                 evaluators: Callable | None = None, echo: Callable = print, clock: Callable[[], float] | None = None):
+        """evaluators(cfg, data_meta, echo) -> the evaluators of this run (none when not given)."""
+        self.cfg, self.run_dir, self.clock = cfg, absolute(run_dir), clock or Clock()
+        if resume and not self.run_dir.is_dir():
+            raise UserError(f"--resume: the run folder {self.run_dir} does not exist; check --out")
         self.dist = init_distributed(cfg.run.parallel, cfg.run.device, cfg.run.dist_timeout_s)
         self.echo = echo if self.dist.is_main else (lambda *_: None)
-        self.runtime = resolve_runtime(local_device(self.dist, cfg.run.device), cfg.run.precision)
+        self.runtime = resolve_runtime(local_device(self.dist, cfg.run.device), cfg.run.precision, cfg.run.compile,
+                                       run_tokens(cfg))
+        self.lock = FolderLock(self.run_dir, "the run directory").acquire() if self.dist.is_main else None
+        try:
+            candidates = self._check_run_dir(resume)
+            self._open_data()
+            self.evaluators = list(evaluators(cfg, self.data_meta, self.echo)) if evaluators else []
+            self._build(init_from, resume)
+            if resume:
+                self._resume(candidates)
+            self._measure()
+            if self.dist.is_main:
+                self._write_run_files()
+            self.dist.barrier()
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release(cleanup=True)
+            raise
+
+    # --- set-up -------------------------------------------------------------------------------------------------
+
+    def _check_run_dir(self, resume: bool) -> list[Path]:
+        """The run's complete checkpoints; refuses a folder that is someone else's, or a run that would be mixed."""
+        candidates = ckpt.complete_checkpoints(self.run_dir)
+        if not self.dist.is_main:  # rank 0 holds the lock and speaks for the run directory
+            return candidates
+        metrics = self.run_dir / METRICS_FILE
+        if candidates and not resume:
+            raise UserError(f"{self.run_dir} already holds a run (latest {candidates[0].name}); pass --resume to continue "
+                            "it or choose a new --out")
+        if resume and not candidates:
+            stopped = " (it stopped before its first checkpoint: start it again without --resume)" if metrics.is_file() else ""
+            raise UserError(f"--resume: {self.run_dir} holds no complete checkpoint to resume from{stopped}")
+        foreign = [p.name for p in self.run_dir.iterdir() if p.name not in RUN_FILES and not p.name.startswith(".")
+                   and not p.name.endswith(".png")]
+        if foreign and not resume:
+            raise UserError(f"refusing to train into {self.run_dir}: it holds {', '.join(sorted(foreign)[:3])}, which "
+                            "gpt2lab did not write; choose an empty or new --out")
+        if not resume and metrics.is_file():
+            self.echo(f"note: {self.run_dir} holds the metrics of a run stopped before its first checkpoint; starting over")
+            truncate_metrics(self.run_dir, 0)
+        return candidates
+
+    def _open_data(self) -> None:
+        cfg = self.cfg
+        if not cfg.data.dir:
+            raise UserError("no training data: pass --data DATA_DIR (a folder written by `gpt2lab prepare`)")
         meta = read_meta(cfg.data.dir)
-        check_data_fits(cfg, meta)
-        self.eot = meta.get("tokenizer", {}).get("eot")
-        windows = dict(seq_len=cfg.seq_len, align_documents=cfg.data.align_documents, eot=self.eot)
-        self.train_windows = Windows(cfg.data.dir, "train", **windows)
-        self.val_windows = Windows(cfg.data.dir, "val", **windows) if "val" in meta.get("splits", {}) else None
+        check_vocab(meta, cfg.model.vocab_size)
+        self.data_meta, self.eot = meta, meta["tokenizer"].get("eot")
+        self.train_windows = Windows(cfg.data.dir, "train", cfg.seq_len, cfg.data.align_documents, self.eot,
+                                     max_token=cfg.model.vocab_size)
         self.doc_eot = self.eot if cfg.data.document_masking else None
 
+    def _check_memory(self) -> None:
+        """Refuse a model or micro-batch this machine cannot hold, before trying to allocate it."""
+        cfg, device = self.cfg, self.runtime.device
+        with torch.device("meta"):
+            n_params = GPT(cfg.model).num_params()
+        need = memory_plan(cfg.model, n_params, cfg.run.micro_batch, cfg.seq_len, self.runtime.precision).total
+        if device.type == "cuda":
+            have, where = torch.cuda.get_device_properties(device).total_memory, "this GPU"
+        else:
+            have, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine"
+        if need > 2 * have:
+            raise UserError(f"this run needs about {need / GB:,.1f} GB ({n_params:,} parameters, micro-batch "
+                            f"{cfg.run.micro_batch} x {cfg.seq_len}) but {where} has {have / GB:,.1f} GB; lower "
+                            "--micro-batch (run.batch_tokens keeps the global batch) or choose a smaller model")
+
+    def _build(self, init_from: str | None, resume: bool) -> None:
+        cfg, device = self.cfg, self.runtime.device
         seed_everything(cfg.run.seed)  # the same initial weights on every rank
-        self.model = GPT(cfg.model).to(self.runtime.device)
-        self.model.activation_checkpointing = cfg.run.activation_checkpointing
-        self.model.loss_chunk = cfg.run.loss_chunk
+        self._check_memory()
+        self.model = GPT(cfg.model).to(device)
+        if init_from:
+            self._init_from(init_from)  # before wrapping: FSDP shards what is loaded
         if self.dist.world_size > 1:
             torch.manual_seed(cfg.run.seed + 1000 * self.dist.rank)  # but each rank its own dropout
+        self.wrapped = wrap_model(self.model, self.dist, device)
+        self.optimizer = build_optimizer(self.model, cfg.optim, device)
+        self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.scaler = torch.amp.GradScaler(device.type) if self.runtime.precision == "fp16" else None
         if cfg.run.auto_batch and not resume:
             self._auto_batch()
         self.accum = cfg.grad_accum_steps(self.dist.world_size)
         self.tokens_per_step = self.accum * cfg.run.micro_batch * cfg.seq_len * self.dist.world_size
-        self.wrapped = wrap_model(self.model, self.dist, self.runtime.precision)
-        self.optimizer = build_optimizer(self.model, cfg.optim, self.runtime.device)
-        self.scaler = torch.amp.GradScaler(self.runtime.device.type) if self.runtime.precision == "fp16" else None
         self.stream = BatchStream(self.train_windows, cfg.run.micro_batch, cfg.run.seed, self.dist.rank,
                                   self.dist.world_size, prefetch=cfg.data.prefetch)
-        self.loss_guard = LossGuard(cfg.run.spike_z)
+        self.guard = LossGuard(cfg.guard.spike_z, device)
+        self.plan = TimePlan(cfg.schedule.time_budget_s, cfg.schedule.max_steps) if cfg.schedule.time_budget_s else None
+        self.floor = floor_of(cfg.schedule, cfg.optim.lr)
         self.step, self.elapsed, self.lr_scale, self.rollbacks = 0, 0.0, 1.0, 0
+        self.trusted: int | None = None  # the newest checkpoint known healthy: a rollback returns there
+        self._awaiting_trust: int | None = None
+        self._schedule_note: str | None = None
         self._placement_checked = False
-        if resume:
-            self._resume(candidates)
-        elif init_from:
-            self._init_from(init_from)
-        self.hellaswag = self._load_hellaswag()
-        self.compiled = torch.compile(self.wrapped) if cfg.run.compile else self.wrapped
-
-        self.flops = flops_per_token(cfg.model, cfg.seq_len)
-        self.peak_flops, self.peak_source = (None, "no MFU on the CPU")
-        if self.runtime.device.type == "cuda" or cfg.run.peak_tflops:
-            name = self.runtime.describe()["name"]
-            self.peak_flops, self.peak_source = device_peak_flops(name, self.runtime.precision, cfg.run.peak_tflops)
-        self.timer = StepTimer(self.runtime.device)
-        self.utilization = UtilizationGuard(self.runtime.device)
-        self.saver = CheckpointSaver(self.run_dir, cfg, cfg.run.async_checkpoint, cfg.run.keep_last, cfg.run.keep_every)
+        self.compiled = torch.compile(self.wrapped) if self.runtime.compile else self.wrapped
+        self.timer = StepTimer(device)
+        self.saver = CheckpointSaver(self.run_dir, cfg, self.echo)
         self.stop_signal: str | None = None
-        if self.dist.is_main:  # only rank 0 writes
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.run_dir / "config.json", cfg.to_dict())
-            write_json_atomic(self.run_dir / "device.json", self.device_report())
-        self.dist.barrier()
 
-    # --- set-up -----------------------------------------------------------------------------------------------
+    def _measure(self) -> None:
+        cfg, rt = self.cfg, self.runtime
+        self.flops = flops_per_token(cfg.model, cfg.seq_len)
+        if rt.device.type == "cpu" and cfg.run.peak_tflops is None:
+            self.peak_flops, self.peak_source = cpu_peak_flops(rt.precision, rt.describe()["name"])
+        else:
+            self.peak_flops, self.peak_source = device_peak_flops(rt.describe()["name"], rt.precision, cfg.run.peak_tflops or 0)
+        self.utilization = UtilizationGuard(rt.device)
 
     def device_report(self) -> dict:
         return {
             **self.runtime.describe(),
-            "compile": self.cfg.run.compile,
             "peak_tflops": self.peak_flops / 1e12 if self.peak_flops else None,
             "peak_source": self.peak_source,
             "parameters": self.model.num_params(),
@@ -166,61 +198,32 @@ class Trainer:
             "parallel": self.dist.strategy,
         }
 
-    def _auto_batch(self) -> None:
-        run = self.cfg.run
-        if self.runtime.device.type != "cuda":
-            self.echo(f"note: --auto-batch searches GPU memory; on {self.runtime.device} the micro-batch stays {run.micro_batch}")
-            return
-        from ..plan import largest_micro_batch
+    def _write_run_files(self) -> None:
+        write_json_atomic(self.run_dir / "config.json", self.cfg.to_dict(), "the run config")
+        write_json_atomic(self.run_dir / "device.json", self.device_report(), "the device report")
+        write_json_atomic(self.run_dir / "evaluators.json", [e.describe() for e in self.evaluators], "the evaluator list")
 
-        memory_gb = torch.cuda.get_device_properties(self.runtime.device).total_memory / 2**30
+    def _auto_batch(self) -> None:
+        run, device = self.cfg.run, self.runtime.device
+        if device.type != "cuda":
+            self.echo(f"note: --auto-batch searches GPU memory; on {device} the micro-batch stays {run.micro_batch}")
+            return
+        if self.dist.strategy == "fsdp":
+            raise UserError("run.auto_batch does not work with run.parallel=fsdp (a trial step needs every rank); set "
+                            "--micro-batch yourself (`gpt2lab plan` estimates what fits)")
+        memory_gb = torch.cuda.get_device_properties(device).total_memory / 2**30
         estimate = largest_micro_batch(self.cfg.model, self.model.num_params(), self.cfg.seq_len, self.runtime.precision,
                                        memory_gb, run.activation_checkpointing)
         total = run.batch_tokens or run.micro_batch * self.cfg.seq_len
-        sequences = total // self.cfg.seq_len
-        best = find_micro_batch(trial_step(self.model, self.runtime, self.cfg.seq_len, self.cfg.model.vocab_size),
-                                sequences, max(1, 2 * estimate))
+        best = tune_micro_batch(self.wrapped, self.optimizer, self.runtime, self.cfg, self.dist,
+                                total // self.cfg.seq_len, max(1, 2 * estimate))
         if best == 0:
             raise UserError(self._oom_message("even a micro-batch of 1 does not fit"))
         run.batch_tokens, run.micro_batch = total, best
-        self.echo(f"auto-batch: micro-batch {best} fits (plan estimated {estimate}); {total // (best * self.cfg.seq_len)} accumulation steps")
+        self.echo(f"auto-batch: micro-batch {best} fits with the optimizer state allocated (plan estimated {estimate}); "
+                  f"{total // (best * self.cfg.seq_len * self.dist.world_size)} accumulation steps")
 
-    def _restore(self, checkpoint: Path) -> None:
-        state = ckpt.load_state(checkpoint)
-        try:
-            if self.dist.strategy == "fsdp":
-                load_sharded(checkpoint, self.model, self.optimizer)  # reshards to this world size
-            else:
-                ckpt.load_weights(self.model, checkpoint, self.runtime.device)
-                if state.get("optimizer") is None:
-                    raise UserError("its optimizer state is sharded (an FSDP run); resume with --set run.parallel=fsdp")
-                self.optimizer.load_state_dict(state["optimizer"])
-            self.stream.load_state_dict(state["loader"])
-            if self.scaler is not None and state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-            ranks = state.get("rng_ranks") or [state["rng"]]
-            set_rng_state(ranks[self.dist.rank] if self.dist.rank < len(ranks) else ranks[0])
-            if self.dist.rank >= len(ranks):  # more ranks than when saved: fresh, distinct dropout streams
-                torch.manual_seed(self.cfg.run.seed + 1000 * self.dist.rank + state["step"])
-            self.loss_guard.load_state_dict(state.get("loss_guard", {}))
-            self.step, self.elapsed = state["step"], state.get("elapsed", 0.0)
-            self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise UserError(f"{checkpoint / ckpt.STATE} does not fit this run ({type(exc).__name__}: {exc})") from None
-
-    def _resume(self, candidates: list[Path]) -> None:
-        """The newest checkpoint that loads; an unreadable one is skipped with a warning."""
-        for checkpoint in candidates:
-            try:
-                self._restore(checkpoint)
-            except UserError as exc:
-                self.echo(f"warning: skipping {checkpoint.name}: {exc}")
-                continue
-            if self.dist.is_main:
-                truncate_metrics(self.run_dir, self.step)
-            self.echo(f"resumed from {checkpoint} at step {self.step}")
-            return
-        raise UserError(f"--resume: none of the {len(candidates)} checkpoints in {self.run_dir} could be loaded")
+    # --- checkpoints: state, saving, restoring --------------------------------------------------------------------
 
     def _init_from(self, path: str) -> None:
         source = ckpt.resolve_checkpoint(path)
@@ -230,30 +233,19 @@ class Trainer:
         ckpt.load_weights(self.model, source, self.runtime.device)
         self.echo(f"initialised from {source}")
 
-    def _load_hellaswag(self):
-        run = self.cfg.run
-        if not run.hellaswag_every:
-            return None
-        if not run.hellaswag_path:
-            self.echo(f"note: HellaSwag every {run.hellaswag_every} steps is off until run.hellaswag_path names hellaswag_val.jsonl")
-            return None
-        rows = read_examples(run.hellaswag_path, run.hellaswag_limit)
-        return encode_examples(rows, load_tokenizer(self.cfg.data.tokenizer or None))
-
-    # --- one step ------------------------------------------------------------------------------------------------
-
     def _state(self) -> dict:
-        rngs = self.dist.gather_objects(rng_state())
+        rngs = self.dist.gather_objects(rng_state(self.runtime.device))
         return {
-            "optimizer": None if self.dist.strategy == "fsdp" else self.optimizer.state_dict(),  # FSDP: sharded, in dcp/
+            "optimizer": None if self.dist.strategy == "fsdp" else named_state_dict(self.optimizer),  # FSDP: in dcp/
             "loader": self.stream.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rngs[0],
             "rng_ranks": rngs,
-            "loss_guard": self.loss_guard.state_dict(),
+            "loss_guard": self.guard.state_dict(),
             "elapsed": self.elapsed,
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
+            "plan": self.plan.state_dict() if self.plan else None,
         }
 
     def save(self) -> float:
@@ -261,12 +253,13 @@ class Trainer:
 
         One process (or DDP): rank 0 snapshots and writes in the background. FSDP: every rank writes its
         shards through torch.distributed.checkpoint, rank 0 adds the full weights and the rest, atomically."""
+        start = self.clock()
         state = self._state()  # a collective: every rank takes part
+        protect = {self.trusted} if self.trusted is not None else set()
+        self._awaiting_trust = self.step
         if self.dist.strategy != "fsdp":
-            return self.saver.save(self.step, self.model, state) if self.dist.is_main else 0.0
-        start = time.perf_counter()
-        folder = ckpt.checkpoint_folder(self.run_dir, self.step)
-        tmp = ckpt.temporary_folder(folder)
+            return self.saver.save(self.step, self.model, state, protect) if self.dist.is_main else 0.0
+        tmp = ckpt.temporary_folder(ckpt.checkpoint_folder(self.run_dir, self.step))
         if self.dist.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -274,99 +267,187 @@ class Trainer:
         save_sharded(tmp, self.model, self.optimizer)
         weights = full_weights(self.model)
         if self.dist.is_main:
-            self.saver.last_saved = ckpt.save_checkpoint(self.run_dir, self.step, weights, self.cfg, state, tmp_prepared=True)
-            ckpt.prune_checkpoints(self.run_dir, self.cfg.run.keep_last, self.cfg.run.keep_every)
+            self.saver.write_prepared(self.step, weights, {**state, "step": self.step}, protect)
         self.dist.barrier()
-        return time.perf_counter() - start
+        return self.clock() - start
 
-    def evaluate(self) -> dict | None:
-        if self.val_windows is None:
+    def _model_mismatch(self, saved: Config) -> str | None:
+        a, b = self.cfg.model, saved.model
+        if a == b:
             return None
-        return evaluate_loss(self.compiled, self.val_windows, self.cfg.run.micro_batch, self.runtime, self.cfg.run.eval_batches,
-                             self.doc_eot, (self.dist.rank, self.dist.world_size), self._reduce)
+
+        def shape(m):
+            return f"{m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, context {m.block_size}, vocab {m.vocab_size}"
+
+        diffs = [f"{k}={getattr(b, k)!r} there, {getattr(a, k)!r} here" for k in vars(a) if getattr(a, k) != getattr(b, k)]
+        return f"this run's model ({shape(a)}) is not the checkpoint's ({shape(b)}): {'; '.join(diffs[:4])}"
+
+    def _restore(self, checkpoint: Path) -> None:
+        """Load a checkpoint into this run. CorruptCheckpoint: its files are damaged (skip it); UserError: it
+        does not fit this run (stop); anything else (a CUDA error) propagates and stops the run."""
+        marker = ckpt.verify(checkpoint, deep=True)
+        try:
+            saved = ckpt.load_config(checkpoint)
+        except UserError as exc:
+            raise ckpt.CorruptCheckpoint(str(exc)) from None
+        mismatch = self._model_mismatch(saved)
+        if mismatch:
+            raise UserError(f"{checkpoint.name}: {mismatch}; a resumed run keeps its model: drop --preset and model.* overrides")
+        state = ckpt.load_state(checkpoint)
+        if self.dist.strategy == "fsdp":
+            load_sharded(checkpoint, self.model, self.optimizer)  # reshards to this world size
+        else:
+            try:
+                ckpt.load_weights(self.model, checkpoint, self.runtime.device)
+            except UserError as exc:
+                raise ckpt.CorruptCheckpoint(str(exc)) from None
+            if state.get("optimizer") is None:
+                raise UserError(f"{checkpoint.name}: its optimizer state is sharded (an FSDP run); resume with --set run.parallel=fsdp")
+        try:
+            if self.dist.strategy != "fsdp":
+                load_named_state_dict(self.optimizer, state["optimizer"], self.model)
+            self.stream.load_state_dict(state["loader"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            self._restore_rng(state)
+            self.guard.load_state_dict(state.get("loss_guard") or {})
+            if self.plan and state.get("plan"):
+                self.plan.load_state_dict(state["plan"])
+            self.step, self.elapsed = state["step"], state.get("elapsed", 0.0)
+            self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise ckpt.CorruptCheckpoint(f"its training state is incomplete ({type(exc).__name__}: {exc})") from None
+        self.trusted = self.step if marker.get("health", {}).get("weights_finite", True) else None
+        self._schedule_note = self._schedule_change(saved)
+
+    def _restore_rng(self, state: dict) -> None:
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        set_rng_state(ranks[self.dist.rank] if self.dist.rank < len(ranks) else ranks[0], self.runtime.device)
+        if self.dist.rank >= len(ranks):  # more ranks than when saved: fresh, distinct dropout streams
+            torch.manual_seed(self.cfg.run.seed + 1000 * self.dist.rank + state["step"])
+
+    def _schedule_change(self, saved: Config) -> str | None:
+        """One line when this run's LR schedule differs from the one the checkpoint was trained with."""
+        keys = [("schedule", k) for k in ("max_steps", "warmup_steps", "decay", "min_lr", "min_lr_ratio",
+                                          "cooldown_fraction", "time_budget_s")] + [("optim", "lr")]
+        changes = [f"{s}.{k} {getattr(getattr(saved, s), k)} -> {getattr(getattr(self.cfg, s), k)}" for s, k in keys
+                   if getattr(getattr(saved, s), k) != getattr(getattr(self.cfg, s), k)]
+        return ", ".join(changes) or None
+
+    def _resume(self, candidates: list[Path]) -> None:
+        """The newest checkpoint that loads; a corrupt one is set aside (renamed step_N.corrupt) and reported."""
+        for checkpoint in candidates:
+            try:
+                self._restore(checkpoint)
+            except ckpt.CorruptCheckpoint as exc:
+                if self.dist.is_main:
+                    aside = ckpt.set_aside(checkpoint, str(exc))
+                    self.echo(f"warning: {checkpoint.name} is corrupt ({exc}); set aside as {aside.name}")
+                self.dist.barrier()
+                continue
+            if self.dist.is_main:
+                truncate_metrics(self.run_dir, self.step)
+            self.echo(f"resumed from {checkpoint} at step {self.step}")
+            if self._schedule_note:
+                lr_now = self.cfg.optim.lr * lr_multiplier(self.step, self.cfg.schedule, self.total_steps(), self.floor)
+                self.echo(f"note: the LR schedule differs from the checkpoint's ({self._schedule_note}): from step "
+                          f"{self.step + 1} the LR follows the new one (now {lr_now:.3g}); metrics.jsonl marks the change")
+            return
+        raise UserError(f"--resume: none of the {len(candidates)} checkpoints in {self.run_dir} could be loaded; "
+                        "they were set aside as corrupt (step_N.corrupt)")
+
+    def _recover(self, logger, reason: str, last_bad: int) -> None:
+        """After max_bad_steps skipped updates in a row: roll back to the newest healthy checkpoint at a lower LR,
+        or stop. A checkpoint is healthy when its weights are finite and the step after it was not skipped."""
+        g = self.cfg.guard
+        self.saver.wait()
+        target = ckpt.checkpoint_folder(self.run_dir, self.trusted) if self.trusted is not None else None
+        if target is not None and not ckpt.is_checkpoint(target):
+            target = None
+        first_bad = last_bad - g.max_bad_steps + 1
+        message = (f"{g.max_bad_steps} updates in a row were unsafe at step {last_bad} "
+                   f"(steps {first_bad}-{last_bad}; last: {reason})")
+        if not g.rollback or target is None or self.rollbacks >= MAX_ROLLBACKS:
+            why = ("rollback is off" if not g.rollback else "there is no healthy checkpoint to roll back to" if target is None
+                   else f"{MAX_ROLLBACKS} rollbacks did not help")
+            raise UserError(f"{message}; stopping because {why}. Lower optim.lr, check the data near this step, "
+                            "or resume from an earlier checkpoint")
+        rollbacks, lr_scale = self.rollbacks + 1, self.lr_scale * g.rollback_lr_factor
+        try:
+            self._restore(target)
+        except ckpt.CorruptCheckpoint as exc:
+            raise UserError(f"{message}; the checkpoint to roll back to, {target.name}, is corrupt ({exc})") from None
+        self.rollbacks, self.lr_scale = rollbacks, lr_scale
+        logger.truncate(self.step)
+        self.echo(f"warning: {message}; rolled back to {target.name}, LR now x{self.lr_scale:g}")
+
+    # --- one step, and its record ------------------------------------------------------------------------------
+
+    def total_steps(self) -> int:
+        return self.plan.planned if self.plan else self.cfg.schedule.max_steps
+
+    def _next_batch(self):
+        x, y = self.stream.next_batch(self.runtime.device)
+        if not self._placement_checked:
+            check_placement(self.model, x, self.runtime.device)
+            self._placement_checked = True
+        return x, y, (document_ids(x, self.doc_eot) if self.doc_eot is not None else None)
+
+    def train_step(self) -> Pending:
+        """One optimizer step (or a skipped one, when the guards say the update is unsafe), not yet read."""
+        cfg = self.cfg
+        multiplier = lr_multiplier(self.step, cfg.schedule, self.total_steps(), self.floor) * self.lr_scale
+        set_lr_multiplier(self.optimizer, multiplier)
+        started = self.clock()
+        stats, timing = train_step(
+            self.compiled, self.optimizer, self.guard, self._next_batch, self.accum, self.runtime, cfg.optim.grad_clip,
+            float(self.stop_signal is not None), self.dist.all_reduce_mean_, full_value, self.scaler, self.timer,
+            lambda last: gradient_sync(self.wrapped, self.dist, last), self.params,
+            loss_chunk=cfg.run.loss_chunk, recompute=cfg.run.activation_checkpointing)
+        self.step += 1
+        record = {"step": self.step, "tokens": self.step * self.tokens_per_step, "lr": cfg.optim.lr * multiplier,
+                  "epoch": self.stream.epoch}
+        if self._schedule_note:
+            record["schedule_change"], self._schedule_note = self._schedule_note, None
+        return Pending(record, stats, timing, started=started)
+
+    def _complete(self, pending: Pending, step_seconds: float) -> dict:
+        """The record of a finished step: its device values read, rates and memory added."""
+        r = pending.read(self.scaler is not None, step_seconds)
+        r["tokens_per_sec"] = self.tokens_per_step / max(step_seconds, 1e-9)
+        if self.peak_flops:
+            r["mfu"] = r["tokens_per_sec"] / self.dist.world_size * self.flops.training / self.peak_flops  # per GPU
+        if self._log_now(r["step"]):
+            r.update(memory_stats(self.runtime.device))
+            util = self.utilization.sample(r["step"])
+            if util is not None:
+                r["gpu_util"] = util
+        return r
+
+    def _log_now(self, step: int) -> bool:
+        every = self.cfg.log.every
+        return every is not None and (step % every == 0 or step == 1)
+
+    def _evaluate(self, final: bool) -> dict:
+        """Every evaluator that is due, on the eager model (no recompilation for eval shapes)."""
+        out = {}
+        for evaluator in self.evaluators:
+            if evaluator.due(self.step, final):
+                start = self.clock()
+                out.update(evaluator(self.model, self.runtime, (self.dist.rank, self.dist.world_size), self._reduce))
+                self._eval_seconds = self.clock() - start
+        return out
 
     def _reduce(self, values: list[float]) -> list[float]:
         return self.dist.sum(values, self.runtime.device)
 
-    def train_step(self) -> dict:
-        """One optimizer step (or a skipped one, when the guards say the update is unsafe); its metrics."""
-        cfg, timer, device = self.cfg, self.timer, self.runtime.device
-        t0 = time.perf_counter()
-        lr = lr_at(self.step, cfg.optim.lr, cfg.schedule) * self.lr_scale
-        set_lr(self.optimizer, lr)
-
-        def next_batch():
-            x, y = self.stream.next_batch(device)
-            if not self._placement_checked:
-                check_placement(self.model, x, device)
-                self._placement_checked = True
-            return x, y, (document_ids(x, self.doc_eot) if self.doc_eot is not None else None)
-
-        loss = forward_backward(self.compiled, next_batch, self.accum, self.runtime, self.scaler, timer,
-                                lambda last: gradient_sync(self.wrapped, self.dist, last))
-        with timer.phase("optimizer"):
-            if self.scaler is not None:
-                self.scaler.unscale_(self.optimizer)
-            clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
-            norm = local_value(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))  # global under FSDP
-            loss_value = self.dist.mean(loss.item(), device)  # every rank decides on the same numbers
-            skip = self.loss_guard.check(loss_value, norm)
-            if skip is None:
-                if self.scaler is not None:
-                    self.scaler.step(self.optimizer)
-                else:
-                    self.optimizer.step()
-                self.loss_guard.accept(loss_value)
-            if self.scaler is not None:
-                self.scaler.update()  # after an overflow this lowers the scale
-            self.optimizer.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
-        self.step += 1
-        record = {
-            "step": self.step,
-            "tokens": self.step * self.tokens_per_step,
-            "loss": loss_value,
-            "lr": lr,
-            "grad_norm": norm,
-            "step_time": dt,
-            "tokens_per_sec": self.tokens_per_step / dt,
-            "epoch": self.stream.epoch,
-            **timer.collect(),
-        }
-        if skip is not None:
-            record.update(skipped=True, skip_reason=skip)
-            if self.scaler is not None and math.isfinite(loss_value) and not math.isfinite(norm):
-                record["skip_reason"] = "fp16 overflow (the grad scaler lowered its scale)"
-        if self.peak_flops:
-            record["mfu"] = record["tokens_per_sec"] * self.flops.training / self.peak_flops
-        return record
-
     def _oom_message(self, what: str) -> str:
-        from ..plan import largest_micro_batch
-
         memory_gb = torch.cuda.get_device_properties(self.runtime.device).total_memory / 2**30 if torch.cuda.is_available() else 0
         fits = largest_micro_batch(self.cfg.model, self.model.num_params(), self.cfg.seq_len, self.runtime.precision, memory_gb)
         return (f"GPU out of memory at micro-batch {self.cfg.run.micro_batch} x {self.cfg.seq_len} ({what}); "
                 f"`gpt2lab plan` estimates {fits} fits on this {memory_gb:.0f} GB GPU. Lower --micro-batch (batch_tokens "
                 "keeps the global batch through accumulation), add --set run.activation_checkpointing=true, or pass "
                 "--set run.auto_batch=true to find the largest micro-batch that fits")
-
-    def _recover(self, logger: MetricsLogger, reason: str) -> None:
-        """After max_bad_steps skipped updates in a row: roll back to the last checkpoint at a lower LR, or stop."""
-        run = self.cfg.run
-        self.saver.wait()
-        target = ckpt.latest_checkpoint(self.run_dir)
-        message = f"{run.max_bad_steps} updates in a row were unsafe at step {self.step} (last: {reason})"
-        if not run.rollback or target is None or self.rollbacks >= MAX_ROLLBACKS:
-            why = ("rollback is off" if not run.rollback else "there is no checkpoint to roll back to" if target is None
-                   else f"{MAX_ROLLBACKS} rollbacks did not help")
-            raise UserError(f"{message}; stopping because {why}. Lower optim.lr, check the data near this step, "
-                            "or resume from an earlier checkpoint")
-        rollbacks, lr_scale = self.rollbacks + 1, self.lr_scale * run.rollback_lr_factor
-        self._restore(target)
-        self.rollbacks, self.lr_scale = rollbacks, lr_scale
-        logger.truncate(self.step)
-        self.echo(f"warning: {message}; rolled back to {target.name}, LR now x{self.lr_scale:g}")
 
     # --- the loop --------------------------------------------------------------------------------------------------
 
@@ -382,64 +463,33 @@ class Trainer:
 
         return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    def fit(self) -> dict:
+    def _announce(self) -> None:
         cfg, run = self.cfg, self.cfg.run
-        max_steps = cfg.schedule.max_steps
-        self.echo(self.runtime.banner() + f", compile {'on' if run.compile else 'off'}")
-        self.echo(
-            f"model: {self.model.num_params():,} parameters, {self.flops.training / 1e9:.3f} GFLOP/token (fwd+bwd) | "
-            f"{self.tokens_per_step:,} tokens/step ({run.micro_batch} x {cfg.seq_len} x {self.accum} accumulation) | "
-            f"{len(self.train_windows):,} train windows | MFU peak: {self.peak_source}"
-        )
-        if self.utilization.note:
-            self.echo(f"note: {self.utilization.note}")
-        if self.step >= max_steps:
-            self.echo(f"nothing to do: the run is at step {self.step} of {max_steps}; raise --max-steps to go on")
-        logger = (MetricsLogger(self.run_dir, run.tensorboard, run.wandb_project, cfg.to_dict(), self.echo)
+        self.echo(self.runtime.banner())
+        self.echo(f"model: {self.model.num_params():,} parameters, {self.flops.training / 1e9:.3f} GFLOP/token (fwd+bwd) | "
+                  f"{self.tokens_per_step:,} tokens/step ({run.micro_batch} x {cfg.seq_len} x {self.accum} accumulation"
+                  f"{f' x {self.dist.world_size} processes' if self.dist.world_size > 1 else ''}) | "
+                  f"{len(self.train_windows):,} train windows | optimizer {cfg.optim.name} | MFU peak: {self.peak_source}")
+        for note in [*cfg.notes, *self.runtime.notes, self.utilization.note]:
+            if note:
+                self.echo(f"note: {note}")
+        if self.plan:
+            self.echo(f"time budget: {cfg.schedule.time_budget_s:,.0f} s; the run is planned from the measured step "
+                      f"time so that the {cfg.schedule.decay} decay ends at the deadline (at most {cfg.schedule.max_steps:,} steps)")
+        if self.step >= self.total_steps():
+            self.echo(f"nothing to do: the run is at step {self.step} of {self.total_steps()}; raise --max-steps to go on")
+
+    def fit(self) -> dict:
+        run = self.cfg
+        self._announce()
+        logger = (MetricsLogger(self.run_dir, run.log.tensorboard, run.log.wandb_project, run.to_dict(), self.echo)
                   if self.dist.is_main else NullLogger())
-        profiler = Profiler(self.run_dir, run.profile_steps, self.runtime.device)
+        loop = _Loop(self, logger)
+        profiler = Profiler(self.run_dir, run.log.profile_steps or 0, self.runtime.device)
         previous_handlers = self._install_signal_handlers()
-        record, last_val, bad_in_a_row, stopping = {}, None, 0, False
-        start, start_step, elapsed_before = time.perf_counter(), self.step, self.elapsed
         try:
-            while self.step < max_steps:
-                try:
-                    with profiler:
-                        record = self.train_step()
-                except torch.cuda.OutOfMemoryError:
-                    raise UserError(self._oom_message("during a training step")) from None
-                bad_in_a_row = bad_in_a_row + 1 if record.get("skipped") and "overflow" not in record["skip_reason"] else 0
-                final = self.step == max_steps
-                if (run.eval_every and self.step % run.eval_every == 0) or final:
-                    last_val = self.evaluate()
-                    if last_val is not None:
-                        record.update(val_loss=last_val["loss"], val_perplexity=last_val["perplexity"])
-                if self.hellaswag and (self.step % run.hellaswag_every == 0 or final):
-                    hs = evaluate_hellaswag(self.compiled, self.hellaswag, self.runtime, cfg.model.block_size,
-                                            shard=(self.dist.rank, self.dist.world_size), reduce=self._reduce)
-                    record.update(hellaswag_acc=hs["acc"], hellaswag_acc_norm=hs["acc_norm"])
-                log_now = bool(run.log_every) and (self.step % run.log_every == 0 or self.step == 1)
-                if log_now:
-                    record.update(memory_stats(self.runtime.device))
-                    util = self.utilization.sample(self.step)
-                    if util is not None:
-                        record["gpu_util"] = util
-                self.elapsed = elapsed_before + time.perf_counter() - start
-                record["elapsed"] = self.elapsed
-                stopping = self.dist.any(self.stop_signal is not None, self.runtime.device)
-                # a periodic save waits out a stretch of skipped updates, so that a rollback lands before it
-                due = run.checkpoint_every and self.step % run.checkpoint_every == 0 and not bad_in_a_row
-                if due or final or stopping:
-                    record["checkpoint_time"] = self.save()
-                logger.log(record)
-                if log_now or "val_loss" in record or "hellaswag_acc" in record or record.get("skipped"):
-                    eta = (time.perf_counter() - start) / max(1, self.step - start_step) * (max_steps - self.step)
-                    self.echo(format_record(record, max_steps, eta))
-                if stopping:
-                    break
-                if bad_in_a_row >= run.max_bad_steps:
-                    self._recover(logger, record["skip_reason"])
-                    bad_in_a_row = 0
+            with profiler.session():
+                loop.run(profiler)
             self.saver.wait()
         except BaseException:
             with contextlib.suppress(BaseException):  # let a save in flight finish; the first error wins
@@ -451,10 +501,104 @@ class Trainer:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
             logger.close()
-            profiler.close()
-        if stopping:
+            if self.lock is not None:
+                self.lock.release()
+        if loop.stopping:
             self.stop_signal = self.stop_signal or "SIGTERM"
             self.echo(f"stopped by {self.stop_signal} at step {self.step}; continue with --resume")
         saved = self.saver.last_saved
-        return {"step": self.step, "loss": record.get("loss"), "val": last_val, "checkpoint": str(saved) if saved else None,
-                "stopped_by": self.stop_signal}
+        last = loop.last_record
+        return {"step": self.step, "loss": last.get("loss"), "val": loop.last_eval or None,
+                "checkpoint": str(saved) if saved else None, "stopped_by": self.stop_signal}
+
+
+class _Loop:
+    """The state of one fit(): the step waiting to be read, counters, and what to do after each step."""
+
+    def __init__(self, trainer: Trainer, logger):
+        self.t, self.logger = trainer, logger
+        self.pending: Pending | None = None
+        self.bad_in_a_row, self.stopping = 0, False
+        self.last_record: dict = {}
+        self.last_eval: dict = {}
+        self.start, self.start_step, self.elapsed_before = trainer.clock(), trainer.step, trainer.elapsed
+        self.first_step_time: float | None = None
+        trainer._eval_seconds = 0.0
+
+    def run(self, profiler) -> None:
+        t = self.t
+        while t.step < t.total_steps():
+            try:
+                with profiler.step():
+                    pending = t.train_step()
+            except torch.cuda.OutOfMemoryError:
+                raise UserError(t._oom_message("during a training step")) from None
+            t.elapsed = self.elapsed_before + t.clock() - self.start
+            pending.record["elapsed"] = t.elapsed
+            rollback = self._read_previous(pending)
+            if rollback is not None:
+                t._recover(self.logger, *rollback)
+                self.pending, self.bad_in_a_row = None, 0
+                continue
+            self._after_step(pending)
+            if self.stopping:
+                break
+        if self.pending is not None:
+            self._publish(self.pending, t.clock() - self.pending.started - self.pending.overhead)
+            self.pending = None
+
+    def _read_previous(self, pending: Pending) -> tuple[str, int] | None:
+        """Publish the previous step's record; (the reason to roll back, the last bad step) when the guards have
+        had enough."""
+        previous, self.pending = self.pending, pending
+        if previous is None:
+            return None
+        record = self._publish(previous, pending.started - previous.started - previous.overhead)
+        if self.bad_in_a_row >= self.t.cfg.guard.max_bad_steps:
+            return record["skip_reason"], record["step"]
+        return None
+
+    def _after_step(self, pending: Pending) -> None:
+        t, k = self.t, self.t.cfg.checkpoint
+        begin = t.clock()
+        if t.stop_signal and not t.dist.active:  # one process: no need to wait for the flag to come round
+            self.stopping = True
+        if t.plan:
+            t.plan.update(t.step, t.elapsed, t._eval_seconds)
+        final = t.step >= t.total_steps()
+        results = t._evaluate(final)
+        if results:
+            pending.extra.update(results)
+            self.last_eval = {"loss": results.get("val_loss"), "perplexity": results.get("val_perplexity"), **results}
+        due = k.every is not None and t.step % k.every == 0 and not self.bad_in_a_row
+        if due or final or self.stopping:
+            pending.extra["checkpoint_time"] = t.save()
+        pending.overhead = t.clock() - begin
+
+    def _publish(self, pending: Pending, step_seconds: float) -> dict:
+        t = self.t
+        r = t._complete(pending, step_seconds)
+        self._note_compile(r)
+        self.bad_in_a_row = self.bad_in_a_row + 1 if r.get("skipped") and "overflow" not in r["skip_reason"] else 0
+        if t._awaiting_trust == r["step"] - 1 and not r.get("skipped"):
+            t.trusted, t._awaiting_trust = r["step"] - 1, None
+        self.stopping = self.stopping or r.pop("stop_requested")
+        self.logger.log(r)
+        self.last_record = r
+        evaluations = tuple(m for e in t.evaluators for m in e.metrics)
+        if t._log_now(r["step"]) or any(m.key in r for m in evaluations) or r.get("skipped") or "schedule_change" in r:
+            done = max(1, r["step"] - self.start_step)
+            eta = (t.clock() - self.start) / done * (t.total_steps() - r["step"])
+            t.echo(format_record(r, t.total_steps(), eta, evaluations, t.dist.world_size))
+        return r
+
+    def _note_compile(self, r: dict) -> None:
+        """With torch.compile the first step includes compilation: say how long it took, apart from step time."""
+        if not self.t.runtime.compile or r["step"] > self.start_step + 2:
+            return
+        if self.first_step_time is None:
+            self.first_step_time = r["step_time"]
+        else:
+            r["compile_time"] = max(0.0, self.first_step_time - r["step_time"])
+            self.t.echo(f"compile: about {r['compile_time']:.1f} s (first step {self.first_step_time:.1f} s, "
+                        f"then {r['step_time']:.2f} s per step)")

@@ -11,20 +11,23 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .config import build_config
-from .data.prepare import PrepareOptions, prepare
-from .sampling import sample_text
-from .train.trainer import Trainer
+from ..config import build_config
+from ..data.prepare import PrepareOptions, prepare
+from ..errors import UserError
+from ..files import absolute
+from .sample import SampleOptions, sample_text
+from .train import make_trainer
 
 DEMO_SETTINGS = [
     "schedule.min_lr=3e-4",
     "optim.lr=3e-3",
     "run.micro_batch=16",
-    "run.eval_every=10",
-    "run.eval_batches=0",
-    "run.log_every=5",
-    "run.checkpoint_every=0",
+    "eval.every=10",
+    "eval.batches=none",
+    "log.every=5",
+    "checkpoint.every=none",
 ]
+DEMO_FILES = ("pydoc_topics.jsonl", "data", "run", ".gpt2lab.lock")
 
 
 def write_corpus(path: Path) -> int:
@@ -53,7 +56,12 @@ def write_corpus(path: Path) -> int:
 
 def run_demo(out: str, max_steps: int = 30, device: str = "auto", tokenizer: str | None = None,
              echo: Callable = print) -> dict:
-    out_dir = Path(out)
+    out_dir = absolute(out)
+    if not 1 <= max_steps <= 100_000:
+        raise UserError(f"--max-steps must be between 1 and 100,000, got {max_steps}")
+    foreign = [p.name for p in out_dir.iterdir() if p.name not in DEMO_FILES] if out_dir.is_dir() else []
+    if foreign:
+        raise UserError(f"{out_dir} holds {', '.join(sorted(foreign)[:3])}, which the demo did not write; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     corpus = out_dir / "pydoc_topics.jsonl"
     n_docs = write_corpus(corpus)
@@ -70,10 +78,11 @@ def run_demo(out: str, max_steps: int = 30, device: str = "auto", tokenizer: str
     run_dir = out_dir / "run"
     if (run_dir / "config.json").is_file():  # a previous demo's run: start over
         shutil.rmtree(run_dir)
-    result = Trainer(cfg, run_dir, echo=echo).fit()
+    result = make_trainer(cfg, str(run_dir), echo=echo).fit()
     val = result["val"]
     echo(f"val loss {val['loss']:.4f} | perplexity {val['perplexity']:.1f} (a uniform guess scores loss 10.83, perplexity 50,257)")
-    text = sample_text(str(run_dir), prompt="The", max_new_tokens=60, seed=0, device=device, tokenizer=tokenizer)[0]
+    text = sample_text(str(run_dir), SampleOptions(prompt="The", max_new_tokens=60, seed=0, device=device,
+                                                   tokenizer=tokenizer))[0]
     echo(f"sample: The{text}")
     echo(f"metrics: {run_dir / 'metrics.jsonl'} | checkpoint: {result['checkpoint']}")
     return {**result, "sample": text, "run_dir": str(run_dir)}

@@ -1,0 +1,87 @@
+"""`gpt2lab plan`: will this model train on that GPU, how fast, for how long, at what cost, before you start.
+
+Memory comes from gpt2lab/metrics/memory.py (the model it uses is described there), the optimizer's state from
+its role table in gpt2lab/train/optim/, FLOPs from gpt2lab/metrics/flops.py, and time assumes a stated MFU
+against the GPU's dense peak (gpt2lab/metrics/devices.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import UserError
+from ..metrics.devices import GPU, peak_tflops
+from ..metrics.flops import flops_per_token
+from ..metrics.memory import CONTEXT_OVERHEAD_GB, GB, largest_micro_batch, memory_plan
+from ..model.gpt import GPT, GPTConfig
+from ..train.optim import role_of, state_bytes_per_param
+
+
+def optimizer_bytes(model: GPT, optimizer: str) -> int:
+    """The optimizer's state in bytes, from each parameter's role."""
+    return sum(p.numel() * state_bytes_per_param(optimizer, role_of(n, p)) for n, p in model.named_parameters())
+
+
+def make_plan(config: GPTConfig, gpu: GPU, tokens: float, micro_batch: int, seq_len: int | None = None,
+              precision: str = "bf16", mfu: float = 0.4, price_per_hour: float | None = None,
+              optimizer: str = "adamw") -> dict:
+    seq_len = seq_len or config.block_size
+    if not (math.isfinite(mfu) and 0 < mfu <= 1):
+        raise UserError(f"--mfu must be in (0, 1], got {mfu}")
+    if not 1 <= micro_batch <= 65536 or not (math.isfinite(tokens) and 0 < tokens <= 1e15):
+        raise UserError("--micro-batch must be between 1 and 65536 and --tokens between 1 and 1e15")
+    if price_per_hour is not None and not (math.isfinite(price_per_hour) and 0 <= price_per_hour <= 1e6):
+        raise UserError(f"--price must be a finite, non-negative number of dollars per hour, got {price_per_hour}")
+    with torch.device("meta"):  # shapes only: no memory for a 1.5B-parameter model
+        model = GPT(config)
+    n_params, state = model.num_params(), optimizer_bytes(model, optimizer)
+    flops = flops_per_token(config, seq_len)
+    mem = memory_plan(config, n_params, micro_batch, seq_len, precision, state)
+    peak = peak_tflops(gpu, precision) * 1e12
+    tokens_per_sec = mfu * peak / flops.training
+    hours = tokens / tokens_per_sec / 3600
+    budget = gpu.memory_gb - CONTEXT_OVERHEAD_GB
+    gb = lambda b: round(b / GB, 3)  # noqa: E731
+    return {
+        "gpu": gpu.name, "gpu_memory_gb": gpu.memory_gb, "precision": precision, "peak_tflops": peak / 1e12,
+        "parameters": n_params, "seq_len": seq_len, "micro_batch": micro_batch,
+        "flops_per_token": flops.as_dict(),
+        "memory_gb": {
+            "weights": gb(mem.weights), "gradients": gb(mem.gradients), "optimizer": gb(mem.optimizer),
+            "weight_casts": gb(mem.weight_casts), "activations": gb(mem.activations),
+            "activations_checkpointed": gb(mem.activations_checkpointed),
+            "total": gb(mem.total), "total_checkpointed": gb(mem.total_checkpointed),
+            "cuda_context_reserve": CONTEXT_OVERHEAD_GB,
+        },
+        "fits": mem.total / GB <= budget,
+        "fits_with_checkpointing": mem.total_checkpointed / GB <= budget,
+        "largest_micro_batch": largest_micro_batch(config, n_params, seq_len, precision, gpu.memory_gb, False, state),
+        "largest_micro_batch_checkpointed": largest_micro_batch(config, n_params, seq_len, precision, gpu.memory_gb,
+                                                                True, state),
+        "optimizer": optimizer,
+        "mfu": mfu, "tokens": tokens, "tokens_per_sec": tokens_per_sec, "hours": hours,
+        "cost": hours * price_per_hour if price_per_hour is not None else None,
+        "price_per_hour": price_per_hour,
+    }
+
+
+def format_plan(p: dict) -> str:
+    m = p["memory_gb"]
+    f = p["flops_per_token"]
+    lines = [
+        f"{p['parameters']:,} parameters on {p['gpu']} ({p['gpu_memory_gb']} GB, {p['peak_tflops']:.1f} dense {p['precision']} TFLOPS)",
+        f"FLOPs per token: {f['forward'] / 1e9:.3f} G forward, {f['training'] / 1e9:.3f} G forward+backward (context {p['seq_len']})",
+        f"memory at micro-batch {p['micro_batch']} x {p['seq_len']}:",
+        f"  weights {m['weights']:.2f} GB | gradients {m['gradients']:.2f} | optimizer ({p['optimizer']}) {m['optimizer']:.2f} "
+        f"| 16-bit weight copies {m['weight_casts']:.2f}",
+        f"  activations {m['activations']:.2f} GB ({m['activations_checkpointed']:.2f} with activation checkpointing)",
+        f"  total {m['total']:.2f} GB ({m['total_checkpointed']:.2f} checkpointed) + ~{m['cuda_context_reserve']:.0f} GB CUDA context",
+        f"fits: {'yes' if p['fits'] else 'no'}; with activation checkpointing: {'yes' if p['fits_with_checkpointing'] else 'no'}",
+        f"largest micro-batch that fits: {p['largest_micro_batch']} ({p['largest_micro_batch_checkpointed']} with checkpointing)",
+        f"at {p['mfu']:.0%} MFU: {p['tokens_per_sec']:,.0f} tokens/s; {p['tokens']:,.0f} tokens take {p['hours']:.1f} h",
+    ]
+    if p["cost"] is not None:
+        lines.append(f"cost at ${p['price_per_hour']:.2f}/h: ${p['cost']:,.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""What an evaluation is, to the trainer: a name, when it is due, the metrics it reports, and a call that
+returns them.
+
+An evaluator is built from the run's config by `from_config(cfg, data_meta, echo)` (None when the config does
+not ask for it) and called as `evaluator(model, runtime, shard=(rank, world), reduce=sum_across_ranks)`, in
+eval mode with no gradients, on every rank (each scores its part; `reduce` sums the counts). To add one, write
+a subclass in its own file and add it to EVALUATORS in eval/__init__.py.
+"""
+
+from __future__ import annotations
+
+from ..metrics.names import Metric
+
+
+class Evaluator:
+    name: str = ""
+    metrics: tuple[Metric, ...] = ()
+
+    def __init__(self, every: int | None):
+        self.every = every
+
+    def due(self, step: int, final: bool) -> bool:
+        """At every multiple of `every`, and at the last step of the run."""
+        return final or (self.every is not None and step % self.every == 0)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "every": self.every, "metrics": [m.as_dict() for m in self.metrics]}
+
+    @classmethod
+    def from_config(cls, cfg, data_meta: dict, echo) -> "Evaluator | None":
+        raise NotImplementedError
+
+    def __call__(self, model, runtime, shard: tuple[int, int] = (0, 1), reduce=None) -> dict[str, float]:
+        raise NotImplementedError

@@ -1,0 +1,63 @@
+"""A CPU's peak matmul rate, measured: the denominator of MFU on CPUs, where no datasheet figure applies.
+
+A short probe (about two seconds) multiplies large matrices in the precision training uses (fp32, or bf16
+where the CPU has it natively) with torch's own threads, and keeps the best rate of a few rounds and shapes.
+The result is cached per machine (CPU model, threads, torch version, precision) in
+$GPT2LAB_CACHE or ~/.cache/gpt2lab/cpu_peak.json; run.peak_tflops overrides it. MFU against it is labelled
+"measured", not taken from a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+SHAPES = ((2048, 2048, 2048), (4096, 1024, 4096), (2048, 768, 3072))
+
+
+def cache_file() -> Path:
+    root = os.environ.get("GPT2LAB_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpt2lab"
+    return Path(root) / "cpu_peak.json"
+
+
+def probe(dtype: torch.dtype, rounds: int = 3, seconds_per_shape: float = 0.25) -> float:
+    """Best sustained FLOP/s of torch.matmul in dtype over SHAPES."""
+    best = 0.0
+    generator = torch.Generator().manual_seed(0)  # never the global RNG: a probe must not change a run's numbers
+    for m, k, n in SHAPES:
+        a = torch.randn(m, k, generator=generator).to(dtype)
+        b = torch.randn(k, n, generator=generator).to(dtype)
+        a @ b  # warm-up: thread pool, kernel selection
+        for _ in range(rounds):
+            reps, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds_per_shape / rounds or reps == 0:
+                a @ b
+                reps += 1
+            best = max(best, 2 * m * k * n * reps / (time.perf_counter() - start))
+    return best
+
+
+def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None) -> tuple[float, str]:
+    """(peak FLOP/s for this precision, where it came from), measured once per machine and cached."""
+    threads = threads or torch.get_num_threads()
+    key = f"{cpu}|{threads} threads|torch {torch.__version__}|{precision}"
+    path = cache_file()
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if not isinstance(cache, dict) or not isinstance(cache.get(key), (int, float)):
+        cache = cache if isinstance(cache, dict) else {}
+        cache[key] = probe(torch.bfloat16 if precision == "bf16" else torch.float32)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(cache, indent=1) + "\n")
+            os.replace(tmp, path)
+        except OSError:
+            pass  # an unwritable cache only means probing again next time
+    return float(cache[key]), f"measured: {precision} matmul probe on this CPU ({threads} threads)"

@@ -1,0 +1,47 @@
+"""Optimizers, one file each, chosen by optim.name.
+
+An optimizer module provides `build(model, cfg, device)` (groups from groups.param_groups, one per role) and
+`STATE_BYTES` (its state per parameter, by role, for memory planning). To add one: its file here and one line
+in OPTIMIZERS. An optimizer whose step honours a `found_inf` tensor (1: skip) sets `skips_on_device`, so the
+trainer decides to skip a bad update on the device, without waiting for it.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+
+from ...config import OptimConfig
+from ...errors import UserError
+from . import adamw, muon
+from .groups import ROLES, load_named_state_dict, named_state_dict, role_of, set_lr_multiplier
+
+OPTIMIZERS = {
+    "adamw": adamw,
+    "muon": muon,
+}
+
+
+def _module(name: str):
+    if name not in OPTIMIZERS:
+        close = difflib.get_close_matches(name, list(OPTIMIZERS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"optim.name={name!r} is not an optimizer of gpt2lab; {hint}choose one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
+    optimizer = _module(cfg.name).build(model, cfg, device)
+    if not hasattr(optimizer, "skips_on_device"):
+        optimizer.skips_on_device = bool(getattr(optimizer, "defaults", {}).get("fused"))
+    return optimizer
+
+
+def state_bytes_per_param(name: str, role: str) -> int:
+    """Bytes of optimizer state one parameter of this role costs under optimizer `name`."""
+    return _module(name).STATE_BYTES[role]
+
+
+__all__ = ["OPTIMIZERS", "ROLES", "build_optimizer", "load_named_state_dict", "named_state_dict", "role_of",
+           "set_lr_multiplier", "state_bytes_per_param"]

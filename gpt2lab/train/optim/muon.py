@@ -1,0 +1,126 @@
+"""Muon: momentum orthogonalised by Newton-Schulz for the hidden matrices, AdamW for everything else.
+
+For each hidden matrix, the (Nesterov) momentum of its gradient is replaced by the nearest semi-orthogonal
+matrix, approximately U V^T of its SVD, computed by a few Newton-Schulz iterations of an odd quintic that pushes
+every singular value towards 1 (in bf16, a handful of matmuls). The update is scaled by sqrt(max(1, rows/cols))
+so tall and wide matrices move alike. Fused projections are orthogonalised per logical matrix: attention's
+q|k|v in thirds, SwiGLU's gate|up in halves. Embeddings, the head and gains use AdamW at their own role LRs
+(optim.embedding_lr, head_lr, gain_lr); the matrices use optim.matrix_lr.
+
+Works under DDP (every rank holds whole, averaged gradients). FSDP shards each matrix across ranks and
+Newton-Schulz needs it whole, so run.parallel=fsdp is refused.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.adam import adam
+
+from ...config import OptimConfig
+from ...errors import UserError
+from .groups import param_groups
+
+STATE_BYTES = {"matrix": 4, "embedding": 8, "head": 8, "gain": 8}  # one momentum buffer; AdamW's two moments
+QUINTIC = (3.4445, -4.7750, 2.0315)  # chosen so that the iteration maps (0, 1] close to 1 in a few steps
+
+
+def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """Approximately U V^T for g = U S V^T (singular values near 1, within about [0.7, 1.2]), in bf16."""
+    a, b, c = QUINTIC
+    x = g.bfloat16()
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.mT
+    x = x / (x.norm() + eps)  # every singular value now at most 1
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.mT if tall else x).to(g.dtype)
+
+
+def _blocks(name: str, shape: torch.Size, mlp: str) -> int:
+    """How many logical matrices a fused weight holds, stacked along its rows."""
+    if name.endswith("attn.c_attn.weight"):
+        return 3
+    if name.endswith("mlp.c_fc.weight") and mlp == "swiglu":
+        return 2
+    return 1
+
+
+class Muon(torch.optim.Optimizer):
+    """One optimizer, two algorithms: groups with use_muon (hidden matrices) and AdamW groups (the rest)."""
+
+    skips_on_device = True  # step() honours found_inf without reading it on the host (fused AdamW part)
+
+    def __init__(self, groups: list[dict], momentum: float, nesterov: bool, ns_steps: int, betas, eps: float,
+                 fused_adamw: bool, mlp: str):
+        defaults = dict(momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas, eps=eps)
+        super().__init__(groups, defaults)
+        self.fused_adamw, self.mlp = fused_adamw, mlp
+        self.found_inf: torch.Tensor | None = None  # set by the trainer: 1 skips this step's update, on the device
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        skip = self.found_inf
+        for group in self.param_groups:
+            if group["use_muon"]:
+                self._muon(group, skip)
+            else:
+                self._adamw(group, skip)
+
+    def _muon(self, group: dict, skip: torch.Tensor | None) -> None:
+        mu, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
+        for name, p in zip(group["names"], group["params"]):
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            buf = state["momentum_buffer"]
+            new_buf = buf * mu + p.grad
+            update = p.grad + mu * new_buf if group["nesterov"] else new_buf
+            parts = update.chunk(_blocks(name, p.shape, self.mlp), dim=0)
+            ortho = torch.cat([orthogonalize(u, group["ns_steps"]) * max(1.0, u.size(0) / u.size(1)) ** 0.5 for u in parts])
+            new_p = p * (1.0 - lr * wd) - lr * ortho
+            if skip is None:
+                buf.copy_(new_buf)
+                p.copy_(new_p)
+            else:  # decided on the device: a non-finite gradient must not reach the weights or the momentum
+                keep = skip.to(torch.bool)
+                buf.copy_(torch.where(keep, buf, new_buf))
+                p.copy_(torch.where(keep, p, new_p))
+
+    def _adamw(self, group: dict, skip: torch.Tensor | None) -> None:
+        params, grads, m1, m2, steps = [], [], [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device if self.fused_adamw else "cpu")
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            params.append(p), grads.append(p.grad), m1.append(state["exp_avg"])
+            m2.append(state["exp_avg_sq"]), steps.append(state["step"])
+        if not params:
+            return
+        beta1, beta2 = group["betas"]
+        fused = self.fused_adamw
+        if skip is not None and not fused:  # the unfused kernel cannot skip on the device: one host read
+            if bool(skip):
+                return
+            skip = None
+        adam(params, grads, m1, m2, [], steps, fused=fused or None, found_inf=skip, decoupled_weight_decay=True,
+             amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"],
+             eps=group["eps"], maximize=False)
+
+
+def build(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> Muon:
+    if any(hasattr(p, "full_tensor") for p in model.parameters()):
+        raise UserError("optim.name=muon does not work with run.parallel=fsdp: Newton-Schulz needs whole matrices and "
+                        "FSDP shards them; use run.parallel=ddp")
+    groups = (param_groups(model, cfg, ("matrix",), use_muon=True)
+              + param_groups(model, cfg, ("embedding", "head", "gain"), use_muon=False))
+    fused = cfg.fused and device.type in ("cuda", "cpu")
+    return Muon(groups, cfg.momentum, cfg.nesterov, cfg.ns_steps, (cfg.beta1, cfg.beta2), cfg.eps, fused,
+                model.config.mlp)

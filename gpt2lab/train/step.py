@@ -1,0 +1,117 @@
+"""One optimizer step, without making the host wait for the device.
+
+A step accumulates gradients over micro-batches, clips them, decides on the device whether the update is
+safe (guards.LossGuard) and lets the optimizer skip it on the device (found_inf), then packs what the log
+needs (loss, gradient norm, the guard's verdict, the stop flag) into one small device tensor. That tensor is
+read on the host one step later, when the device has long finished it: one host read per step, of the step
+before, so the CPU queues step k+1 while the GPU still runs step k. Under DDP/FSDP the loss and the stop flag
+are averaged on the device, so every rank takes the same decisions from the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..metrics.timing import StepTimer, Timing
+from ..runtime import Runtime
+from .guards import LossGuard
+
+FIELDS = ("loss", "grad_norm", "code", "z", "stop", "history")
+
+
+def forward_backward(model, next_batch: Callable, micro_steps: int, runtime: Runtime, scaler=None,
+                     timer: StepTimer | None = None, grad_sync: Callable | None = None, **forward) -> torch.Tensor:
+    """Accumulate gradients over micro_steps micro-batches, each loss scaled by 1/micro_steps, so that the
+    gradient equals that of one batch holding them all. Returns the mean loss (detached, on the device).
+
+    grad_sync(last) gives the context for a micro-step's backward: across processes, gradients are reduced
+    only on the last one. `forward` goes to the model (loss_chunk, recompute)."""
+    timer = timer or StepTimer(torch.device("cpu"))
+    total = torch.zeros((), device=runtime.device)
+    for i in range(micro_steps):
+        with timer.host("data"):
+            x, y, *doc_ids = next_batch()  # (x, y) or (x, y, document ids)
+        sync = grad_sync(i == micro_steps - 1) if grad_sync else contextlib.nullcontext()
+        with sync:
+            with timer.phase("forward"), runtime.autocast():
+                loss = model(x, y, doc_ids=doc_ids[0] if doc_ids else None, **forward)[1]  # logits are not held
+            with timer.phase("backward"):
+                scaled = loss / micro_steps
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        total += loss.detach()
+    return total / micro_steps
+
+
+def apply_update(optimizer: torch.optim.Optimizer, skip: torch.Tensor, scaler=None) -> None:
+    """optimizer.step() unless `skip` (a device bool); on the device where the optimizer can (fused AdamW,
+    Muon), else after one host read. With fp16 the scaler adapts its scale to overflows as usual."""
+    if getattr(optimizer, "skips_on_device", False):
+        optimizer.found_inf = skip.float()
+        optimizer.step()
+        optimizer.found_inf = None
+    elif not bool(skip):
+        optimizer.step()
+    if scaler is not None:
+        scaler.update()  # it saw the overflow in unscale_; a skip for a spike leaves its scale alone
+
+
+@dataclass
+class Pending:
+    """A finished step whose device values have not been read yet."""
+
+    record: dict  # what the host knew at once: step, tokens, lr, epoch, elapsed
+    stats: torch.Tensor  # FIELDS, on the device
+    timing: Timing
+    started: float = 0.0  # clock at the start of the step
+    overhead: float = 0.0  # seconds spent after it on evaluations and saving (not step time)
+    extra: dict = field(default_factory=dict)  # added before it is read: evaluations, checkpoint time, ...
+
+    def read(self, fp16: bool, step_seconds: float) -> dict:
+        """The full metrics record: the one host read of this step's device values."""
+        loss, norm, code, z, stop, history = self.stats.tolist()
+        r = {**self.record, "loss": loss, "grad_norm": norm, "step_time": step_seconds, **self.timing.seconds()}
+        r["stop_requested"] = stop > 0
+        if code:
+            r.update(skipped=True, skip_reason=LossGuard.reason(int(code), loss, norm, z, int(history)))
+            if fp16 and code == 2 and math.isfinite(loss):
+                r["skip_reason"] = "fp16 overflow (the grad scaler lowered its scale)"
+        r.update(self.extra)
+        return r
+
+
+def train_step(model, optimizer, guard: LossGuard, next_batch: Callable, micro_steps: int, runtime: Runtime,
+               grad_clip: float | None, stop_flag: float, reduce_mean: Callable, full_value: Callable,
+               scaler=None, timer: StepTimer | None = None, grad_sync: Callable | None = None,
+               params=None, **forward) -> tuple[torch.Tensor, Timing]:
+    """Forward, backward, clip, guard, update: returns (stats on the device, the step's timing), no host read."""
+    timer = timer or StepTimer(runtime.device)
+    loss = forward_backward(model, next_batch, micro_steps, runtime, scaler, timer, grad_sync, **forward)
+    with timer.phase("optimizer"):
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        params = params if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
+        norm = full_value(torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else math.inf))
+        flag = torch.full((), float(stop_flag), device=loss.device)  # a fill kernel: no host-to-device copy to wait for
+        shared = reduce_mean(torch.stack([loss.float(), flag]))
+        loss = shared[0]
+        code, z = guard.check(loss, norm)
+        skip = code > 0
+        apply_update(optimizer, skip, scaler)
+        guard.accept(loss, skip)
+        optimizer.zero_grad(set_to_none=True)
+        history = guard.count.clamp(max=guard.window)
+        stats = torch.stack([loss.double(), norm.detach().double(), code.double(), z, shared[1].double(), history.double()])
+    return stats, timer.take()
+
+
+class Clock:
+    """Wall-clock seconds; a test replaces it to simulate a run's timing."""
+
+    def __call__(self) -> float:
+        return time.perf_counter()

@@ -1,0 +1,102 @@
+"""The package's layers only point down: a module imports only from layers below its own (or from its own
+package), never up and never sideways into a peer. Checked on the source, every import (lazy ones included)."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "gpt2lab"
+
+# lowest first; parts on one line are peers: none imports another
+LAYERS = [
+    ["errors"],
+    ["files"],
+    ["model"],
+    ["runtime", "recipes"],
+    ["config"],
+    ["tokenizer"],
+    ["data"],
+    ["metrics", "checkpoint"],
+    ["train", "eval", "interop", "report"],
+    ["commands"],
+    ["cli"],
+    ["__main__"],
+]
+RANK = {part: i for i, parts in enumerate(LAYERS) for part in parts}
+
+
+def part_of(module: str) -> str:
+    """gpt2lab.train.optim.muon -> train; gpt2lab.cli -> cli; gpt2lab (the package itself) -> errors' layer."""
+    pieces = module.split(".")
+    if len(pieces) < 2 or not ((PACKAGE / pieces[1]).is_dir() or (PACKAGE / f"{pieces[1]}.py").is_file()):
+        return "errors"  # gpt2lab itself, or a name defined in its __init__ (__version__): the bottom layer
+    return pieces[1]
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) of every gpt2lab import in a file."""
+    module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+            found += [(node.lineno, t) for t in names if t.startswith("gpt2lab")]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("gpt2lab")]
+    return found
+
+
+def test_every_part_has_a_layer():
+    parts = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+             if not p.name.startswith("_") or p.name == "__main__.py"}
+    parts -= {"__pycache__"}
+    assert parts - {"__init__"} <= set(RANK), f"parts without a layer: {sorted(parts - set(RANK))}"
+
+
+def test_imports_only_point_down():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        here = part_of(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        for line, target in imports(path):
+            there = part_of(target)
+            if there == here or target == "gpt2lab":
+                continue
+            if RANK[there] >= RANK[here]:
+                kind = "sideways" if RANK[there] == RANK[here] else "up"
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {target} ({kind}: {here} -> {there})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_planted_upward_import_is_caught(tmp_path, monkeypatch):
+    """The checker itself: an import from the trainer inside the model package is reported."""
+    fake = tmp_path / "gpt2lab" / "model"
+    fake.mkdir(parents=True)
+    (fake / "bad.py").write_text("from ..train.trainer import Trainer\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
+    assert imports(fake / "bad.py") == [(1, "gpt2lab.train.trainer")]
+    assert RANK[part_of("gpt2lab.train.trainer")] > RANK[part_of("gpt2lab.model.bad")]
+
+
+@pytest.mark.parametrize("command,forbidden", [
+    ("sample", ("gpt2lab.train", "gpt2lab.metrics", "gpt2lab.eval", "gpt2lab.report")),
+    ("eval", ("gpt2lab.train", "gpt2lab.report")),
+])
+def test_commands_load_only_what_they_use(command, forbidden):
+    """`gpt2lab sample` (and eval) with a bad path stops after imports: which gpt2lab modules got loaded?"""
+    code = ("import sys; from gpt2lab.cli import main; main([%r, '/nonexistent', '--device', 'cpu', '--data', '/x'] "
+            "if %r == 'eval' else [%r, '/nonexistent', '--device', 'cpu']); "
+            "print(' '.join(m for m in sys.modules if m.startswith('gpt2lab')))") % (command, command, command)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    loaded = out.stdout.split()
+    assert loaded, out.stderr
+    assert not [m for m in loaded if m.startswith(forbidden)], loaded
