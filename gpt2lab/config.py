@@ -84,7 +84,7 @@ class RunConfig:
     parallel: str = "ddp"  # under torchrun: "ddp" (replicas) or "fsdp" (FSDP2, sharded weights and optimizer)
     dist_timeout_s: int = 600  # a collective that waits longer than this fails instead of hanging
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more compute
-    loss_chunk: int | None = optional()  # training and eval loss in chunks of this many tokens, never all logits
+    loss_chunk: int | None = optional()  # head loss in chunks of this many tokens (never all logits); None: 512 on CPUs, whole on GPUs
     auto_batch: bool = False  # on CUDA, find the largest micro-batch that fits (keeping batch_tokens)
     peak_tflops: float | None = optional()  # the device's dense peak for MFU; None: table (GPU) or measured (CPU)
 

@@ -132,9 +132,12 @@ class Contender:
 
 
 def _runtime_of(name: str, o: BenchOptions, tokens: int) -> Runtime:
+    """gpt2lab-fp32 is gpt2lab before this round: fp32, eager, the whole head at once."""
     if name in ("gpt2lab-fp32", "hf"):
-        return resolve_runtime(o.device, "fp32", "off")
-    return resolve_runtime(o.device, o.precision, o.compile, None if o.compile != "auto" else 10**9)
+        runtime = resolve_runtime(o.device, "fp32", "off")
+        runtime.loss_chunk = None
+        return runtime
+    return resolve_runtime(o.device, o.precision, o.compile, 10**9, o.loss_chunk)
 
 
 def _peak(runtime: Runtime) -> tuple[float | None, str]:
@@ -164,7 +167,7 @@ def run_bench(options: BenchOptions, echo=print) -> dict:
     contenders, compile_s = [], {}
     for name in o.contenders:
         runtime = _runtime_of(name, o, tokens)
-        c = Contender(name, cfg, runtime, o.micro_batch, o.loss_chunk if name.startswith("gpt2lab") else None)
+        c = Contender(name, cfg, runtime, o.micro_batch, runtime.loss_chunk if name.startswith("gpt2lab") else None)
         first = c.warm_up(o.warmup)
         if runtime.compile:
             compile_s[name] = round(first, 2)

@@ -75,7 +75,7 @@ def evaluate(checkpoint: str, options: EvalOptions) -> dict:
         n = len(windows) if o.max_batches is None else min(len(windows), o.max_batches * o.batch_size)
         with progress_bar(math.ceil(n / o.batch_size), f"{o.split} loss", "batch", o.quiet) as bar:
             result[o.split] = evaluate_loss(model, windows, o.batch_size, runtime, o.max_batches, doc_eot,
-                                            loss_chunk=config.run.loss_chunk, progress=bar.update)
+                                            loss_chunk=config.run.loss_chunk or runtime.loss_chunk, progress=bar.update)
     if rows or content:
         folder = o.tokenizer or (read_meta(o.data)["tokenizer"].get("folder") if o.data else None)
         tok = load_tokenizer(folder)

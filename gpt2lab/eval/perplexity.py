@@ -142,5 +142,5 @@ class ValLoss(Evaluator):
 
     def __call__(self, model, runtime, shard=(0, 1), reduce=None) -> dict[str, float]:
         r = evaluate_loss(model, self.windows, self.micro_batch, runtime, self.batches, self.doc_eot, shard, reduce,
-                          self.loss_chunk)
+                          self.loss_chunk or runtime.loss_chunk)
         return {"val_loss": r["loss"], "val_perplexity": r["perplexity"]}

@@ -18,12 +18,14 @@ import torch.nn.functional as F
 
 
 def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, cap: float | None):
-    """fp32 logits of one chunk (bf16 matmul under autocast), soft-capped; also tanh for the cap's gradient."""
-    logits = F.linear(h, weight).float()
+    """fp32 logits of one chunk (bf16 matmul under autocast), soft-capped; also tanh for the cap's gradient.
+    Elementwise only, so that a compiler fuses the upcast into the passes that read it."""
+    raw = F.linear(h, weight)
+    logits = raw.float()
     if cap is None:
-        return logits, None
+        return logits, None, raw.dtype
     squashed = torch.tanh(logits / cap)
-    return cap * squashed, squashed
+    return cap * squashed, squashed, raw.dtype
 
 
 def _chunk_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor):
@@ -31,6 +33,18 @@ def _chunk_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor
     lse = torch.logsumexp(logits, dim=-1)
     target_logit = logits.gather(1, targets.clamp(min=0)[:, None])[:, 0]
     return ((lse - target_logit) * valid).sum(), lse
+
+
+def _chunk_grad(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                squashed: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """d(summed loss)/d(pre-cap logits) = (softmax - one_hot(target)) * valid [* (1 - tanh^2)], in `dtype`.
+    The one-hot is a comparison with the column index rather than a scatter: one fusable elementwise pass."""
+    columns = torch.arange(logits.size(1), device=logits.device)
+    one_hot = (columns[None, :] == targets[:, None]).float()
+    grad = (torch.exp(logits - lse[:, None]) - one_hot) * valid[:, None]
+    if squashed is not None:
+        grad = grad * (1.0 - squashed * squashed)
+    return grad.to(dtype)
 
 
 class ChunkedHeadLoss(torch.autograd.Function):
@@ -44,14 +58,10 @@ class ChunkedHeadLoss(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         for start in range(0, h.size(0), chunk):
             hc, tc, valid = h[start : start + chunk], t[start : start + chunk], valid_all[start : start + chunk]
-            logits, squashed = _chunk_logits(hc, weight, cap)
+            logits, squashed, mm_dtype = _chunk_logits(hc, weight, cap)
             loss, lse = _chunk_loss(logits, tc, valid)
             total = total + loss
-            # d(loss)/d(logits) = softmax - one_hot(target), zero on ignored rows; through the cap: * (1 - tanh^2)
-            grad = torch.exp(logits - lse[:, None])
-            grad = grad.scatter_add(1, tc.clamp(min=0)[:, None], -torch.ones_like(lse)[:, None]) * valid[:, None]
-            if squashed is not None:
-                grad = grad * (1.0 - squashed * squashed)
+            grad = _chunk_grad(logits, lse, tc, valid, squashed, mm_dtype)  # in the matmuls' dtype (bf16 under autocast)
             grad_h[start : start + chunk] = F.linear(grad, weight.t())  # grad @ weight
             grad_w += F.linear(grad.t(), hc.t()).float()  # grad.T @ hc
         n = valid_all.sum().clamp(min=1.0)
@@ -72,7 +82,7 @@ def _loss_only(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
     valid_all = (t != -1).float()
     total = torch.zeros((), dtype=torch.float32, device=h.device)
     for start in range(0, h.size(0), chunk):
-        logits, _ = _chunk_logits(h[start : start + chunk], weight, cap)
+        logits, _, _ = _chunk_logits(h[start : start + chunk], weight, cap)
         total = total + _chunk_loss(logits, t[start : start + chunk], valid_all[start : start + chunk])[0]
     return total / valid_all.sum().clamp(min=1.0)
 

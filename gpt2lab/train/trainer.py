@@ -77,7 +77,7 @@ class Trainer:
         self.dist = init_distributed(cfg.run.parallel, cfg.run.device, cfg.run.dist_timeout_s)
         self.echo = echo if self.dist.is_main else (lambda *_: None)
         self.runtime = resolve_runtime(local_device(self.dist, cfg.run.device), cfg.run.precision, cfg.run.compile,
-                                       run_tokens(cfg))
+                                       run_tokens(cfg), cfg.run.loss_chunk)
         self.lock = FolderLock(self.run_dir, "the run directory").acquire() if self.dist.is_main else None
         try:
             candidates = self._check_run_dir(resume)
@@ -403,7 +403,7 @@ class Trainer:
             self.compiled, self.optimizer, self.guard, self._next_batch, self.accum, self.runtime, cfg.optim.grad_clip,
             float(self.stop_signal is not None), self.dist.all_reduce_mean_, full_value, self.scaler, self.timer,
             lambda last: gradient_sync(self.wrapped, self.dist, last), self.params,
-            loss_chunk=cfg.run.loss_chunk, recompute=cfg.run.activation_checkpointing)
+            loss_chunk=self.runtime.loss_chunk, recompute=cfg.run.activation_checkpointing)
         self.step += 1
         record = {"step": self.step, "tokens": self.step * self.tokens_per_step, "lr": cfg.optim.lr * multiplier,
                   "epoch": self.stream.epoch}
