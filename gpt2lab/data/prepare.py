@@ -114,7 +114,11 @@ class Splitter:
         for text in buffer:
             yield self._hashed(text)
         for split, text in docs:
-            yield (split, text) if split is not None else self._hashed(text)
+            if split is None:
+                yield self._hashed(text)
+                continue
+            self.given += 1
+            yield split, text
 
     def _hashed(self, text: str) -> tuple[str, str]:
         index = self.unassigned
