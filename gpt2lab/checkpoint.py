@@ -156,7 +156,10 @@ def write_checkpoint(folder: Path, weights: dict[str, torch.Tensor] | torch.nn.M
                     os.fsync(f.fileno())
         finite = all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point())
         marker = {"format": FORMAT, "step": state.get("step", 0), "files": _manifest(tmp), "health": {"weights_finite": finite}}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+        with open(tmp / MARKER, "w") as f:  # last, and on disk before the folder takes its name
+            f.write(json.dumps(marker, indent=1) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         fsync_dir(tmp)
         if folder.exists():
             shutil.rmtree(folder)  # our own checkpoint of the same step (a rollback saves it again), or empty

@@ -52,3 +52,11 @@ def test_table_is_sane():
     for g in GPUS:
         assert g.fp16 >= g.tf32 > 0 and g.memory_gb > 0
         assert g.bf16 is None or g.bf16 == g.fp16
+
+
+def test_every_row_resolves_to_itself():
+    """By key and by the name CUDA reports: a broader pattern listed first would shadow a more specific row
+    (H200 before H200 NVL, RTX 4070 before RTX 4070 Ti)."""
+    for gpu in GPUS:
+        assert find_gpu(gpu.key) is gpu, gpu.key
+        assert find_gpu(gpu.name) is gpu, gpu.name

@@ -63,3 +63,35 @@ def test_top_k_and_top_p_restrict_choices():
     assert picks <= {0, 1}
     picks = {sample_next(logits, top_p=0.5, generator=g).item() for _ in range(200)}
     assert picks == {0}
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.7, 0, 1.0), (1.3, 3, 1.0), (0.9, 0, 0.8),
+                                                     (1.0, 1, 1.0), (2.0, 30, 0.95)])
+def test_sampling_equals_multinomial_of_the_filtered_softmax(temperature, top_k, top_p):
+    """The same draws as torch.multinomial over softmax(logits / T), restricted to exactly the top-k tokens and
+    the smallest set whose probability reaches top-p, with the same generator."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 40) * 3
+    scaled = logits / temperature
+    probs = scaled.softmax(-1)
+    allowed = torch.ones_like(probs, dtype=torch.bool)
+    if top_k:
+        allowed &= scaled >= scaled.topk(top_k, dim=-1).values[:, -1:]
+    if top_p < 1.0:  # over the top-k tokens, renormalised (transformers' order: top-k, then top-p)
+        kept = torch.where(allowed, probs, 0.0)
+        sorted_p, order = (kept / kept.sum(-1, keepdim=True)).sort(descending=True, dim=-1)
+        keep_sorted = sorted_p.cumsum(-1) - sorted_p < top_p  # a token stays while the ones above it fall short
+        allowed &= torch.zeros_like(allowed).scatter(-1, order, keep_sorted)
+    expected_probs = torch.where(allowed, probs, 0.0)
+    expected_probs /= expected_probs.sum(-1, keepdim=True)
+    if top_k:
+        assert (allowed.sum(-1) == top_k).all() or top_p < 1.0  # exactly k tokens, not k-1
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    ours = [sample_next(logits, temperature, top_k, top_p, g1) for _ in range(50)]
+    reference = [torch.multinomial(expected_probs, 1, generator=g2) for _ in range(50)]
+    assert all(torch.equal(a, b) for a, b in zip(ours, reference))
+
+
+def test_greedy_is_the_argmax():
+    logits = torch.tensor([[0.1, 2.0, -1.0, 1.9]])
+    assert sample_next(logits, temperature=0).item() == 1

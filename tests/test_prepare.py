@@ -216,3 +216,108 @@ def test_data_info(tmp_path, tokenizer_dir, capsys):
     shard = tmp_path / "out" / "train_000000.bin"
     shard.write_bytes(shard.read_bytes()[:-3])
     assert main(["data-info", str(tmp_path / "out")]) == 2
+
+
+def test_every_document_is_eot_then_its_tokens(tmp_path, tokenizer_dir):
+    docs = make_docs(6)
+    src = write_jsonl(tmp_path / "d.jsonl", docs)
+    prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, val_fraction=0.0))
+    tok = load_tokenizer(tokenizer_dir)
+    expected = np.concatenate([[tok.eot] + tok.encode(d) for d in docs])
+    assert np.array_equal(np.concatenate(split_shards(tmp_path / "out", "train")), expected)
+
+
+def test_crlf_text_is_read_byte_for_byte(tmp_path, tokenizer_dir):
+    """A Windows text file keeps its \\r: the tokens are those of the exact text (not of \\n-only text)."""
+    text = "".join(f"Line {i} of a Windows file.\r\n" for i in range(50))
+    (tmp_path / "win.txt").write_bytes(text.encode())
+    prepare([str(tmp_path / "win.txt")], str(tmp_path / "out"), opts(tokenizer_dir, val_fraction=0.0))
+    tok = load_tokenizer(tokenizer_dir)
+    got = np.concatenate(split_shards(tmp_path / "out", "train"))
+    assert np.array_equal(got, [tok.eot] + tok.encode(text))
+    assert len(got) > 1 + len(tok.encode(text.replace("\r\n", "\n")))
+
+
+def test_val_files_are_validation_only(tmp_path, tokenizer_dir):
+    train_docs, val_docs = make_docs(20, seed=1), [f"Held out book {i}. " + "quiet words " * 30 for i in range(3)]
+    train, val = write_jsonl(tmp_path / "train.jsonl", train_docs), write_jsonl(tmp_path / "val.jsonl", val_docs)
+    meta = prepare([str(train)], str(tmp_path / "out"), opts(tokenizer_dir, val_inputs=[str(val)]))
+    tok = load_tokenizer(tokenizer_dir)
+    train_text, val_text = decoded(tmp_path / "out", "train", tok), decoded(tmp_path / "out", "val", tok)
+    assert all(d in val_text for d in val_docs) and "Held out" not in train_text
+    assert all(d in train_text for d in train_docs)  # with --val, the other inputs all train
+    assert meta["splits"]["val"]["documents"] == 3 and meta["split"]["method"] == "validation inputs"
+    assert {"input": str(val), "split": "val"} in meta["sources"] and {"input": str(train), "split": "train"} in meta["sources"]
+    assert "the 3 documents of the --val inputs" in meta["split"]["description"]
+
+
+def test_overwrite_removes_only_what_prepare_wrote(tmp_path, tokenizer_dir):
+    """An input that lives inside --out, and any other file there, survive --overwrite."""
+    out = tmp_path / "data"
+    out.mkdir()
+    src = write_jsonl(out / "corpus.jsonl", make_docs(30))
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a gpt2lab data directory"):
+        prepare([str(src)], str(out), opts(tokenizer_dir))
+    other = tmp_path / "other"
+    prepare([str(src)], str(other), opts(tokenizer_dir, shard_tokens=300))
+    (other / "readme.md").write_text("mine too")
+    shards_before = {p.name for p in other.glob("*.bin")}
+    prepare([str(src)], str(other), opts(tokenizer_dir, shard_tokens=900, overwrite=True))
+    assert (other / "readme.md").read_text() == "mine too"
+    assert {p.name for p in other.glob("*.bin")} < shards_before  # fewer, larger shards; the old extra ones gone
+    split_shards(other, "train")
+
+
+def test_a_lost_shard_is_noticed_not_trusted(tmp_path, tokenizer_dir, capsys):
+    src = write_jsonl(tmp_path / "d.jsonl", make_docs(40))
+    prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, shard_tokens=400))
+    (tmp_path / "out" / "train_000001.bin").unlink()
+    prepare([str(src)], str(tmp_path / "out"), PrepareOptions(tokenizer=tokenizer_dir, shard_tokens=400))
+    assert "damaged" in capsys.readouterr().out and "nothing to do" not in capsys.readouterr().out
+    split_shards(tmp_path / "out", "train")  # whole again
+
+
+def test_a_broken_interrupted_prepare_starts_over(tmp_path, tokenizer_dir, monkeypatch):
+    import importlib
+
+    prep = importlib.import_module("gpt2lab.data.prepare")
+    src = write_jsonl(tmp_path / "docs.jsonl", make_docs(80))
+    options = dict(shard_tokens=500, val_fraction=0.1)
+    real_finish, finished = prep.ShardFile.finish, []
+
+    def crash(self):
+        finished.append(1)
+        if len(finished) == 4:
+            raise KeyboardInterrupt
+        return real_finish(self)
+
+    monkeypatch.setattr(prep.ShardFile, "finish", crash)
+    with pytest.raises(KeyboardInterrupt):
+        prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, **options))
+    monkeypatch.setattr(prep.ShardFile, "finish", real_finish)
+    (tmp_path / ".out.partial" / "train_000001.bin").write_bytes(b"\0" * 40)  # progress.json now lies
+    prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, **options))
+    prepare([str(src)], str(tmp_path / "whole"), opts(tokenizer_dir, **options))
+    for split in ("train", "val"):
+        assert np.array_equal(np.concatenate(split_shards(tmp_path / "out", split)),
+                              np.concatenate(split_shards(tmp_path / "whole", split)))
+
+
+def test_a_second_prepare_on_the_same_out_is_refused(tmp_path, tokenizer_dir):
+    from gpt2lab.files import FolderLock
+
+    src = write_jsonl(tmp_path / "d.jsonl", make_docs(10))
+    with FolderLock(tmp_path / ".out.partial"):  # as if another prepare were writing
+        with pytest.raises(UserError, match="is in use by gpt2lab process"):
+            prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir))
+    prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir))  # free again: works
+    assert not (tmp_path / ".out.partial").exists()
+
+
+def test_numbers_out_of_range_are_one_line(tmp_path, tokenizer_dir):
+    src = write_jsonl(tmp_path / "d.jsonl", make_docs(5))
+    for options, message in ((dict(workers=10_000), "--workers must be between 1 and"), (dict(shard_tokens=2**31), "header"),
+                             (dict(val_fraction=float("nan")), "--val-fraction"), (dict(seed=-1), "--seed")):
+        with pytest.raises(UserError, match=message):
+            prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, **options))

@@ -268,3 +268,57 @@ def test_activation_checkpointing_gives_the_same_gradients():
         model(x, x)[1].backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_rollback_never_lands_on_a_checkpoint_saved_after_a_divergent_update(data_dir, tmp_path):
+    """Step 6's update blows the weights up (finite, but huge) and step 6 is saved; steps 7-9 are then non-finite.
+    Judged by the loss before its update, step 6 looks healthy; judged by the step after it, it is not: the
+    rollback returns to step 4."""
+    cfg = micro_config(data_dir, "schedule.max_steps=14", "checkpoint.every=2", "guard.max_bad_steps=3",
+                       "checkpoint.asynchronous=false", "checkpoint.keep_last=none")
+    messages = []
+    trainer = make_trainer(cfg, tmp_path / "run", echo=messages.append)
+    real_step, state = trainer.optimizer.step, {"poisoned": False, "healed": False}
+
+    def step(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        if trainer.step + 1 == 6 and not state["healed"]:  # the update of step 6 diverges
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.mul_(1e15)
+            state["poisoned"] = True
+        return out
+
+    trainer.optimizer.step = step
+    real_recover = trainer._recover
+
+    def recover(*args):
+        state["healed"] = True
+        return real_recover(*args)
+
+    trainer._recover = recover
+    trainer.fit()
+    assert state["poisoned"] and any("rolled back to step_00000004" in m for m in messages), messages
+    records = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records] == list(range(1, 15)) and not any(r.get("skipped") for r in records)
+    import math
+
+    assert all(math.isfinite(r["loss"]) and r["loss"] < 10 for r in records)
+
+
+def test_resuming_past_corrupt_checkpoints_keeps_the_good_one(data_dir, tmp_path):
+    """keep_last=2 after resuming past two corrupt newer checkpoints: they are set aside, never counted, and
+    the checkpoint the run resumed from is still there once a newer one exists."""
+    cfg = micro_config(data_dir, "schedule.max_steps=8", "checkpoint.every=2", "checkpoint.keep_last=none")
+    make_trainer(cfg, tmp_path / "run", **QUIET).fit()
+    ckpts = tmp_path / "run" / "checkpoints"
+    for name in ("step_00000006", "step_00000008"):
+        (ckpts / name / "model.safetensors").write_bytes(b"\0" * 64)
+    shutil.rmtree(ckpts / "step_00000002")
+    longer = micro_config(data_dir, "schedule.max_steps=10", "checkpoint.every=2", "checkpoint.keep_last=2",
+                          "checkpoint.asynchronous=false")
+    make_trainer(longer, tmp_path / "run", resume=True, **QUIET).fit()
+    names = sorted(p.name for p in ckpts.iterdir())
+    assert names == ["step_00000006.corrupt", "step_00000008.corrupt", "step_00000008", "step_00000010"] or \
+        names == ["step_00000006.corrupt", "step_00000008", "step_00000008.corrupt", "step_00000010"]
+    assert losses(tmp_path / "run")[-1][0] == 10

@@ -35,3 +35,68 @@ def test_no_warmup():
     s = ScheduleConfig(max_steps=10, warmup_steps=0, min_lr=0.0)
     assert lr_at(0, 1.0, s) == 1.0
     assert lr_at(5, 1.0, s) == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)))
+
+
+def test_wsd_is_flat_then_decays_linearly_to_the_floor():
+    from gpt2lab.train.schedule import lr_multiplier
+
+    s = ScheduleConfig(max_steps=100, warmup_steps=10, decay="wsd", cooldown_fraction=0.2, min_lr_ratio=0.0)
+    m = [lr_multiplier(i, s, 100, 0.0) for i in range(101)]
+    assert m[0] == pytest.approx(0.1) and m[9] == 1.0  # warmup
+    assert all(v == 1.0 for v in m[10:80])  # stable
+    assert m[80] == 1.0 and m[90] == pytest.approx(0.5) and m[100] == pytest.approx(0.0)  # the last 20%, linearly
+    assert all(a >= b for a, b in zip(m[80:], m[81:]))
+
+
+def test_the_multiplier_scales_every_group_alike():
+    from gpt2lab.train.schedule import lr_at, lr_multiplier
+
+    s = ScheduleConfig(max_steps=50, warmup_steps=5, min_lr=1e-4)
+    for step in (0, 7, 30, 50):
+        assert lr_at(step, 1e-3, s) == pytest.approx(1e-3 * lr_multiplier(step, s, 50, 0.1))
+
+
+def test_time_plan_replans_from_the_measured_step_time():
+    from gpt2lab.train.schedule import TimePlan
+
+    plan = TimePlan(budget_s=100.0, cap=10_000, settle=2)
+    assert plan.update(1, 40.0) == 10_000  # the first step (compilation) is not measured
+    elapsed = 40.0
+    for step in range(2, 200):
+        elapsed += 1.0 if step < 30 else 2.0  # the machine gets slower: the plan follows
+        planned = plan.update(step, elapsed)
+        if step >= planned:
+            break
+    assert abs(elapsed - 100.0) <= 2.0 and planned == step
+
+
+def test_a_time_budget_ends_the_decay_at_the_deadline(data_dir, tmp_path):
+    """A run with a simulated clock (each step 0.5 s, each evaluation 2 s): its last step, where the WSD decay
+    reaches its floor, falls within 5% of the 60 s budget."""
+    from gpt2lab.metrics.logger import read_metrics
+    from tests.conftest import micro_config, trainer
+
+    now = [0.0]
+    cfg = micro_config(data_dir, "schedule.time_budget_s=60", "schedule.max_steps=100000", "schedule.decay=wsd",
+                       "schedule.min_lr_ratio=0.0", "eval.every=20", "eval.batches=1")
+    t = trainer(cfg, tmp_path / "run", echo=lambda *_: None, clock=lambda: now[0])
+    real_step, (val,) = t.train_step, t.evaluators
+
+    class SlowEval:  # the validation pass, taking 2 simulated seconds
+        name, metrics, due = val.name, val.metrics, val.due
+
+        def __call__(self, *args, **kwargs):
+            now[0] += 2.0
+            return val(*args, **kwargs)
+
+    def step():
+        now[0] += 0.5
+        return real_step()
+
+    t.train_step, t.evaluators = step, [SlowEval()]
+    t.fit()
+    records = read_metrics(tmp_path / "run")
+    assert abs(records[-1]["elapsed"] - 60.0) <= 3.0, records[-1]["elapsed"]
+    assert records[-1]["lr"] <= 0.1 * cfg.optim.lr  # the decay has ended (the last step is one step from the floor)
+    assert records[-1]["lr"] < records[-10]["lr"] < records[len(records) // 2]["lr"] == cfg.optim.lr
+    assert max(r["lr"] for r in records) == pytest.approx(cfg.optim.lr)

@@ -46,3 +46,22 @@ def test_missing_vocabulary_gives_one_line_fix(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="TIKTOKEN_CACHE_DIR") as err:
         load_tokenizer()
     assert "\n" not in str(err.value)
+
+
+def test_a_tokenizer_folder_is_read_as_it_is_and_never_cached(tmp_path, tokenizer_dir, monkeypatch):
+    import shutil
+
+    from gpt2lab.errors import UserError
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    folder = tmp_path / "tok"
+    shutil.copytree(tokenizer_dir, folder, ignore=shutil.ignore_patterns("tiktoken_cache", "r50k_base.tiktoken"))
+    assert load_tokenizer(str(folder)).encode("Hello world") == [15496, 995]
+    assert not cache.exists() or not list(cache.iterdir())  # the user's cache was not written
+    (folder / "encoder.json").write_text("{not json")  # the folder is damaged now: that must show at once
+    with pytest.raises(UserError, match="not GPT-2's"):
+        load_tokenizer(str(folder))
+    import os
+
+    assert os.environ["TIKTOKEN_CACHE_DIR"] == str(cache)  # restored

@@ -99,9 +99,8 @@ def test_mfu_breakdown_memory_and_profile(data_dir, tmp_path):
     per_token = flops_per_token(cfg.model, cfg.seq_len).training
     for r in records:
         assert r["mfu"] == pytest.approx(r["tokens_per_sec"] * per_token / 2e12)
-        parts = r["data_time"] + r["forward_time"] + r["backward_time"] + r["optimizer_time"]
-        assert 0 < parts <= r["step_time"] * 1.01
-    assert records[-1]["elapsed"] >= sum(r["step_time"] for r in records) * 0.99
+        assert r["tokens_per_sec"] == pytest.approx(r["tokens"] / r["step"] / r["step_time"])
+        assert all(r[f"{p}_time"] >= 0 for p in ("data", "forward", "backward", "optimizer"))
     assert (tmp_path / "run" / "profile" / "trace.json").stat().st_size > 0
     assert "aten::" in (tmp_path / "run" / "profile" / "summary.txt").read_text()
     import json
@@ -122,3 +121,112 @@ def test_wandb_offline(data_dir, tmp_path, monkeypatch):
     make_trainer(micro_config(data_dir, "schedule.max_steps=2", "log.wandb_project=gpt2lab-test"), tmp_path / "run",
             echo=lambda *_: None).fit()
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+def test_clipping_is_what_the_optimizer_sees(data_dir, tmp_path):
+    """With optim.grad_clip=0.01 the gradients reaching optimizer.step have a global norm of 0.01 (and the
+    logged norm is the one before clipping)."""
+    t = make_trainer(micro_config(data_dir, "schedule.max_steps=3", "optim.grad_clip=0.01"), tmp_path / "run",
+                     echo=lambda *_: None)
+    seen, real_step = [], t.optimizer.step
+
+    def step(*args, **kwargs):
+        grads = [p.grad for g in t.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        seen.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        return real_step(*args, **kwargs)
+
+    t.optimizer.step = step
+    t.fit()
+    assert all(abs(n - 0.01) < 1e-4 for n in seen), seen
+    assert all(r["grad_norm"] > 0.05 for r in read_metrics(tmp_path / "run"))
+
+
+def test_a_restart_before_the_first_checkpoint_replaces_the_metrics(data_dir, tmp_path):
+    cfg = micro_config(data_dir, "schedule.max_steps=3")
+    make_trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "checkpoints")  # as if killed before its first checkpoint
+    messages = []
+    make_trainer(cfg, tmp_path / "run", echo=messages.append).fit()
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3]  # not 1, 2, 3, 1, 2, 3
+    assert any("starting over" in m for m in messages)
+
+
+def test_warmup_follows_the_run_length_unless_set(data_dir):
+    cfg = micro_config(data_dir, "schedule.max_steps=60", "schedule.warmup_steps=none")
+    assert cfg.schedule.warmup_steps == 6 and any("warmup_steps=6" in n for n in cfg.notes)
+    assert micro_config(data_dir, "schedule.max_steps=5000", "schedule.warmup_steps=none").schedule.warmup_steps == 100
+    with pytest.raises(UserError, match="warmup_steps=100 must be between 0 and max_steps=60"):
+        micro_config(data_dir, "schedule.max_steps=60", "schedule.warmup_steps=100")
+
+
+def test_resume_names_the_real_cause(data_dir, tmp_path, capsys):
+    from gpt2lab.cli import main
+
+    cfg = micro_config(data_dir, "schedule.max_steps=4", "checkpoint.every=2")
+    make_trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+    assert main(["train", "--out", str(tmp_path / "rnu"), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "the run folder" in err and "does not exist" in err and "--data" not in err
+    assert main(["train", "--out", str(tmp_path / "run"), "--resume", "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "2 layers x 128 wide" in err and "2 layers x 32 wide" in err and "corrupt" not in err
+
+
+def test_a_schedule_changed_on_resume_is_said_and_marked(data_dir, tmp_path):
+    cfg = micro_config(data_dir, "schedule.max_steps=6", "checkpoint.every=3")
+    make_trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+    longer = micro_config(data_dir, "schedule.max_steps=10", "checkpoint.every=3")
+    messages = []
+    make_trainer(longer, tmp_path / "run", resume=True, echo=messages.append).fit()
+    assert any("schedule.max_steps 6 -> 10" in m and "from step 7" in m for m in messages)
+    records = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in records if r.get("schedule_change")] == [7]
+    from gpt2lab.report import diagnose
+
+    assert "schedule-changed" in [f.code for f in diagnose(records, longer.to_dict(), {})]
+
+
+def test_a_second_trainer_on_the_same_folder_is_refused(data_dir, tmp_path):
+    cfg = micro_config(data_dir, "schedule.max_steps=2")
+    first = make_trainer(cfg, tmp_path / "run", echo=lambda *_: None)
+    with pytest.raises(UserError, match="is in use by gpt2lab process"):
+        make_trainer(cfg, tmp_path / "run", echo=lambda *_: None)
+    first.fit()  # releases its lock at the end
+    make_trainer(cfg, tmp_path / "other", echo=lambda *_: None).fit()
+
+
+@pytest.mark.parametrize("extra", [["optim.name=muon", "optim.matrix_lr=0.02"], ["schedule.decay=wsd", "model.dropout=0.1"]])
+def test_resume_is_exact_with_muon_and_wsd(data_dir, tmp_path, extra):
+    cfg = micro_config(data_dir, "schedule.max_steps=10", "checkpoint.every=4", "checkpoint.keep_last=none", *extra)
+    make_trainer(cfg, tmp_path / "full", echo=lambda *_: None).fit()
+    full = read_metrics(tmp_path / "full")
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    for name in ("step_00000008", "step_00000010"):
+        shutil.rmtree(tmp_path / "cut" / "checkpoints" / name)
+    make_trainer(cfg, tmp_path / "cut", resume=True, echo=lambda *_: None).fit()
+    resumed = read_metrics(tmp_path / "cut")
+    assert [(r["loss"], r["grad_norm"], r["lr"]) for r in resumed] == [(r["loss"], r["grad_norm"], r["lr"]) for r in full]
+
+
+def test_a_run_written_by_gpt2lab_01_resumes_as_it_would_have_continued(tmp_path):
+    """tests/fixtures/v0_run was written by commit 162e38f (pickled state, one run section, positional optimizer
+    state): resumed by today's code it continues with the old code's uninterrupted losses."""
+    import json
+    from pathlib import Path
+
+    from gpt2lab.cli import main
+
+    fixture = Path(__file__).parent / "fixtures" / "v0_run"
+    shutil.copytree(fixture, tmp_path / "v0")
+    expected = {r["step"]: r for r in json.loads((fixture / "expected.json").read_text())["steps"]}
+    assert main(["train", "--out", str(tmp_path / "v0" / "run"), "--resume", "--data", str(tmp_path / "v0" / "data"),
+                 "--set", "run.precision=fp32", "--set", "run.loss_chunk=100000"]) == 0
+    got = {r["step"]: r for r in read_metrics(tmp_path / "v0" / "run")}
+    assert sorted(got) == list(range(1, 9))
+    for step in range(5, 9):
+        assert abs(got[step]["loss"] - expected[step]["loss"]) < 1e-5, step
+        assert got[step]["lr"] == pytest.approx(expected[step]["lr"])
+    saved = json.loads((tmp_path / "v0" / "run" / "config.json").read_text())
+    assert saved["checkpoint"]["every"] == 4 and "checkpoint_every" not in saved["run"]  # rewritten in today's layout

@@ -25,6 +25,7 @@ OUT is ours only if it holds our meta.json: --overwrite then removes exactly the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -262,7 +263,8 @@ class ShardWriter:
     def abandon(self) -> None:
         """Drop the shard being written (after a failure): its .tmp file goes, finished shards stay."""
         if self.file is not None:
-            self.file.file.close()
+            with contextlib.suppress(OSError):  # closing flushes the buffer: on a full disk that fails too
+                self.file.file.close()
             self.file.tmp.unlink(missing_ok=True)
             self.file = None
 

@@ -18,9 +18,10 @@ import math
 from ..config import ScheduleConfig
 
 
-def lr_multiplier(step: int, schedule: ScheduleConfig, total_steps: int, floor: float) -> float:
-    """The multiplier for optimizer step `step` (0-based) of a run of total_steps. Warmup reaches 1 at step
-    warmup_steps - 1; the decay reaches `floor` at step total_steps and stays there."""
+def lr_multiplier(step: float, schedule: ScheduleConfig, total_steps: int, floor: float) -> float:
+    """The multiplier for optimizer step `step` (0-based; fractional for a time-budgeted run) of a run of
+    total_steps. Warmup reaches 1 at step warmup_steps - 1; the decay reaches `floor` at step total_steps and
+    stays there."""
     warmup = schedule.warmup_steps or 0
     if step < warmup:
         return (step + 1) / warmup

@@ -176,6 +176,7 @@ class Trainer:
         self.timer = StepTimer(device)
         self.saver = CheckpointSaver(self.run_dir, cfg, self.echo)
         self.stop_signal: str | None = None
+        self._eval_seconds = 0.0  # the last evaluation's duration: kept free at the end of a time budget
 
     def _measure(self) -> None:
         cfg, rt = self.cfg, self.runtime
@@ -248,14 +249,16 @@ class Trainer:
             "plan": self.plan.state_dict() if self.plan else None,
         }
 
-    def save(self) -> float:
+    def save(self, final: bool = False) -> float:
         """Save a checkpoint of the current step; returns the seconds training was held up.
 
         One process (or DDP): rank 0 snapshots and writes in the background. FSDP: every rank writes its
-        shards through torch.distributed.checkpoint, rank 0 adds the full weights and the rest, atomically."""
+        shards through torch.distributed.checkpoint, rank 0 adds the full weights and the rest, atomically.
+        While the run goes on, retention keeps the newest healthy checkpoint for a rollback; the final save
+        does not need it."""
         start = self.clock()
         state = self._state()  # a collective: every rank takes part
-        protect = {self.trusted} if self.trusted is not None else set()
+        protect = {self.trusted} if self.trusted is not None and not final else set()
         self._awaiting_trust = self.step
         if self.dist.strategy != "fsdp":
             return self.saver.save(self.step, self.model, state, protect) if self.dist.is_main else 0.0
@@ -393,10 +396,21 @@ class Trainer:
             self._placement_checked = True
         return x, y, (document_ids(x, self.doc_eot) if self.doc_eot is not None else None)
 
+    def _schedule_position(self) -> float:
+        """Where the run is on its schedule, in steps. With a time budget, past warmup, it advances with the time
+        spent out of the time usable for steps, so the decay reaches its floor at the deadline however the
+        step time drifts; the plan's step count only decides when to stop."""
+        warmup = self.cfg.schedule.warmup_steps or 0
+        if not self.plan or self.step < warmup:
+            return self.step
+        usable = max(1e-9, self.plan.budget_s - self._eval_seconds)
+        return max(warmup, min(1.0, self.elapsed / usable) * self.plan.planned)
+
     def train_step(self) -> Pending:
         """One optimizer step (or a skipped one, when the guards say the update is unsafe), not yet read."""
         cfg = self.cfg
-        multiplier = lr_multiplier(self.step, cfg.schedule, self.total_steps(), self.floor) * self.lr_scale
+        position = self._schedule_position()
+        multiplier = lr_multiplier(position, cfg.schedule, self.total_steps(), self.floor) * self.lr_scale
         set_lr_multiplier(self.optimizer, multiplier)
         started = self.clock()
         stats, timing = train_step(
@@ -523,7 +537,6 @@ class _Loop:
         self.last_eval: dict = {}
         self.start, self.start_step, self.elapsed_before = trainer.clock(), trainer.step, trainer.elapsed
         self.first_step_time: float | None = None
-        trainer._eval_seconds = 0.0
 
     def run(self, profiler) -> None:
         t = self.t
@@ -572,7 +585,7 @@ class _Loop:
             self.last_eval = {"loss": results.get("val_loss"), "perplexity": results.get("val_perplexity"), **results}
         due = k.every is not None and t.step % k.every == 0 and not self.bad_in_a_row
         if due or final or self.stopping:
-            pending.extra["checkpoint_time"] = t.save()
+            pending.extra["checkpoint_time"] = t.save(final=final or self.stopping)
         pending.overhead = t.clock() - begin
 
     def _publish(self, pending: Pending, step_seconds: float) -> dict:

@@ -1,0 +1,194 @@
+"""What a first GPU run does, checked on the CPU by simulating what the GPU (or a gloo process group) would
+report: monkeypatched torch.cuda queries, fake device counts, groups of one."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from gpt2lab.errors import UserError
+from gpt2lab.runtime import resolve_runtime, rng_state, set_rng_state
+from tests.conftest import micro_config, trainer
+
+
+class FakeProps:
+    def __init__(self, name="NVIDIA T4", major=7, minor=5, memory=16 * 2**30):
+        self.name, self.major, self.minor, self.total_memory = name, major, minor, memory
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch.cuda answering as a machine with GPUs would; returns the calls made to it."""
+    calls = {"set_device": [], "bf16_asked": []}
+    state = {"count": 2, "bf16": False, "rng": {}}
+
+    def is_bf16_supported(including_emulation=True):
+        calls["bf16_asked"].append(including_emulation)
+        return True if including_emulation else state["bf16"]  # what torch says of a T4: emulation counts
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: state["count"])
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls["set_device"].append(str(d)))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA T4")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d=None: FakeProps())
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d=None: state["rng"].get(str(d), torch.zeros(8, dtype=torch.uint8)))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d=None: state["rng"].__setitem__(str(d), s))
+    return calls, state
+
+
+def test_a_gpu_without_bf16_tensor_cores_gets_fp16_not_emulated_bf16(fake_cuda):
+    calls, state = fake_cuda
+    rt = resolve_runtime("cuda", "auto")
+    assert rt.precision == "fp16" and "grad scaler" in rt.why
+    assert False in calls["bf16_asked"]  # asked without emulation
+    state["bf16"] = True
+    assert resolve_runtime("cuda", "auto").precision == "bf16"
+    state["bf16"] = False
+    with pytest.raises(UserError, match="no bf16 tensor cores"):
+        resolve_runtime("cuda", "bf16")
+
+
+def test_cuda_n_is_made_the_current_device(fake_cuda):
+    calls, _ = fake_cuda
+    rt = resolve_runtime("cuda:1", "fp16")
+    assert str(rt.device) == "cuda:1" and calls["set_device"][-1] == "cuda:1"
+    with pytest.raises(UserError, match="only 2 CUDA device"):
+        resolve_runtime("cuda:2")
+
+
+def test_cuda_rng_is_saved_for_the_training_device_only_and_old_states_still_load(fake_cuda):
+    _, state = fake_cuda
+    device = torch.device("cuda:0")
+    state["rng"]["cuda:0"] = torch.arange(8, dtype=torch.uint8)
+    saved = rng_state(device)
+    assert "cuda" not in saved and torch.equal(saved["cuda_device"], torch.arange(8, dtype=torch.uint8))
+    # a 0.1 checkpoint saved on a 4-GPU machine ("cuda": one state per visible GPU), resumed where 1 is visible
+    legacy = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+              "cuda": [torch.full((8,), i, dtype=torch.uint8) for i in range(4)]}
+    set_rng_state(legacy, torch.device("cuda:0"))
+    assert torch.equal(state["rng"]["cuda:0"], torch.zeros(8, dtype=torch.uint8))
+    set_rng_state(legacy, torch.device("cuda:3"))  # index 3 exists in the saved list
+    assert torch.equal(state["rng"]["cuda:3"], torch.full((8,), 3, dtype=torch.uint8))
+    set_rng_state(legacy, torch.device("cuda:7"))  # beyond it: no IndexError, a fresh stream
+    assert "cuda:7" not in state["rng"]
+
+
+def test_fsdp_builds_its_mesh_on_the_runs_device(monkeypatch):
+    """FSDP without a mesh picks the GPU it finds; the run's device must decide (here: CPU on a 'GPU machine')."""
+    import gpt2lab.train.distributed as distributed
+
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("torch.distributed.device_mesh.init_device_mesh",
+                        lambda device_type, shape: seen.append((device_type, shape)) or "mesh")
+    monkeypatch.setattr("torch.distributed.fsdp.fully_shard", lambda module, mesh=None: seen.append(("shard", mesh)))
+    from gpt2lab.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    distributed.wrap_model(model, distributed.Dist(world_size=2, strategy="fsdp"), torch.device("cpu"))
+    assert seen[0] == ("cpu", (2,)) and all(m == "mesh" for kind, m in seen[1:] if kind == "shard")
+
+
+def test_mfu_is_per_gpu(data_dir, tmp_path):
+    from gpt2lab.train.step import Pending
+    from gpt2lab.metrics.timing import Timing
+
+    t = trainer(micro_config(data_dir, "run.peak_tflops=1"), tmp_path / "run", echo=lambda *_: None)
+    stats = torch.tensor([3.0, 1.0, 0, 0, 0, 20], dtype=torch.float64)
+    one = t._complete(Pending({"step": 1, "tokens": 1, "lr": 1.0}, stats, Timing({}, [])), 1.0)
+    t.dist.world_size = 4
+    four = t._complete(Pending({"step": 1, "tokens": 1, "lr": 1.0}, stats, Timing({}, [])), 1.0)
+    assert four["tokens_per_sec"] == one["tokens_per_sec"] and four["mfu"] == pytest.approx(one["mfu"] / 4)
+    t.lock.release()
+
+
+def test_a_failure_that_is_not_corruption_stops_the_resume(data_dir, tmp_path, monkeypatch):
+    """A CUDA error while loading is not a corrupt checkpoint: no silent fallback to an older one."""
+    import gpt2lab.checkpoint as ckpt
+
+    cfg = micro_config(data_dir, "schedule.max_steps=4", "checkpoint.every=2", "checkpoint.keep_last=none")
+    trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+
+    def cuda_error(*a, **k):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(ckpt, "load_weights", cuda_error)
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        trainer(cfg, tmp_path / "run", resume=True, echo=lambda *_: None)
+    assert len(ckpt.complete_checkpoints(tmp_path / "run")) == 2  # nothing was set aside
+
+
+def test_init_from_works_under_fsdp(data_dir, tmp_path):
+    """Loading the weights happens before FSDP shards the model (a group of one gloo process here)."""
+    import gpt2lab.checkpoint as ckpt
+
+    source = micro_config(data_dir, "schedule.max_steps=2")
+    trainer(source, tmp_path / "src", echo=lambda *_: None).fit()
+    cfg = micro_config(data_dir, "schedule.max_steps=2", "run.parallel=fsdp")
+    messages = []
+    t = trainer(cfg, tmp_path / "ft", init_from=str(tmp_path / "src"), echo=messages.append)
+    expected = ckpt.model_weights(ckpt.load_model_from_checkpoint(tmp_path / "src", torch.device("cpu"))[0])
+    from gpt2lab.train.distributed import full_weights
+
+    got = full_weights(t.model)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    t.fit()
+    assert any("initialised from" in m for m in messages)
+
+
+def test_auto_batch_tunes_on_rank_0_and_every_rank_takes_its_answer():
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    results = ctx.Manager().dict()
+    procs = [ctx.Process(target=_tune_on_rank, args=(rank, results)) for rank in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert results[0] == results[1] == 8  # rank 1 alone would have chosen 2
+
+
+def _tune_on_rank(rank: int, results) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from gpt2lab.config import build_config
+    from gpt2lab.model import GPT, GPTConfig
+    from gpt2lab.train.autobatch import tune_micro_batch
+    from gpt2lab.train.distributed import Dist
+
+    store = dist.FileStore(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"gpt2lab-tune-{os.getppid()}"), 2)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+    optimizer.skips_on_device = True
+    limit = 8 if rank == 0 else 2  # pretend the ranks have different free memory
+    best = tune_micro_batch(model, optimizer, resolve_runtime("cpu", "fp32"), build_config(preset="tiny"),
+                            Dist(rank=rank, world_size=2, strategy="ddp"), 32, 64, fits=lambda b: b <= limit)
+    assert all(len(s) == 0 or float(s["step"]) == 0 for s in optimizer.state.values())  # nothing was updated
+    results[rank] = best
+    dist.destroy_process_group()
+
+
+def test_eval_uses_the_chunked_loss_and_never_the_whole_head(data_dir):
+    from gpt2lab.data.loader import Windows
+    from gpt2lab.eval.perplexity import evaluate_loss
+    from gpt2lab.model import GPT
+
+    cfg = micro_config(data_dir)
+    model = GPT(cfg.model)
+    calls = []
+    model.lm_head.register_forward_hook(lambda *a: calls.append(1))
+    windows = Windows(str(data_dir), "val", cfg.seq_len)
+    rt = resolve_runtime("cpu", "fp32")
+    chunked = evaluate_loss(model, windows, 8, rt, 2, loss_chunk=16)
+    assert calls == []  # the head's full logits were never built
+    whole = evaluate_loss(model, windows, 8, rt, 2)
+    assert calls and math.isclose(chunked["loss"], whole["loss"], rel_tol=1e-5)

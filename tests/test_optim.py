@@ -1,0 +1,128 @@
+"""Optimizers: parameter roles and groups (by name), Muon's Newton-Schulz against an SVD, skipping on the device,
+the registry, and optimizer state that survives a change of grouping."""
+
+import pytest
+import torch
+
+from gpt2lab.config import OptimConfig
+from gpt2lab.errors import UserError
+from gpt2lab.model import GPT, GPTConfig
+from gpt2lab.train.optim import build_optimizer, load_named_state_dict, named_state_dict, set_lr_multiplier
+from gpt2lab.train.optim.groups import legacy_names
+from gpt2lab.train.optim.muon import orthogonalize
+
+CPU = torch.device("cpu")
+MODERN = dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False)
+
+
+def small(**kw):
+    return GPT(GPTConfig(**{**dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32), **kw}))
+
+
+def groups_by_role(optimizer):
+    return {g["role"]: set(g["names"]) for g in optimizer.param_groups}
+
+
+@pytest.mark.parametrize("shape", [(64, 256), (256, 64), (96, 160)])
+def test_newton_schulz_gives_the_orthogonal_factor_of_an_svd(shape):
+    torch.manual_seed(0)
+    g = torch.randn(*shape)
+    o = orthogonalize(g).float()
+    singular = torch.linalg.svdvals(o)
+    assert singular.min() > 0.6 and singular.max() < 1.25  # every direction scaled to about 1
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    cosine = (o * (u @ vh)).sum() / (o.norm() * (u @ vh).norm())
+    assert cosine > 0.97  # the same directions as U V^T
+    assert orthogonalize(g).shape == g.shape
+
+
+def test_adamw_decays_matrices_embeddings_and_head_never_gains_or_biases():
+    model = small(tie_embeddings=False)
+    opt = build_optimizer(model, OptimConfig(weight_decay=0.1), CPU)
+    roles = groups_by_role(opt)
+    decay = {n for g in opt.param_groups if g["weight_decay"] > 0 for n in g["names"]}
+    no_decay = {n for g in opt.param_groups if g["weight_decay"] == 0 for n in g["names"]}
+    assert "transformer.wte.weight" in decay and "transformer.wpe.weight" in decay and "lm_head.weight" in decay
+    assert "transformer.h.0.attn.c_attn.weight" in decay and "transformer.h.1.mlp.c_proj.weight" in decay
+    assert {"transformer.h.0.ln_1.weight", "transformer.h.0.ln_1.bias", "transformer.h.0.attn.c_attn.bias",
+            "transformer.ln_f.weight", "transformer.h.1.mlp.c_fc.bias"} <= no_decay
+    assert roles["head"] == {"lm_head.weight"} and roles["embedding"] == {"transformer.wte.weight", "transformer.wpe.weight"}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+
+
+def test_a_tied_head_is_the_token_table_and_counted_once():
+    model = small()
+    roles = groups_by_role(build_optimizer(model, OptimConfig(), CPU))
+    assert "head" not in roles and "transformer.wte.weight" in roles["embedding"]
+
+
+def test_role_lrs_and_the_schedule_multiplier():
+    cfg = OptimConfig(lr=1e-3, matrix_lr=2e-2, embedding_lr=5e-2, head_lr=4e-3, gain_lr=None, name="muon", weight_decay=0.0)
+    opt = build_optimizer(small(tie_embeddings=False, **MODERN), cfg, CPU)
+    lrs = {g["role"]: g["lr"] for g in opt.param_groups}
+    assert lrs == {"matrix": 2e-2, "embedding": 5e-2, "head": 4e-3, "gain": 1e-3}
+    set_lr_multiplier(opt, 0.5)
+    assert {g["role"]: g["lr"] for g in opt.param_groups} == {r: v / 2 for r, v in lrs.items()}
+
+
+def test_muon_groups_hidden_matrices_and_uses_adamw_for_the_rest():
+    model = small(tie_embeddings=False, **MODERN)
+    opt = build_optimizer(model, OptimConfig(name="muon"), CPU)
+    muon = {n for g in opt.param_groups if g["use_muon"] for n in g["names"]}
+    adamw = {n for g in opt.param_groups if not g["use_muon"] for n in g["names"]}
+    assert muon == {n for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("transformer.h.")}
+    assert {"transformer.wte.weight", "lm_head.weight", "transformer.ln_f.weight"} <= adamw and not muon & adamw
+
+
+def test_muon_moves_matrices_by_an_orthogonal_update_and_skips_on_the_device():
+    torch.manual_seed(0)
+    model = small()
+    opt = build_optimizer(model, OptimConfig(name="muon", matrix_lr=0.1, weight_decay=0.0, nesterov=False), CPU)
+    w = model.transformer.h[0].mlp.c_proj.weight  # one logical matrix (c_attn is split in thirds)
+    x = torch.randint(0, 64, (4, 16))
+    model(x, x)[1].backward()
+    before = w.detach().clone()
+    opt.found_inf = torch.ones(())  # a bad step: nothing may move, momentum included
+    opt.step()
+    assert torch.equal(w, before) and not opt.state[w]["momentum_buffer"].any()
+    opt.found_inf = None
+    grad = w.grad.clone()
+    opt.step()
+    update = (before - w.detach()) / 0.1 / max(1.0, w.size(0) / w.size(1)) ** 0.5
+    assert torch.allclose(update, orthogonalize(grad), atol=1e-3)  # first step: the momentum is the gradient
+
+
+def test_unknown_optimizer_is_one_line_with_a_suggestion():
+    with pytest.raises(UserError, match="did you mean 'muon'"):
+        build_optimizer(small(), OptimConfig(name="moun"), CPU)
+
+
+def test_muon_refuses_fsdp_sharded_weights(monkeypatch):
+    model = small()
+    monkeypatch.setattr(torch.nn.Parameter, "full_tensor", lambda self: self, raising=False)
+    with pytest.raises(UserError, match="run.parallel=fsdp"):
+        build_optimizer(model, OptimConfig(name="muon"), CPU)
+
+
+def test_state_by_name_survives_regrouping_and_reads_01s_positional_state():
+    torch.manual_seed(0)
+    model = small(tie_embeddings=False)
+    x = torch.randint(0, 64, (4, 16))
+    old = torch.optim.AdamW([{"params": [p for p in model.parameters() if p.dim() >= 2]},
+                             {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}])
+    model(x, x)[1].backward()
+    old.step()
+    legacy = old.state_dict()  # 0.1's layout: two groups, state by position
+    new = build_optimizer(model, OptimConfig(), CPU)
+    load_named_state_dict(new, legacy, model)
+    names = legacy_names(model)
+    by_param = {p: n for n, p in model.named_parameters()}
+    for p, state in new.state.items():
+        expected = legacy["state"][names.index(by_param[p])]
+        assert torch.equal(state["exp_avg"], expected["exp_avg"])
+    again = build_optimizer(model, OptimConfig(), CPU)
+    load_named_state_dict(again, named_state_dict(new), model)
+    assert all(torch.equal(again.state[p]["exp_avg_sq"], new.state[p]["exp_avg_sq"]) for p in new.state)
+    other = small(n_embd=48)
+    with pytest.raises(UserError, match="no entry for"):
+        load_named_state_dict(build_optimizer(other, OptimConfig(), CPU), {"format": "named", "state": {"x": {}}}, other)
