@@ -96,6 +96,7 @@ class EvalConfig:
     hellaswag_every: int | None = optional()  # steps between HellaSwag passes (needs hellaswag_path); None: never
     hellaswag_path: str | None = optional()  # the original hellaswag_val.jsonl
     hellaswag_limit: int | None = optional()  # examples per in-loop pass (the first N); None: all 10,042
+    tasks: str | None = None  # more evaluations by name, comma-separated (see gpt2lab/eval/__init__.py), e.g. "token_accuracy"
 
 
 @dataclass

@@ -17,5 +17,15 @@ EVALUATORS = [
 
 def build_evaluators(cfg, data_meta: dict, echo=print) -> list:
     """The evaluators this run's config asks for, in EVALUATORS order."""
+    import difflib
+
+    from ..errors import UserError
+
+    names = [e.name for e in EVALUATORS]
+    for task in [t.strip() for t in (cfg.eval.tasks or "").split(",") if t.strip()]:
+        if task not in names:
+            close = difflib.get_close_matches(task, names, n=1)
+            raise UserError(f"eval.tasks names {task!r}, which is not an evaluation of gpt2lab; "
+                            f"{f'did you mean {close[0]!r}? ' if close else ''}choose from {', '.join(names)}")
     built = (cls.from_config(cfg, data_meta, echo) for cls in EVALUATORS)
     return [e for e in built if e is not None]

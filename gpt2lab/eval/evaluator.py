@@ -4,7 +4,8 @@ returns them.
 An evaluator is built from the run's config by `from_config(cfg, data_meta, echo)` (None when the config does
 not ask for it) and called as `evaluator(model, runtime, shard=(rank, world), reduce=sum_across_ranks)`, in
 eval mode with no gradients, on every rank (each scores its part; `reduce` sums the counts). To add one, write
-a subclass in its own file and add it to EVALUATORS in eval/__init__.py.
+a subclass in its own file and add it to EVALUATORS in eval/__init__.py; by default it runs when its name is in
+eval.tasks, every eval.every steps (see `requested`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class Evaluator:
 
     def describe(self) -> dict:
         return {"name": self.name, "every": self.every, "metrics": [m.as_dict() for m in self.metrics]}
+
+    @classmethod
+    def requested(cls, cfg) -> bool:
+        """Whether eval.tasks names this evaluator."""
+        return cls.name in [t.strip() for t in (cfg.eval.tasks or "").split(",")]
 
     @classmethod
     def from_config(cls, cfg, data_meta: dict, echo) -> "Evaluator | None":
