@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from .hellaswag import HellaSwag
 from .perplexity import ValLoss
+from .token_accuracy import TokenAccuracy
 
 EVALUATORS = [
     ValLoss,
     HellaSwag,
+    TokenAccuracy,
 ]
 
 
