@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file, load_model, save_file
 
 from .config import Config, from_dict
@@ -280,9 +281,27 @@ def load_config(checkpoint: Path) -> Config:
     return from_dict(values)
 
 
+def _utf8(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; through Python's own file reading where the path is not UTF-8 (which the
+    safetensors library cannot open)."""
+    return load_file(str(path)) if _utf8(path) else load_bytes(path.read_bytes())
+
+
 def load_weights(model: GPT, checkpoint: Path, device: torch.device | str = "cpu") -> None:
     try:
-        missing, unexpected = load_model(model, str(checkpoint / WEIGHTS), strict=False, device=str(device))
+        if _utf8(checkpoint):
+            missing, unexpected = load_model(model, str(checkpoint / WEIGHTS), strict=False, device=str(device))
+        else:
+            missing, unexpected = model.load_state_dict(read_tensors(checkpoint / WEIGHTS), strict=False)
+            missing = [k for k in missing if k != "lm_head.weight" or not model.config.tie_embeddings]
     except (OSError, SafetensorError, RuntimeError, ValueError) as exc:
         raise UserError(f"cannot load weights from {checkpoint} ({type(exc).__name__}: {exc}); "
                         "the checkpoint is corrupt or of another architecture") from None
@@ -315,7 +334,7 @@ def load_state(checkpoint: Path) -> dict:
     """The training state of a checkpoint; CorruptCheckpoint if it cannot be read."""
     try:
         if (checkpoint / STATE_JSON).is_file():
-            tensors = load_file(str(checkpoint / TENSORS))
+            tensors = read_tensors(checkpoint / TENSORS)
             state = unpack(json.loads((checkpoint / STATE_JSON).read_text(encoding="utf-8")), tensors)
         else:
             state = _legacy_state(checkpoint / LEGACY_STATE)

@@ -70,7 +70,8 @@ def write_bytes_atomic(path: Path, data: bytes, what: str = "file") -> None:
 
 
 def write_text_atomic(path: Path, text: str, what: str = "file") -> None:
-    write_bytes_atomic(path, text.encode("utf-8"), what)
+    """UTF-8; a path name that is not UTF-8 (a byte the OS gave as a surrogate) is written back as that byte."""
+    write_bytes_atomic(path, text.encode("utf-8", errors="surrogateescape"), what)
 
 
 def write_json_atomic(path: Path, obj, what: str = "file") -> None:

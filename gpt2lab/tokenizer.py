@@ -128,3 +128,10 @@ def load_tokenizer(folder: str | os.PathLike | None = None) -> Tokenizer:
         ) from None
     cache = os.environ.get("TIKTOKEN_CACHE_DIR", "tiktoken's default cache")
     return Tokenizer(encoding, source=f"tiktoken:gpt2 ({cache})")
+
+
+def check_fits(tokenizer: Tokenizer, vocab_size: int, what: str = "this model") -> None:
+    """The tokenizer's ids must all be rows of the model's embedding."""
+    if tokenizer.n_vocab > vocab_size:
+        raise UserError(f"{what} has a vocabulary of {vocab_size} but the GPT-2 tokenizer has {tokenizer.n_vocab} tokens; "
+                        "text can only be scored or sampled with a model trained on GPT-2 tokens (vocab_size >= 50257)")

@@ -71,12 +71,23 @@ def test_two_processes_match_one(reference, strategy):
         assert (run / "checkpoints" / "step_00000020" / "model.safetensors").is_file()
 
 
+@pytest.fixture(scope="module")
+def two_process_runs(reference):
+    """The two-process runs the resume tests start from (made here if test_two_processes_match_one did not)."""
+    base, data, _ = reference
+    for strategy in ("ddp", "fsdp"):
+        run = base / f"two-{strategy}"
+        if not (run / "checkpoints" / "step_00000010").is_dir():
+            shutil.rmtree(run, ignore_errors=True)
+            out = torchrun(2, train_args(data, run, 4, "--set", f"run.parallel={strategy}", "--checkpoint-every", "10"))
+            assert out.returncode == 0, out.stderr[-3000:]
+    return base
+
+
 @pytest.mark.parametrize("strategy,resume_world", [("ddp", 1), ("fsdp", 1), ("ddp", 2)])
-def test_resume_on_another_world_size(reference, strategy, resume_world):
+def test_resume_on_another_world_size(reference, two_process_runs, strategy, resume_world):
     base, data, expected = reference
     source = base / f"two-{strategy}"
-    if not (source / "checkpoints" / "step_00000010").is_dir():
-        pytest.skip("needs the two-process run of test_two_processes_match_one")
     run = base / f"resume-{strategy}-{resume_world}"
     shutil.copytree(source, run)
     shutil.rmtree(run / "checkpoints" / "step_00000020")
@@ -87,21 +98,63 @@ def test_resume_on_another_world_size(reference, strategy, resume_world):
     assert_same_run(expected, by_step(run), range(11, STEPS + 1))
 
 
-def _workers(parent: int) -> list[int]:
-    """Processes descended from `parent` that run gpt2lab (torchrun's workers)."""
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is pid (from /proc/PID/task/*/children)."""
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
         try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes()
+            found += [int(c) for c in task.read_text().split()]
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if b"gpt2lab" in cmd and ppid != os.getpid() and int(entry.name) != parent:
-            found.append(int(entry.name))
     return found
+
+
+def _workers(root: int) -> list[int]:
+    """torchrun's workers: descendants of `root`, the torchrun process this test started, and nothing else.
+    Only these may ever be signalled: another user's gpt2lab on the machine is none of the test's business."""
+    found, todo = [], [root]
+    while todo:
+        for child in _children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return [p for p in found if b"gpt2lab" in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # it has just exited
+        return b""
+
+
+def _is_descendant(pid: int, root: int) -> bool:
+    while pid > 1:
+        if pid == root:
+            return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return False
+
+
+def test_only_our_own_processes_are_found(tmp_path):
+    """An unrelated process named gpt2lab (another user's eval, say) is never among the workers to kill."""
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "gpt2lab", "eval"])
+    ours = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
+                             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', 'gpt2lab']); "
+                             "time.sleep(60)"])
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and not _workers(ours.pid):
+            time.sleep(0.1)
+        found = _workers(ours.pid)
+        assert len(found) == 1 and decoy.pid not in found and _is_descendant(found[0], ours.pid)
+        assert _workers(decoy.pid) == [] and _workers(999_999_999) == []  # a PID that does not exist: nothing
+    finally:
+        for pid in _workers(ours.pid):  # the grandchild this test started, through `ours`
+            os.kill(pid, signal.SIGKILL)
+        for p in (decoy, ours):
+            p.kill()
+            p.wait()
 
 
 def test_a_killed_rank_ends_the_job(tmp_path):
@@ -114,6 +167,7 @@ def test_a_killed_rank_ends_the_job(tmp_path):
         time.sleep(0.2)
     workers = _workers(proc.pid)
     assert len(workers) >= 2, workers
+    assert all(_is_descendant(w, proc.pid) for w in workers)
     os.kill(max(workers), signal.SIGKILL)  # one rank dies mid-run
     killed_at = time.time()
     try:

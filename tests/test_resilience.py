@@ -62,7 +62,7 @@ def reference(tmp_path_factory):
 
 def test_kill_9_twice_then_resume_matches_the_uninterrupted_run(reference, tmp_path):
     data, expected = reference
-    seed = int(os.environ.get("GPT2LAB_KILL_SEED", time.time_ns() % 10_000))
+    seed = int(os.environ.get("GPT2LAB_KILL_SEED", "2026"))  # repeatable; set GPT2LAB_KILL_SEED to try other points
     kills = sorted(random.Random(seed).sample(range(3, STEPS - 5), 2))
     run = tmp_path / "run"
     for kill_at in kills:  # kill -9 while training or while a checkpoint is being written in the background

@@ -86,7 +86,17 @@ def test_prepare_keeps_a_sources_validation_split(tmp_path, tokenizer_dir, monke
 
 
 def test_unreachable_hub_dataset_is_a_clear_error(tmp_path):
-    with pytest.raises(UserError, match="cannot open hf:no-such-user/no-such-dataset"):
-        list(HFDataset("no-such-user/no-such-dataset"))
+    """In a process of its own, with HF_HUB_OFFLINE set before the hub library reads it: no network is touched."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from gpt2lab.data.sources import HFDataset\n"
+            "from gpt2lab.errors import UserError\n"
+            "try:\n    list(HFDataset('no-such-user/no-such-dataset'))\n"
+            "except UserError as e:\n    print('ERROR', e)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "ERROR cannot open hf:no-such-user/no-such-dataset" in out.stdout, out.stderr[-2000:]
     with pytest.raises(UserError, match="hf:NAME"):
         open_sources(["hf:"])

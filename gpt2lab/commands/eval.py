@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..eval.hellaswag import encode_examples, evaluate_hellaswag, read_examples
 from ..eval.perplexity import evaluate_loss, evaluate_text
 from ..runtime import resolve_runtime
-from ..tokenizer import load_tokenizer
+from ..tokenizer import check_fits, load_tokenizer
 from .progress import progress_bar
 
 
@@ -79,6 +79,7 @@ def evaluate(checkpoint: str, options: EvalOptions) -> dict:
     if rows or content:
         folder = o.tokenizer or (read_meta(o.data)["tokenizer"].get("folder") if o.data else None)
         tok = load_tokenizer(folder)
+        check_fits(tok, config.model.vocab_size, f"the checkpoint {path}")
         if rows:
             examples = encode_examples(rows, tok)
             with progress_bar(len(examples), "hellaswag", "example", o.quiet) as bar:

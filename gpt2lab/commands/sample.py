@@ -12,7 +12,7 @@ from ..checkpoint import load_model_from_checkpoint
 from ..errors import UserError
 from ..model import generate
 from ..runtime import resolve_runtime
-from ..tokenizer import load_tokenizer
+from ..tokenizer import check_fits, load_tokenizer
 
 
 @dataclass
@@ -47,6 +47,7 @@ def sample_text(checkpoint: str, options: SampleOptions | None = None, model=Non
     if model is None:
         model, _, _ = load_model_from_checkpoint(checkpoint, runtime.device)
     tok = load_tokenizer(o.tokenizer)
+    check_fits(tok, model.config.vocab_size, f"the checkpoint {checkpoint}")
     ids = [tok.eot] + tok.encode(o.prompt)  # documents start after <|endoftext|>, as in training
     idx = torch.tensor([ids[-model.config.block_size:]] * o.num_samples, dtype=torch.long, device=runtime.device)
     out = generate(model, idx, o.max_new_tokens, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, seed=o.seed,
