@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from gpt2lab.config import build_config
 from gpt2lab.data.shards import META_FILE, shard_name, write_shard
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(os.environ.get("GPT2LAB_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 TOKENIZER_DIR = SHARED / "data" / "gpt2_tokenizer"
 
 

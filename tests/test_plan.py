@@ -76,3 +76,24 @@ def test_plan_cli_json_and_text(capsys):
     assert "largest micro-batch that fits" in out and "cost at $2.00/h" in out
     assert main(["plan", "--gpu", "tpu-v5", "--tokens", "1e9"]) == 2
     assert "unknown GPU" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_fixed_memory_terms_are_the_bytes_of_real_tensors(optimizer):
+    """Weights, gradients and optimizer state as `plan` counts them, against the tensors a real step leaves."""
+    from gpt2lab.commands.plan import optimizer_bytes
+    from gpt2lab.config import OptimConfig
+    from gpt2lab.train.optim import build_optimizer
+
+    config = GPTConfig(vocab_size=512, block_size=32, n_layer=2, n_head=2, n_embd=64, tie_embeddings=False, **MODERN)
+    model = GPT(config)
+    opt = build_optimizer(model, OptimConfig(name=optimizer), torch.device("cpu"))
+    x = torch.randint(0, 512, (2, 32))
+    model(x, x)[1].backward()
+    opt.step()
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters())
+    state = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
+                if torch.is_tensor(t) and t.numel() > 1)  # moments and momentum, not the step counters
+    plan = memory_plan(config, model.num_params(), 1, 32, "bf16", optimizer_bytes(model, optimizer))
+    assert plan.weights == weights and plan.gradients == grads and plan.optimizer == state

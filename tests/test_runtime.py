@@ -31,3 +31,42 @@ def test_cpu_precisions(monkeypatch):
         resolve_runtime("cpu", "fp16")
     with pytest.raises(UserError, match="not one of"):
         resolve_runtime("tpu")
+
+
+def test_apple_mps_by_simulation(monkeypatch):
+    """Run here only by simulating torch.backends.mps: availability, precision by macOS version, no silent fallback."""
+    from gpt2lab.train.guards import check_placement
+
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError, match="MPS is not usable here"):
+        resolve_runtime("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor: major <= 13, raising=False)
+    rt = resolve_runtime("mps")
+    assert rt.device.type == "mps" and rt.precision == "fp32" and "macOS 14" in rt.why and not rt.compile
+    assert rt.loss_chunk is None  # CPU-only defaults stay off
+    monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor: True, raising=False)
+    assert resolve_runtime("mps").precision == "bf16"
+    assert "mps (Apple GPU)" in resolve_runtime("mps").banner()
+    with pytest.raises(UserError, match="MPS was requested but 1 parameters are on the CPU"):
+        check_placement(torch.nn.Linear(1, 1, bias=False), torch.zeros(1), torch.device("mps"))
+
+
+def test_cpu_compile_auto_needs_a_long_enough_run_and_a_compiler(monkeypatch):
+    import gpt2lab.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_bf16_native", lambda: (True, "amx_bf16"))
+    assert not resolve_runtime("cpu", "auto", "auto", run_tokens=10_000).compile  # the demo: not worth it
+    assert resolve_runtime("cpu", "auto", "auto", run_tokens=10**8).compile
+    assert not resolve_runtime("cpu", "fp32", "auto", run_tokens=10**8).compile  # fp32 eager was as fast
+    monkeypatch.setattr(runtime, "cxx_compiler", lambda: None)
+    rt = resolve_runtime("cpu", "auto", "on")
+    assert not rt.compile and "C++ compiler" in rt.notes[0]
+
+
+def test_the_cpu_loss_chunk_default_never_reaches_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_runtime("cuda", "auto").loss_chunk is None and resolve_runtime("cpu", "fp32").loss_chunk == 512
+    assert resolve_runtime("cuda", "auto", "auto").compile is False  # CUDA defaults unchanged

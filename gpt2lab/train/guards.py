@@ -11,15 +11,16 @@ from ..errors import UserError
 
 
 def check_placement(model: torch.nn.Module, batch: torch.Tensor, device: torch.device) -> None:
-    """On CUDA, every parameter and the batch must be on the GPU: a CPU fallback is a bug, never a mode."""
-    if device.type != "cuda":
+    """On a GPU (CUDA or MPS), every parameter and the batch must be on it: a CPU fallback is a bug, never a mode."""
+    if device.type == "cpu":
         return
-    stray = [name for name, p in model.named_parameters() if p.device.type != "cuda"]
+    kind = "CUDA" if device.type == "cuda" else device.type.upper()
+    stray = [name for name, p in model.named_parameters() if p.device.type != device.type]
     if stray:
-        raise UserError(f"CUDA was requested but {len(stray)} parameters are on the CPU (e.g. {stray[0]}); "
+        raise UserError(f"{kind} was requested but {len(stray)} parameters are on the CPU (e.g. {stray[0]}); "
                         "training would run on the CPU at a fraction of the speed")
-    if batch.device.type != "cuda":
-        raise UserError("CUDA was requested but the batches are on the CPU; training would run on the CPU")
+    if batch.device.type != device.type:
+        raise UserError(f"{kind} was requested but the batches are on the CPU; training would run on the CPU")
 
 
 class UtilizationGuard:

@@ -1,0 +1,213 @@
+"""The project's own mutation check: plausible bugs planted one at a time, and whether the tests notice.
+
+Each mutant replaces one piece of source text (which must occur exactly once) in a copy of the package and runs
+the test files that should catch it; the mutant is killed when they fail. The copy lives in a temporary folder,
+so the working tree is never touched. Run from the project root:
+
+    python tests/mutation.py                      # every mutant, with transformers as installed
+    python tests/mutation.py --no-transformers    # the same with transformers hidden (its tests skip)
+    python tests/mutation.py --only rope-direction attention-scale
+
+It prints a line per mutant and the kill rate, and writes the result as JSON with --json FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Mutant:
+    name: str
+    file: str
+    before: str
+    after: str
+    tests: tuple[str, ...]
+
+
+M = Mutant
+MUTANTS = [
+    # model
+    M("attention-scale", "gpt2lab/model/gpt.py", "q, k, v, attn_mask=mask, is_causal", "q, k, v, scale=1.0 / self.head_dim, attn_mask=mask, is_causal",
+      ("test_reference.py", "test_model.py")),
+    M("mlp-wrong-norm", "gpt2lab/model/gpt.py", "return x + self.mlp(self.ln_2(x))", "return x + self.mlp(self.ln_1(x))",
+      ("test_reference.py",)),
+    M("rope-direction", "gpt2lab/model/gpt.py", "rotated = torch.cat([-x2, x1], dim=-1)", "rotated = torch.cat([x2, -x1], dim=-1)",
+      ("test_reference.py", "test_model.py")),
+    M("mlp-residual-init", "gpt2lab/model/gpt.py",
+      "self.c_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)\n        self.c_proj.is_residual_projection = True",
+      "self.c_proj = nn.Linear(config.hidden_dim, config.n_embd, bias=config.bias)", ("test_reference.py", "test_model.py")),
+    M("not-causal", "gpt2lab/model/gpt.py", "is_causal=T > 1 and mask is None", "is_causal=False", ("test_reference.py", "test_model.py")),
+    M("untied", "gpt2lab/model/gpt.py", "self.lm_head.weight = self.transformer.wte.weight", "pass", ("test_reference.py", "test_model.py")),
+    M("gelu-exact", "gpt2lab/model/gpt.py", 'F.gelu(h, approximate="tanh")', "F.gelu(h)", ("test_reference.py",)),
+    M("swiglu-swapped", "gpt2lab/model/gpt.py", "h = F.silu(gate) * up", "h = F.silu(up) * gate", ("test_reference.py",)),
+    M("softcap-scale", "gpt2lab/model/gpt.py", "logits = cap * torch.tanh(logits / cap)", "logits = torch.tanh(logits / cap)",
+      ("test_reference.py",)),
+    M("qknorm-k-skipped", "gpt2lab/model/gpt.py", "k = F.rms_norm(k, (self.head_dim,), self.k_norm.weight.to(k.dtype), self.k_norm.eps)",
+      "k = k", ("test_reference.py",)),
+    M("chunk-loss-ignored-targets", "gpt2lab/model/loss.py", "grad = (torch.exp(logits - lse[:, None]) - one_hot) * valid[:, None]",
+      "grad = torch.exp(logits - lse[:, None]) - one_hot", ("test_bench.py",)),
+    M("chunk-loss-last-chunk-only", "gpt2lab/model/loss.py", "grad_w += F.linear(grad.t(), hc.t()).float()",
+      "grad_w = F.linear(grad.t(), hc.t()).float()", ("test_bench.py",)),
+    # generation
+    M("top-k-keeps-k-1", "gpt2lab/model/generate.py", "torch.topk(logits, top_k, dim=-1).values[:, -1:]",
+      "torch.topk(logits, top_k, dim=-1).values[:, -2:-1]", ("test_generate.py",)),
+    M("temperature-multiplies", "gpt2lab/model/generate.py", "logits = logits / temperature", "logits = logits * temperature",
+      ("test_generate.py",)),
+    M("cache-position", "gpt2lab/model/gpt.py", "start = cache.length if cache is not None else 0", "start = 0",
+      ("test_generate.py",)),
+    # optimizers, schedule, step, guards
+    M("decay-on-gains", "gpt2lab/train/optim/groups.py", '"weight_decay": 0.0 if role == "gain" else cfg.weight_decay',
+      '"weight_decay": cfg.weight_decay', ("test_optim.py",)),
+    M("muon-scale", "gpt2lab/train/optim/muon.py", "max(1.0, u.size(0) / u.size(1)) ** 0.5", "max(1.0, u.size(0) / u.size(1))",
+      ("test_optim.py",)),
+    M("muon-ignores-skip", "gpt2lab/train/optim/muon.py", "buf.copy_(torch.where(keep, buf, new_buf))", "buf.copy_(new_buf)",
+      ("test_optim.py",)),
+    M("no-clipping", "gpt2lab/train/step.py", "grad_clip if grad_clip else math.inf", "math.inf", ("test_trainer.py",)),
+    M("accumulation-unscaled", "gpt2lab/train/step.py", "scaled = loss / micro_steps", "scaled = loss", ("test_trainer.py",)),
+    M("skip-not-applied", "gpt2lab/train/step.py", "optimizer.found_inf = skip.float()", "optimizer.found_inf = None",
+      ("test_resilience.py",)),
+    M("guard-variance", "gpt2lab/train/guards.py", ".sqrt().clamp(min=1e-8)", ".clamp(min=1e-8)", ("test_guards.py",)),
+    M("guard-keeps-skipped", "gpt2lab/train/guards.py", "self.count += (~skip).long()", "self.count += 1", ("test_guards.py",)),
+    M("warmup-off-by-one", "gpt2lab/train/schedule.py", "return (step + 1) / warmup", "return step / warmup", ("test_schedule.py",)),
+    M("cosine-upside-down", "gpt2lab/train/schedule.py", "0.5 * (1.0 + math.cos(math.pi * progress))",
+      "0.5 * (1.0 - math.cos(math.pi * progress))", ("test_schedule.py",)),
+    M("wsd-late", "gpt2lab/train/schedule.py", "start = max(warmup, total_steps - math.ceil(schedule.cooldown_fraction * total_steps))",
+      "start = max(warmup, total_steps - math.ceil(schedule.cooldown_fraction * total_steps) + 5)", ("test_schedule.py",)),
+    # trainer and checkpoints
+    M("rollback-to-latest", "gpt2lab/train/trainer.py",
+      "target = ckpt.checkpoint_folder(self.run_dir, self.trusted) if self.trusted is not None else None",
+      "target = ckpt.latest_checkpoint(self.run_dir)", ("test_resilience.py",)),
+    M("mfu-not-per-gpu", "gpt2lab/train/trainer.py", 'r["tokens_per_sec"] / self.dist.world_size * self.flops.training',
+      'r["tokens_per_sec"] * self.flops.training', ("test_gpu_paths.py",)),
+    M("resume-keeps-stale-metrics", "gpt2lab/train/trainer.py", "                truncate_metrics(self.run_dir, self.step)\n            self.echo(f\"resumed",
+      "                pass\n            self.echo(f\"resumed", ("test_trainer.py",)),
+    M("retention-one-too-many", "gpt2lab/checkpoint.py", "newest[:keep_last]", "newest[: keep_last + 1]", ("test_checkpoint.py",)),
+    M("marker-not-synced", "gpt2lab/checkpoint.py", "            f.flush()\n            os.fsync(f.fileno())\n        fsync_dir(tmp)",
+      "            f.flush()\n        fsync_dir(tmp)", ("test_checkpoint.py",)),
+    M("corrupt-counted-as-kept", "gpt2lab/checkpoint.py", "aside.append(set_aside(path, str(exc)))", "good.append(path)",
+      ("test_checkpoint.py",)),
+    M("pickle-trusted", "gpt2lab/checkpoint.py", "return torch.load(path, map_location=\"cpu\", weights_only=True)",
+      "return torch.load(path, map_location=\"cpu\", weights_only=False)", ("test_checkpoint.py",)),
+    # data
+    M("eot-after-document", "gpt2lab/data/prepare.py", "arr[0] = tok.eot\n        arr[1:] = ids", "arr[-1] = tok.eot\n        arr[:-1] = ids",
+      ("test_prepare.py",)),
+    M("val-files-train", "gpt2lab/data/sources.py", 'yield "val", text', "yield None, text", ("test_prepare.py",)),
+    M("progress-trusted", "gpt2lab/data/prepare.py", "    for entry in shards:\n        try:", "    for entry in shards[:0]:\n        try:",
+      ("test_prepare.py",)),
+    M("crlf-translated", "gpt2lab/data/sources.py", 'io.TextIOWrapper(raw, encoding="utf-8", newline="")',
+      'io.TextIOWrapper(raw, encoding="utf-8")', ("test_prepare.py",)),
+    M("overwrite-deletes-all", "gpt2lab/data/prepare.py", "remove_owned(out, [META_FILE] + sorted(replaced - {META_FILE}))",
+      "remove_owned(out, [p.name for p in out.iterdir()])", ("test_prepare.py",)),
+    M("windows-overlap", "gpt2lab/data/loader.py", "dtype=np.int64) * seq_len for s in self.shards]",
+      "dtype=np.int64) * (seq_len // 2) for s in self.shards]", ("test_loader.py",)),
+    M("no-reshuffle", "gpt2lab/data/loader.py", "np.random.default_rng([self.seed, epoch])", "np.random.default_rng([self.seed, 0])",
+      ("test_loader.py",)),
+    M("ranks-overlap", "gpt2lab/data/loader.py", "first = position + self.rank * self.batch_size", "first = position",
+      ("test_loader.py",)),
+    # evaluation
+    M("acc-norm-not-normalised", "gpt2lab/eval/hellaswag.py", "torch.stack([total, total / count], dim=1)",
+      "torch.stack([total, total], dim=1)", ("test_hellaswag.py",)),
+    M("ending-mask-off-by-one", "gpt2lab/eval/hellaswag.py", "y[i, len(seq) - 1 - n_end : len(seq) - 1]",
+      "y[i, len(seq) - 2 - n_end : len(seq) - 1]", ("test_hellaswag.py",)),
+    M("text-windows-overlap", "gpt2lab/eval/perplexity.py", "end = min(first + stride, n_targets)",
+      "end = min(first + stride + 1, n_targets)", ("test_perplexity.py",)),
+    M("bits-per-character", "gpt2lab/eval/perplexity.py", 'n_bytes = len(text.encode("utf-8"))', "n_bytes = len(text)",
+      ("test_perplexity.py",)),
+    # numbers and devices
+    M("flops-attention-halved", "gpt2lab/metrics/flops.py", "attention_scores=L * 2 * 2 * T * d", "attention_scores=L * 2 * T * d",
+      ("test_flops.py",)),
+    M("flops-training-2x", "gpt2lab/metrics/flops.py", "return 3 * self.forward", "return 2 * self.forward", ("test_flops.py",)),
+    M("device-row-shadowed", "gpt2lab/metrics/devices.py",
+      '    GPU("h200-nvl", "NVIDIA H200 NVL", r"H200.*NVL", 141, 835.0, 835.0, 417.5),\n    GPU("h200", "NVIDIA H200 SXM", r"H200", 141, 989.4, 989.4, 494.7),',
+      '    GPU("h200", "NVIDIA H200 SXM", r"H200", 141, 989.4, 989.4, 494.7),\n    GPU("h200-nvl", "NVIDIA H200 NVL", r"H200.*NVL", 141, 835.0, 835.0, 417.5),',
+      ("test_devices.py",)),
+    M("plan-grads-2-bytes", "gpt2lab/metrics/memory.py", "weights=4 * n_params, gradients=4 * n_params",
+      "weights=4 * n_params, gradients=2 * n_params", ("test_plan.py",)),
+    M("bf16-emulation-counts", "gpt2lab/runtime.py", "if torch.cuda.is_bf16_supported(including_emulation=False):\n        return \"bf16\"",
+      "if torch.cuda.is_bf16_supported():\n        return \"bf16\"", ("test_gpu_paths.py",)),
+    # interop
+    M("export-conv1d-untransposed", "gpt2lab/interop/hf.py", "return {k: (v.t() if k.endswith(_CONV1D) else v).contiguous()",
+      "return {k: v.contiguous()", ("test_interop_hf.py",)),
+    M("llama-qk-swapped", "gpt2lab/interop/hf.py", 'q, k, v = sd[f"transformer.h.{i}.attn.c_attn.weight"].chunk(3, dim=0)',
+      'k, q, v = sd[f"transformer.h.{i}.attn.c_attn.weight"].chunk(3, dim=0)', ("test_interop_hf.py",)),
+]
+
+
+def hide_transformers(folder: Path) -> Path:
+    """A sitecustomize that makes `import transformers` fail, as on a machine without it."""
+    site = folder / "hide"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text("import sys\nsys.modules['transformers'] = None\n")
+    return site
+
+
+def run_mutant(m: Mutant, work: Path, env: dict) -> tuple[bool, float]:
+    """(killed, seconds): the mutant applied to a fresh copy of the package, its tests run."""
+    shutil.rmtree(work / "gpt2lab", ignore_errors=True)
+    shutil.copytree(ROOT / "gpt2lab", work / "gpt2lab", ignore=shutil.ignore_patterns("__pycache__"))
+    target = work / m.file
+    text = target.read_text()
+    if text.count(m.before) != 1:
+        raise SystemExit(f"mutation: {m.name}: the text to replace occurs {text.count(m.before)} times in {m.file}")
+    target.write_text(text.replace(m.before, m.after))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                           *[f"tests/{t}" for t in m.tests]], cwd=work, env=env, capture_output=True, text=True)
+    return done.returncode != 0, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-transformers", action="store_true", help="hide transformers (its tests skip)")
+    parser.add_argument("--only", nargs="+", help="mutant names")
+    parser.add_argument("--json", help="write the result here")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    with tempfile.TemporaryDirectory(prefix="gpt2lab-mutation-") as tmp:
+        work = Path(tmp)
+        shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__", "mutation.py"))
+        shutil.copytree(ROOT / "gpt2lab", work / "gpt2lab", ignore=shutil.ignore_patterns("__pycache__"))
+        paths = [str(work)] + ([str(hide_transformers(work))] if args.no_transformers else [])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "GPT2LAB_SHARED": str(ROOT.parent / "shared"),
+               "PYTHONDONTWRITEBYTECODE": "1"}
+        check = subprocess.run([sys.executable, "-c", "import gpt2lab, sys; print(gpt2lab.__file__); "
+                                "import importlib.util as u; print(u.find_spec('transformers') is None)"],
+                               cwd=work, env=env, capture_output=True, text=True)
+        origin = check.stdout.split()
+        assert origin and origin[0].startswith(str(work)), f"the copy is not the package imported: {check.stdout}{check.stderr}"
+        assert origin[1] == str(args.no_transformers), f"transformers is {'not ' if args.no_transformers else ''}hidden"
+        unmutated = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "tests/test_reference.py"],
+                                   cwd=work, env=env, capture_output=True, text=True)
+        assert unmutated.returncode == 0, "the unmutated copy fails its tests:\n" + unmutated.stdout[-2000:]
+        results = []
+        for m in chosen:
+            killed, seconds = run_mutant(m, work, env)
+            results.append({"name": m.name, "file": m.file, "killed": killed, "seconds": round(seconds, 1), "tests": m.tests})
+            print(f"{'killed ' if killed else 'SURVIVED'} {m.name:32s} {m.file:32s} {seconds:6.1f} s", flush=True)
+    killed = sum(r["killed"] for r in results)
+    rate = killed / len(results)
+    label = "without transformers" if args.no_transformers else "with transformers"
+    print(f"{killed} of {len(results)} mutants killed ({rate:.0%}) {label}")
+    survivors = [r["name"] for r in results if not r["killed"]]
+    if survivors:
+        print("survivors: " + ", ".join(survivors))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"transformers": not args.no_transformers, "killed": killed,
+                                               "mutants": len(results), "rate": round(rate, 3), "results": results},
+                                              indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
