@@ -9,6 +9,12 @@ from __future__ import annotations
 from .errors import UserError
 
 _MODERN = {"pos": "rope", "mlp": "swiglu", "norm": "rmsnorm", "bias": False}
+# the speedrun line's architecture, as measured in the CPU lab (bench/speedrun_cpu.py)
+_SPEEDRUN = {"pos": "rope", "norm": "rmsnorm", "bias": False, "mlp": "relu2", "qk_norm": True, "zero_init_proj": True,
+             "tie_embeddings": False}
+# Muon for hidden matrices, AdamW for embeddings, head and gains: the CPU lab's learning rates
+_MUON = {"name": "muon", "matrix_lr": 0.02, "embedding_lr": 0.2, "head_lr": 0.008, "gain_lr": 0.02, "lr": 0.004,
+         "weight_decay": 0.0, "beta1": 0.8, "beta2": 0.95, "momentum": 0.95, "grad_clip": 1.0}
 
 PRESETS: dict[str, dict] = {
     # CPU tests and the demo: seconds per step on two cores.
@@ -34,8 +40,9 @@ RECIPES: dict[str, dict] = {
         "config": {
             "optim": {"lr": 1.8e-3, "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "grad_clip": 1.0},
             "schedule": {"max_steps": 38146, "warmup_steps": 285, "min_lr": 1.8e-4, "decay": "cosine"},
-            "run": {"micro_batch": 32, "batch_tokens": 524288, "seed": 1337, "precision": "bf16", "compile": True,
-                    "eval_every": 250, "checkpoint_every": 5000, "hellaswag_every": 250},
+            "run": {"micro_batch": 32, "batch_tokens": 524288, "seed": 1337, "precision": "bf16", "compile": "on"},
+            "eval": {"every": 250, "hellaswag_every": 250},
+            "checkpoint": {"every": 5000},
         },
     },
     "gpt2-25m-wikitext103": {
@@ -48,7 +55,40 @@ RECIPES: dict[str, dict] = {
         "config": {
             "optim": {"lr": 3e-4},
             "schedule": {"max_steps": 30000, "warmup_steps": 500, "min_lr": 3e-5, "decay": "cosine"},
-            "run": {"micro_batch": 16, "precision": "fp16", "eval_every": 500, "checkpoint_every": 5000},
+            "run": {"micro_batch": 16, "precision": "fp16"},
+            "eval": {"every": 500},
+            "checkpoint": {"every": 5000},
+        },
+    },
+    "speedrun-cpu": {
+        "description": (
+            "the CPU lab's best recipe (bench/speedrun_cpu.py): the gpt2-15m shape with RoPE, RMSNorm, ReLU^2, "
+            "QK-norm, zero-initialised projections and an untied head; Muon 0.02 for matrices, AdamW for the rest; "
+            "warmup-stable-decay with a 40% cooldown; 512 steps of 8 x 256 tokens"
+        ),
+        "preset": "gpt2-15m",
+        "model": _SPEEDRUN,
+        "config": {
+            "optim": _MUON,
+            "schedule": {"max_steps": 512, "warmup_steps": 16, "decay": "wsd", "cooldown_fraction": 0.4, "min_lr_ratio": 0.0},
+            "run": {"micro_batch": 8},
+            "eval": {"every": 64, "batches": 16},
+        },
+    },
+    "gpt2-124m-speedrun": {
+        "description": (
+            "GPT-2 124M with the CPU lab's recipe scaled up for one GPU: the speedrun architecture plus a logit "
+            "soft-cap of 30, Muon + AdamW, WSD, 4,000 steps of 524,288 tokens (2.1B); the learning rates and the "
+            "token count are carried over or guessed (README, Quality per compute), not yet measured on a GPU"
+        ),
+        "preset": "gpt2-124m",
+        "model": {**_SPEEDRUN, "logit_softcap": 30.0},
+        "config": {
+            "optim": _MUON,
+            "schedule": {"max_steps": 4000, "warmup_steps": 50, "decay": "wsd", "cooldown_fraction": 0.4, "min_lr_ratio": 0.0},
+            "run": {"micro_batch": 32, "batch_tokens": 524288, "precision": "bf16", "compile": "on"},
+            "eval": {"every": 250},
+            "checkpoint": {"every": 1000},
         },
     },
 }
@@ -70,8 +110,8 @@ def preset(name: str) -> dict:
 
 
 def recipe(name: str) -> dict:
-    """A named recipe as a config layer, its preset's model section included."""
+    """A named recipe as a config layer, its preset's model section (and the recipe's model switches) included."""
     entry = _lookup("recipe", name, RECIPES)
     layer = {section: dict(values) for section, values in entry["config"].items()}
-    layer["model"] = {**preset(entry["preset"]), **layer.get("model", {})}
+    layer["model"] = {**preset(entry["preset"]), **entry.get("model", {})}
     return layer

@@ -78,7 +78,7 @@ def test_muon_moves_matrices_by_an_orthogonal_update_and_skips_on_the_device():
     torch.manual_seed(0)
     model = small()
     opt = build_optimizer(model, OptimConfig(name="muon", matrix_lr=0.1, weight_decay=0.0, nesterov=False), CPU)
-    w = model.transformer.h[0].mlp.c_proj.weight  # one logical matrix (c_attn is split in thirds)
+    w = model.transformer.h[0].mlp.c_fc.weight  # one logical matrix, tall (128 x 32): scaled by sqrt(128 / 32) = 2
     x = torch.randint(0, 64, (4, 16))
     model(x, x)[1].backward()
     before = w.detach().clone()

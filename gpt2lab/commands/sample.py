@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..checkpoint import load_model_from_checkpoint
+from ..data.shards import read_meta
 from ..errors import UserError
 from ..model import generate
 from ..runtime import resolve_runtime
@@ -39,14 +40,25 @@ def check(o: SampleOptions) -> None:
         raise UserError(f"--seed must be between 0 and 2**63 - 1, got {o.seed}")
 
 
+def _data_tokenizer(config) -> str | None:
+    """The tokenizer folder the run's data was prepared with (meta.json remembers it), if that is at hand."""
+    if config is None or not config.data.dir:
+        return None
+    try:
+        return read_meta(config.data.dir)["tokenizer"].get("folder")
+    except UserError:
+        return None
+
+
 def sample_text(checkpoint: str, options: SampleOptions | None = None, model=None) -> list[str]:
     """num_samples continuations of the prompt (the prompt not included). An empty prompt starts a new document."""
     o = options or SampleOptions()
     check(o)
     runtime = resolve_runtime(o.device, "fp32")
+    config = None
     if model is None:
-        model, _, _ = load_model_from_checkpoint(checkpoint, runtime.device)
-    tok = load_tokenizer(o.tokenizer)
+        model, config, _ = load_model_from_checkpoint(checkpoint, runtime.device)
+    tok = load_tokenizer(o.tokenizer or _data_tokenizer(config))
     check_fits(tok, model.config.vocab_size, f"the checkpoint {checkpoint}")
     ids = [tok.eot] + tok.encode(o.prompt)  # documents start after <|endoftext|>, as in training
     idx = torch.tensor([ids[-model.config.block_size:]] * o.num_samples, dtype=torch.long, device=runtime.device)
