@@ -88,7 +88,8 @@ def test_muon_moves_matrices_by_an_orthogonal_update_and_skips_on_the_device():
     opt.found_inf = None
     grad = w.grad.clone()
     opt.step()
-    update = (before - w.detach()) / 0.1 / max(1.0, w.size(0) / w.size(1)) ** 0.5
+    assert w.size(0) / w.size(1) == 4
+    update = (before - w.detach()) / 0.1 / 2.0
     assert torch.allclose(update, orthogonalize(grad), atol=1e-3)  # first step: the momentum is the gradient
 
 
@@ -126,3 +127,23 @@ def test_state_by_name_survives_regrouping_and_reads_01s_positional_state():
     other = small(n_embd=48)
     with pytest.raises(UserError, match="no entry for"):
         load_named_state_dict(build_optimizer(other, OptimConfig(), CPU), {"format": "named", "state": {"x": {}}}, other)
+
+
+def test_lion_moves_every_weight_by_the_lr_and_trains(data_dir, tmp_path):
+    """The worked example of a new optimizer: its own file and one registration line."""
+    from gpt2lab.metrics.logger import read_metrics
+    from tests.conftest import micro_config, trainer
+
+    torch.manual_seed(0)
+    model = small()
+    opt = build_optimizer(model, OptimConfig(name="lion", lr=1e-3, weight_decay=0.0), CPU)
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.randint(0, 64, (4, 16))
+    model(x, x)[1].backward()
+    opt.step()
+    moved = [(p.detach() - b).abs() for p, b in zip(model.parameters(), before)]
+    assert all(torch.allclose(d[d > 0], torch.full_like(d[d > 0], 1e-3), rtol=1e-3) for d in moved)  # +-lr each
+    cfg = micro_config(data_dir, "optim.name=lion", "optim.lr=1e-3", "schedule.max_steps=20")
+    trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+    losses = [r["loss"] for r in read_metrics(tmp_path / "run")]
+    assert losses[-1] < losses[0] - 0.3

@@ -14,12 +14,13 @@ import torch
 
 from ...config import OptimConfig
 from ...errors import UserError
-from . import adamw, muon
+from . import adamw, lion, muon
 from .groups import ROLES, load_named_state_dict, named_state_dict, role_of, set_lr_multiplier
 
 OPTIMIZERS = {
     "adamw": adamw,
     "muon": muon,
+    "lion": lion,
 }
 
 
