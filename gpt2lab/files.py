@@ -168,8 +168,9 @@ class FolderLock:
             os.close(fd)
         else:
             raise UserError(f"could not lock {self.folder}: it keeps disappearing; is another process removing it?")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"gpt2lab process {os.getpid()}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # who holds it, for the message; a full disk must not stop the lock
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"gpt2lab process {os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
 

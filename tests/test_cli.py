@@ -126,3 +126,54 @@ def test_init_from_conflicts_and_bad_eval_input(tmp_path, gpt2_data, capsys):
     assert main(["train", "--init-from", str(tmp_path / "r"), "--preset", "tiny", "--data", str(gpt2_data),
                  "--out", str(tmp_path / "r2")]) == 2
     assert "drop --preset" in capsys.readouterr().err
+
+
+def test_every_option_has_help_and_numeric_defaults_are_stated(capsys):
+    from gpt2lab.cli import build_parser
+
+    parser = build_parser("plan")
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings[0]} has no help text"
+                if isinstance(action.default, (int, float)) and not isinstance(action.default, bool):
+                    assert "default" in action.help, f"{name} {action.option_strings[0]}: say its default"
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == "gpt2lab 0.2.0"
+
+
+def test_argument_errors_are_one_line(capsys):
+    assert run_module("train", "--max-steps", "ten", "--out", "x").stderr.count("\n") == 1
+    assert run_module("sample").stderr.startswith("gpt2lab: error: sample: the following arguments are required")
+
+
+def test_written_files_follow_the_umask(tmp_path, data_dir):
+    import os
+
+    from tests.conftest import micro_config, trainer
+
+    old = os.umask(0o022)
+    try:
+        trainer(micro_config(data_dir, "schedule.max_steps=2"), tmp_path / "run", echo=lambda *_: None).fit()
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "run" / "checkpoints").rglob("*"):
+        if f.is_file():
+            assert f.stat().st_mode & 0o777 == 0o644, f
+
+
+def test_eval_text_counts_every_byte_of_a_crlf_file(tmp_path, tokenizer_dir, gpt2_data, capsys):
+    from gpt2lab.tokenizer import load_tokenizer
+
+    sets = [a for s in MICRO_MODEL if not s.startswith("model.vocab_size") for a in ("--set", s)]
+    assert main(["train", "--data", str(gpt2_data), "--out", str(tmp_path / "r"), *sets, "--max-steps", "2",
+                 "--device", "cpu"]) == 0
+    text = "A line of a Windows file.\r\n" * 40
+    (tmp_path / "crlf.txt").write_bytes(text.encode())
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "r"), "--text", str(tmp_path / "crlf.txt"), "--tokenizer", tokenizer_dir,
+                 "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["text"]
+    assert result["bytes"] == len(text.encode()) == 27 * 40
+    assert result["tokens"] == len(load_tokenizer(tokenizer_dir).encode(text))  # the \r are tokens too

@@ -102,3 +102,7 @@ def test_report_and_export_that_do_not_fit(small_disk, tmp_path):
     report = gpt2lab("report", str(small_disk / "run"), "--no-overlap-check")
     assert report.returncode == 2 and report.stderr.count("\n") == 1 and "No space left" in report.stderr, report.stderr
     assert not leftovers(small_disk / "run")
+    if __import__("importlib").util.find_spec("transformers"):
+        export = gpt2lab("export", str(run), "--out", str(small_disk / "hf"))
+        assert export.returncode == 2 and export.stderr.count("\n") == 1 and "No space left" in export.stderr, export.stderr
+        assert not (small_disk / "hf").exists() and not list(small_disk.glob(".hf.partial"))

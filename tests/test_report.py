@@ -131,3 +131,32 @@ def test_report_on_a_real_run(data_dir, tmp_path, capsys):
         assert (tmp_path / "run" / png).stat().st_size > 1000
     assert "median MFU" in report
     assert main(["report", str(tmp_path)]) == 2
+
+
+def test_compare_writes_its_plot_and_table(data_dir, tmp_path, capsys):
+    from gpt2lab.report.compare import reach
+
+    for name, lr in (("slow", "1e-3"), ("fast", "1e-2")):
+        cfg = micro_config(data_dir, "schedule.max_steps=12", "eval.every=3", f"optim.lr={lr}")
+        make_trainer(cfg, tmp_path / name, echo=lambda *_: None).fit()
+    assert main(["compare", str(tmp_path / "slow"), str(tmp_path / "fast"), "--out", str(tmp_path / "cmp"),
+                 "--names", "slow", "fast"]) == 0
+    table = (tmp_path / "cmp" / "compare.md").read_text()
+    assert (tmp_path / "cmp" / "compare.png").stat().st_size > 5000
+    assert "| slow |" in table and "| fast |" in table and "token ratio" in table
+    fast_row = next(line for line in table.splitlines() if line.startswith("| fast |"))
+    assert float(fast_row.split("|")[7]) < 1.0  # the higher LR reaches the slow run's final loss sooner
+    assert reach([10, 20, 30], [5.0, 4.0, 3.0], 3.5) == 25.0 and reach([10, 20], [5.0, 4.0], 3.0) is None
+    assert main(["compare", str(tmp_path / "slow"), "--out", str(tmp_path / "c2"), "--names", "a", "b"]) == 2
+
+
+def test_undertraining_is_diagnosed_and_short_runs_skip_the_timing_rules():
+    cuda = dict(CUDA, parameters=124_000_000)
+    few = healthy(200)
+    for r in few:
+        r["tokens"] = r["step"] * 1000  # 200k tokens for 124M parameters
+    finding = next(f for f in diagnose(few, CONFIG, cuda) if f.code == "undertrained")
+    assert "0.002 tokens per parameter" in finding.evidence and "20" in finding.evidence
+    assert "undertrained" not in codes(healthy(), device=dict(CUDA, parameters=100_000))
+    one_step = [dict(healthy(1)[0], checkpoint_time=30.0, data_time=0.9, mfu=0.01)]
+    assert codes(one_step, device=dict(CUDA, parameters=1000)) == []  # a one-step run: no timing findings
