@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gpt2lab.metrics.logger import read_metrics  # noqa: E402
-from gpt2lab.report.compare import Curve, curve_of, plot_curves, reach  # noqa: E402
+from gpt2lab.report.compare import curve_of, plot_curves, reach  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 TOKENS = 1_048_576

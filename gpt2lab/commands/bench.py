@@ -17,7 +17,6 @@ matmul peak. Results go to a JSON file only with --save DIR.
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
 import time

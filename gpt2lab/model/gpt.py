@@ -66,7 +66,7 @@ class GPTConfig:
         if self.logit_softcap is not None and not 0 < self.logit_softcap <= 1e4:
             raise ValueError(f"model.logit_softcap must be positive (or none: off), got {self.logit_softcap}")
         if not (0 < self.norm_eps < 1 and 1 <= self.rope_theta <= 1e9):
-            raise ValueError(f"model.norm_eps must be in (0, 1) and model.rope_theta in [1, 1e9]")
+            raise ValueError("model.norm_eps must be in (0, 1) and model.rope_theta in [1, 1e9]")
         if self.n_embd % self.n_head:
             raise ValueError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
         if self.pos == "rope" and self.head_dim % 2:

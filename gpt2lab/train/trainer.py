@@ -26,7 +26,6 @@ from ..data.loader import BatchStream, Windows, document_ids
 from ..data.shards import check_vocab, read_meta
 from ..errors import UserError
 from ..files import FolderLock, absolute, write_json_atomic
-from ..metrics.console import format_record
 from ..metrics.cpu_peak import cpu_peak_flops
 from ..metrics.devices import device_peak_flops
 from ..metrics.flops import flops_per_token
@@ -43,6 +42,7 @@ from .guards import LossGuard, UtilizationGuard, check_placement
 from .optim import build_optimizer, load_named_state_dict, named_state_dict, set_lr_multiplier
 from .saver import CheckpointSaver
 from .schedule import TimePlan, floor_of, lr_multiplier
+from .loop import Loop
 from .step import Clock, Pending, train_step
 
 MAX_ROLLBACKS = 3
@@ -498,7 +498,7 @@ class Trainer:
         self._announce()
         logger = (MetricsLogger(self.run_dir, run.log.tensorboard, run.log.wandb_project, run.to_dict(), self.echo)
                   if self.dist.is_main else NullLogger())
-        loop = _Loop(self, logger)
+        loop = Loop(self, logger)
         profiler = Profiler(self.run_dir, run.log.profile_steps or 0, self.runtime.device)
         previous_handlers = self._install_signal_handlers()
         try:
@@ -524,94 +524,3 @@ class Trainer:
         last = loop.last_record
         return {"step": self.step, "loss": last.get("loss"), "val": loop.last_eval or None,
                 "checkpoint": str(saved) if saved else None, "stopped_by": self.stop_signal}
-
-
-class _Loop:
-    """The state of one fit(): the step waiting to be read, counters, and what to do after each step."""
-
-    def __init__(self, trainer: Trainer, logger):
-        self.t, self.logger = trainer, logger
-        self.pending: Pending | None = None
-        self.bad_in_a_row, self.stopping = 0, False
-        self.last_record: dict = {}
-        self.last_eval: dict = {}
-        self.start, self.start_step, self.elapsed_before = trainer.clock(), trainer.step, trainer.elapsed
-        self.first_step_time: float | None = None
-
-    def run(self, profiler) -> None:
-        t = self.t
-        while t.step < t.total_steps():
-            try:
-                with profiler.step():
-                    pending = t.train_step()
-            except torch.cuda.OutOfMemoryError:
-                raise UserError(t._oom_message("during a training step")) from None
-            t.elapsed = self.elapsed_before + t.clock() - self.start
-            pending.record["elapsed"] = t.elapsed
-            rollback = self._read_previous(pending)
-            if rollback is not None:
-                t._recover(self.logger, *rollback)
-                self.pending, self.bad_in_a_row = None, 0
-                continue
-            self._after_step(pending)
-            if self.stopping:
-                break
-        if self.pending is not None:
-            self._publish(self.pending, t.clock() - self.pending.started - self.pending.overhead)
-            self.pending = None
-
-    def _read_previous(self, pending: Pending) -> tuple[str, int] | None:
-        """Publish the previous step's record; (the reason to roll back, the last bad step) when the guards have
-        had enough."""
-        previous, self.pending = self.pending, pending
-        if previous is None:
-            return None
-        record = self._publish(previous, pending.started - previous.started - previous.overhead)
-        if self.bad_in_a_row >= self.t.cfg.guard.max_bad_steps:
-            return record["skip_reason"], record["step"]
-        return None
-
-    def _after_step(self, pending: Pending) -> None:
-        t, k = self.t, self.t.cfg.checkpoint
-        begin = t.clock()
-        if t.stop_signal and not t.dist.active:  # one process: no need to wait for the flag to come round
-            self.stopping = True
-        if t.plan:
-            t.plan.update(t.step, t.elapsed, t._eval_seconds)
-        final = t.step >= t.total_steps()
-        results = t._evaluate(final)
-        if results:
-            pending.extra.update(results)
-            self.last_eval = {"loss": results.get("val_loss"), "perplexity": results.get("val_perplexity"), **results}
-        due = k.every is not None and t.step % k.every == 0 and not self.bad_in_a_row
-        if due or final or self.stopping:
-            pending.extra["checkpoint_time"] = t.save(final=final or self.stopping)
-        pending.overhead = t.clock() - begin
-
-    def _publish(self, pending: Pending, step_seconds: float) -> dict:
-        t = self.t
-        r = t._complete(pending, step_seconds)
-        self._note_compile(r)
-        self.bad_in_a_row = self.bad_in_a_row + 1 if r.get("skipped") and "overflow" not in r["skip_reason"] else 0
-        if t._awaiting_trust == r["step"] - 1 and not r.get("skipped"):
-            t.trusted, t._awaiting_trust = r["step"] - 1, None
-        self.stopping = self.stopping or r.pop("stop_requested")
-        self.logger.log(r)
-        self.last_record = r
-        evaluations = tuple(m for e in t.evaluators for m in e.metrics)
-        if t._log_now(r["step"]) or any(m.key in r for m in evaluations) or r.get("skipped") or "schedule_change" in r:
-            done = max(1, r["step"] - self.start_step)
-            eta = (t.clock() - self.start) / done * (t.total_steps() - r["step"])
-            t.echo(format_record(r, t.total_steps(), eta, evaluations, t.dist.world_size))
-        return r
-
-    def _note_compile(self, r: dict) -> None:
-        """With torch.compile the first step includes compilation: say how long it took, apart from step time."""
-        if not self.t.runtime.compile or r["step"] > self.start_step + 2:
-            return
-        if self.first_step_time is None:
-            self.first_step_time = r["step_time"]
-        else:
-            r["compile_time"] = max(0.0, self.first_step_time - r["step_time"])
-            self.t.echo(f"compile: about {r['compile_time']:.1f} s (first step {self.first_step_time:.1f} s, "
-                        f"then {r['step_time']:.2f} s per step)")
