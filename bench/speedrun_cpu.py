@@ -15,6 +15,7 @@ Usage (from the project root, ../shared beside it):
   python bench/speedrun_cpu.py all                  # the whole protocol, about 2.5 h on one core
   python bench/speedrun_cpu.py run speedrun-cpu     # one contender (seed 1337), then the table so far
   python bench/speedrun_cpu.py report               # table, JSON and PNG from the runs present
+  taskset -c 1 python bench/speedrun_cpu.py stepcost  # seconds per step of each contender, interleaved, 1 thread
 Options: --work DIR (default runs/speedrun_cpu), --cpus LIST (taskset, default 1), --threads N (default 1).
 Results: bench/results/speedrun_cpu_<date>.json and speedrun_cpu_<date>.png.
 """
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gpt2lab.metrics.logger import read_metrics  # noqa: E402
-from gpt2lab.report.compare import curve_of, plot_curves, reach  # noqa: E402
+from gpt2lab.report.compare import Curve, curve_of, plot_curves, reach  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 TOKENS = 1_048_576
@@ -152,17 +153,26 @@ def sweep(work: Path, cpus: str, threads: int) -> str:
         train(work, f"baseline-lr{wider:g}", SEEDS[0], cpus, threads)
 
 
+def mean_curve(curves: list[Curve]) -> Curve:
+    """The seeds' curves averaged point by point (they evaluate at the same steps)."""
+    n = min(len(c.loss) for c in curves)
+    avg = lambda xs: [statistics.fmean(v) for v in zip(*(x[:n] for x in xs))]  # noqa: E731
+    return Curve(curves[0].name, avg([c.tokens for c in curves]), avg([c.seconds for c in curves]),
+                 avg([c.loss for c in curves]))
+
+
 def summary(work: Path) -> dict:
-    """The table: the tuned baseline, and each contender against its final loss, per seed and together."""
+    """The table: the tuned baseline (its seeds' mean curve), and each contender against its final loss: the
+    tokens and seconds each contender seed needs to get there, as ratios of the baseline's own."""
     import torch
 
     base_name, points = best_baseline(work)
-    base = {s: curve_of(run_dir(work, base_name, s), base_name) for s in SEEDS if finished(run_dir(work, base_name, s))}
-    target = statistics.fmean(c.final for c in base.values())  # the baseline's final loss, over its seeds
-    base_tokens = statistics.fmean(reach(c.tokens, c.loss, target) or c.tokens[-1] for c in base.values())
-    base_seconds = statistics.fmean(reach(c.seconds, c.loss, target) or c.seconds[-1] for c in base.values())
+    seeds = [curve_of(run_dir(work, base_name, s), base_name) for s in SEEDS if finished(run_dir(work, base_name, s))]
+    base = mean_curve(seeds)
+    target = base.final
+    base_tokens, base_seconds = reach(base.tokens, base.loss, target), reach(base.seconds, base.loss, target)
     contenders = []
-    for name in [base_name] + [n for n in CONTENDERS if not n.startswith("baseline-")]:
+    for name in [n for n in CONTENDERS if not n.startswith("baseline-")]:
         curves = [curve_of(run_dir(work, name, s), name) for s in SEEDS if finished(run_dir(work, name, s))]
         if not curves:
             continue
@@ -186,7 +196,9 @@ def summary(work: Path) -> dict:
         "protocol": __doc__.split("Usage")[0].strip(),
         "baseline": {"recipe": base_name, "lr": float(CONTENDERS[base_name]["sets"][0].split("=")[1]),
                      "final_val_loss": round(target, 4), "tokens": round(base_tokens), "seconds": round(base_seconds, 1),
-                     "sweep": points},
+                     "seeds": [SEEDS[i] for i in range(len(seeds))],
+                     "final_val_loss_per_seed": [round(c.final, 4) for c in seeds],
+                     "seconds_per_seed": [round(c.seconds[-1], 1) for c in seeds], "sweep": points},
         "contenders": contenders,
     }
 
@@ -200,16 +212,58 @@ def _ratio(values: list, base: float) -> dict | None:
             "per_seed": [round(r, 3) for r in ratios]}
 
 
+def step_cost(work: Path, names: list[str], threads: int, rounds: int = 5, steps: int = 4) -> dict:
+    """Seconds per training step of each contender, measured in one process in interleaved rounds on a quiet core:
+    a time ratio that does not depend on what else the machine did during the runs."""
+    import torch
+
+    from gpt2lab.commands.bench import Contender
+    from gpt2lab.config import build_config
+    from gpt2lab.runtime import resolve_runtime
+
+    torch.set_num_threads(threads)
+    built = {}
+    for name in names:
+        sets = [s for s in COMMON if not s.startswith(("run.device", "log."))] + CONTENDERS[name]["sets"]
+        cfg = build_config(preset="gpt2-15m", sets=sets)
+        runtime = resolve_runtime("cpu", "bf16", "on", None, cfg.run.loss_chunk)
+        built[name] = Contender("gpt2lab", cfg, runtime, cfg.run.micro_batch, runtime.loss_chunk)
+        built[name].warm_up(2)
+    times = {n: [] for n in names}
+    for _ in range(rounds):
+        for name, c in built.items():
+            times[name].append(c.tokens / c.timed(steps))
+    cost = {n: {"seconds_per_step": round(statistics.median(v), 4), "spread": round((max(v) - min(v)) / statistics.median(v), 3)}
+            for n, v in times.items()}
+    (work / "step_cost.json").write_text(json.dumps({"threads": threads, "rounds": rounds, "steps": steps, "cost": cost}, indent=1))
+    return cost
+
+
 def write_results(work: Path) -> Path:
     result = summary(work)
+    cost_file = work / "step_cost.json"
+    if cost_file.is_file():  # measured apart, on a quiet core: time ratios free of the runs' neighbours
+        cost = json.loads(cost_file.read_text())
+        base_cost = cost["cost"].get(result["baseline"]["recipe"], {}).get("seconds_per_step")
+        result["step_cost"] = cost
+        for c in result["contenders"]:
+            mine = cost["cost"].get(c["name"], {}).get("seconds_per_step")
+            if base_cost and mine and c["token_ratio"]:
+                c["step_cost_ratio"] = round(mine / base_cost, 3)
+                c["time_ratio_from_step_cost"] = round(c["token_ratio"]["mean"] * mine / base_cost, 3)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d")
     path = out / f"speedrun_cpu_{stamp}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
-    names = [result["baseline"]["recipe"]] + [c["name"] for c in result["contenders"][1:]]
-    curves = [curve_of(run_dir(work, n, SEEDS[0]), n) for n in names if finished(run_dir(work, n, SEEDS[0]))]
+    base_name = result["baseline"]["recipe"]
+    base = mean_curve([curve_of(run_dir(work, base_name, s), base_name) for s in SEEDS if finished(run_dir(work, base_name, s))])
+    base.name = f"{base_name} (mean of {len(result['baseline']['seeds'])} seeds)"
+    curves = [base] + [curve_of(run_dir(work, c["name"], SEEDS[0]), c["name"]) for c in result["contenders"]]
     plot_curves(curves, out / f"speedrun_cpu_{stamp}.png", "gpt2-15m val loss (Gutenberg)")
+    b = result["baseline"]
+    print(f"baseline {b['recipe']}: final {b['final_val_loss']} (seeds {b['final_val_loss_per_seed']}) at "
+          f"{b['tokens']:,} tokens, {b['seconds']:.0f} s")
     for c in result["contenders"]:
         tr, ti = c["token_ratio"], c["time_ratio"]
         print(f"{c['name']:24s} final {c['final_val_loss']} | tokens to baseline loss {c['tokens_to_baseline_loss']} "
@@ -220,7 +274,7 @@ def write_results(work: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["all", "run", "report"])
+    parser.add_argument("what", choices=["all", "run", "report", "stepcost"])
     parser.add_argument("name", nargs="?", help="the contender, with `run`: " + ", ".join(CONTENDERS))
     parser.add_argument("--seed", type=int, default=SEEDS[0])
     parser.add_argument("--work", default=str(ROOT / "runs" / "speedrun_cpu"))
@@ -232,6 +286,10 @@ def main() -> None:
         if args.name not in CONTENDERS:
             sys.exit(f"speedrun_cpu: name one of {', '.join(CONTENDERS)}")
         train(work, args.name, args.seed, args.cpus, args.threads)
+    elif args.what == "stepcost":
+        base, _ = best_baseline(work)
+        print(step_cost(work, [base, "modern-124m-recipe", "speedrun-cpu", "ablation-muon-classic", "ablation-arch-adamw"],
+                        args.threads))
     elif args.what == "all":
         base = sweep(work, args.cpus, args.threads)
         for name in ("speedrun-cpu", "modern-124m-recipe"):

@@ -42,8 +42,8 @@ def cpu_bf16_native() -> tuple[bool, str]:
         with contextlib.suppress(Exception):
             if getattr(torch.cpu, probe)():
                 return True, name
-    with contextlib.suppress(OSError):
-        flags = set(open("/proc/cpuinfo").read().split())
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        flags = set(f.read().split())
         for name, _ in checks:
             if name in flags:
                 return True, name
@@ -138,8 +138,8 @@ class Runtime:
 
 
 def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in open("/proc/cpuinfo"):
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     import platform

@@ -62,12 +62,6 @@ class Dist:
         dist.all_reduce(t)
         return t.tolist()
 
-    def mean(self, value: float, device: torch.device) -> float:
-        return self.sum([value], device)[0] / self.world_size
-
-    def any(self, flag: bool, device: torch.device) -> bool:
-        return self.sum([float(flag)], device)[0] > 0
-
     def gather_objects(self, obj) -> list:
         if not self.active:
             return [obj]

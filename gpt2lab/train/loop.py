@@ -27,6 +27,7 @@ class Loop:
         self.last_eval: dict = {}
         self.start, self.start_step, self.elapsed_before = trainer.clock(), trainer.step, trainer.elapsed
         self.first_step_time: float | None = None
+        self.eta_from: tuple[float, int] | None = None
 
     def run(self, profiler) -> None:
         t = self.t
@@ -89,9 +90,11 @@ class Loop:
         self.logger.log(r)
         self.last_record = r
         evaluations = tuple(m for e in t.evaluators for m in e.metrics)
+        if self.eta_from is None:  # the rate is measured from the end of the first step (compilation excluded)
+            self.eta_from = (t.clock(), r["step"])
         if t._log_now(r["step"]) or any(m.key in r for m in evaluations) or r.get("skipped") or "schedule_change" in r:
-            done = max(1, r["step"] - self.start_step)
-            eta = (t.clock() - self.start) / done * (t.total_steps() - r["step"])
+            since, step0 = self.eta_from
+            eta = (t.clock() - since) / (r["step"] - step0) * (t.total_steps() - r["step"]) if r["step"] > step0 else None
             t.echo(format_record(r, t.total_steps(), eta, evaluations, t.dist.world_size))
         return r
 

@@ -22,7 +22,6 @@ from ..metrics.timing import StepTimer, Timing
 from ..runtime import Runtime
 from .guards import LossGuard
 
-FIELDS = ("loss", "grad_norm", "code", "z", "stop", "history")
 
 
 def forward_backward(model, next_batch: Callable, micro_steps: int, runtime: Runtime, scaler=None,
@@ -66,7 +65,7 @@ class Pending:
     """A finished step whose device values have not been read yet."""
 
     record: dict  # what the host knew at once: step, tokens, lr, epoch, elapsed
-    stats: torch.Tensor  # FIELDS, on the device
+    stats: torch.Tensor  # on the device: loss, gradient norm, guard code, z-score, stop flag, guard history length
     timing: Timing
     started: float = 0.0  # clock at the start of the step
     overhead: float = 0.0  # seconds spent after it on evaluations and saving (not step time)
