@@ -14,7 +14,7 @@ from ..eval.hellaswag import encode_examples, evaluate_hellaswag, read_examples
 from ..eval.perplexity import evaluate_loss, evaluate_text
 from ..runtime import resolve_runtime
 from ..tokenizer import check_fits, load_tokenizer
-from .progress import progress_bar
+from ..progress import progress_bar
 
 
 @dataclass

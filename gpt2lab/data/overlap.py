@@ -30,8 +30,9 @@ def ngram_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
 
 
 def val_train_overlap(data_dir: str, n: int = 32, samples: int = 20_000, max_train_tokens: int = 500_000_000,
-                      seed: int = 0) -> dict:
-    """Fraction of sampled validation n-grams found verbatim in the training split."""
+                      seed: int = 0, progress=None) -> dict:
+    """Fraction of sampled validation n-grams found verbatim in the training split; progress(tokens) after each
+    chunk scanned."""
     val = np.concatenate([np.asarray(s) for s in split_shards(data_dir, "val")])
     if len(val) < n:
         return {"fraction": 0.0, "sampled": 0, "train_tokens_scanned": 0, "ngram": n}
@@ -49,6 +50,8 @@ def val_train_overlap(data_dir: str, n: int = 32, samples: int = 20_000, max_tra
             piece = np.asarray(shard[begin : begin + _CHUNK + n - 1])
             found |= np.isin(wanted, ngram_hashes(piece, n))
             scanned += min(_CHUNK, len(shard) - begin)
+            if progress is not None:
+                progress(min(_CHUNK, len(shard) - begin))
     return {
         "fraction": float(found.mean()) if len(found) else 0.0,
         "sampled": int(len(wanted)),

@@ -41,8 +41,17 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import UserError
-from ..files import (FolderLock, absolute, clear_folder, foreign_entries, publish_folder, remove_owned, write_error,
-                     write_json_atomic)
+from ..files import (
+    FolderLock,
+    absolute,
+    clear_folder,
+    foreign_entries,
+    publish_folder,
+    remove_owned,
+    write_error,
+    write_json_atomic,
+)
+from ..progress import progress_bar
 from ..tokenizer import load_tokenizer
 from .shards import META_FILE, SPLITS, TOKEN_DTYPE, ShardFile, read_meta, read_shard, shard_name
 from .sources import TEXT_FIELD, open_sources
@@ -409,15 +418,16 @@ def _tokenize(sources: list, work: Path, progress: dict, opts: PrepareOptions, f
     todo = _skip_done(splitter(pair for source in sources for pair in source), progress)
     start = time.perf_counter()
     local_bytes = sum(s.total_bytes for s in sources)
-    bar = _progress(local_bytes, opts.quiet)
+    unit = "B" if local_bytes else "chunk"
     try:
-        for encoded in _encode_all(_chunks(todo), opts.workers, opts.tokenizer):
-            for split, tokens in encoded:
-                writers[split].add(tokens)
-            new_tokens = sum(w.tokens for w in writers.values()) - resumed
-            bar.n = sum(s.bytes_read for s in sources) if local_bytes else bar.n + len(encoded)
-            bar.set_postfix_str(f"{new_tokens / max(1e-9, time.perf_counter() - start):,.0f} tok/s", refresh=False)
-            bar.refresh()
+        with progress_bar(local_bytes or None, "tokenizing", unit, opts.quiet, unit_scale=True) as bar:
+            for encoded in _encode_all(_chunks(todo), opts.workers, opts.tokenizer):
+                for split, tokens in encoded:
+                    writers[split].add(tokens)
+                new_tokens = sum(w.tokens for w in writers.values()) - resumed
+                bar.n = sum(s.bytes_read for s in sources) if local_bytes else bar.n + len(encoded)
+                bar.set_postfix_str(f"{new_tokens / max(1e-9, time.perf_counter() - start):,.0f} tok/s", refresh=False)
+                bar.refresh()
         for w in writers.values():
             w.flush()
     except UserError:
@@ -429,8 +439,6 @@ def _tokenize(sources: list, work: Path, progress: dict, opts: PrepareOptions, f
         kept = sum(len(w.shards) for w in writers.values())
         raise write_error("token shards in", work, exc, f"free disk space and run the same command again (it resumes "
                                                           f"after the {kept} finished shard(s))") from None
-    finally:
-        bar.close()
     return writers, splitter, time.perf_counter() - start
 
 
@@ -504,9 +512,3 @@ def _fed(splitter: Splitter) -> str:
     return "train and val (whole documents held out)" if splitter.chosen or splitter.method == "document-tail" else "train"
 
 
-def _progress(total_bytes: int, quiet: bool):
-    from tqdm.auto import tqdm
-
-    if total_bytes:
-        return tqdm(total=total_bytes, unit="B", unit_scale=True, desc="tokenizing", disable=True if quiet else None, mininterval=1.0)
-    return tqdm(unit="chunk", desc="tokenizing", disable=True if quiet else None, mininterval=1.0)

@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import UserError
 from ..files import absolute, write_error, write_text_atomic
+from ..progress import progress_bar
 from ..metrics.logger import read_metrics
 from ..metrics.names import Metric, eval_metrics_of
 from .diagnose import diagnose
@@ -112,9 +113,12 @@ def _overlap(config: dict) -> dict | None:
     if not isinstance(data_dir, str) or not Path(data_dir, "meta.json").is_file():
         return None
     from ..data.overlap import val_train_overlap
+    from ..data.shards import read_meta
 
     try:
-        return val_train_overlap(data_dir)
+        total = min(500_000_000, read_meta(data_dir)["splits"].get("train", {}).get("tokens", 0))
+        with progress_bar(total, "overlap scan", "tok", unit_scale=True) as bar:
+            return val_train_overlap(data_dir, progress=bar.update)
     except UserError:
         return None
 
