@@ -23,6 +23,7 @@ Results: bench/results/speedrun_cpu_<date>.json and speedrun_cpu_<date>.png.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -36,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gpt2lab.errors import UserError  # noqa: E402
 from gpt2lab.metrics.logger import read_metrics  # noqa: E402
 from gpt2lab.report.compare import Curve, curve_of, plot_curves, reach  # noqa: E402
 
@@ -88,7 +90,12 @@ def prepare_data(work: Path) -> Path:
         if not f.is_file():
             sys.exit(f"speedrun_cpu: {f} is missing; the lab needs ../shared (see ../shared/README.md)")
     data = work / "data"
-    prepare([str(train)], str(data), PrepareOptions(val_inputs=[str(val)], workers=2, tokenizer=tokenizer_dir(), quiet=True))
+    opts = PrepareOptions(val_inputs=[str(val)], workers=2, tokenizer=tokenizer_dir(), quiet=True)
+    try:
+        prepare([str(train)], str(data), opts)
+    except UserError as exc:  # the inputs' size or mtime changed (say, ../shared copied afresh): tokenize again
+        print(f"speedrun_cpu: {exc}; preparing {data} again", flush=True)
+        prepare([str(train)], str(data), dataclasses.replace(opts, overwrite=True))
     return data
 
 
