@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
+import statistics
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,17 +37,13 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         sets = [f"data.dir={data}", "run.seed=1337", *common, *lab.baseline(1.2e-3), f"schedule.max_steps={args.steps}",
                 f"run.precision={precision}", f"run.compile={compile_}", f"eval.every={args.steps}"]
-        command = [sys.executable, "-m", "gpt2lab", "train", "--preset", "gpt2-15m", "--out", str(out)]
-        command += [a for s in sets for a in ("--set", s)]
-        if args.cpus and shutil.which("taskset"):
-            command = ["taskset", "-c", args.cpus, *command]
         print(f"[{datetime.now():%H:%M}] {precision}", flush=True)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(lab.ROOT)}
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=lab.ROOT, env=env)
+        if lab.launch(out, sets, args.cpus, 1, work / f"{precision}.log") != 0:
+            sys.exit(f"precision_cpu: the {precision} run failed; see {work / f'{precision}.log'}")
         records = lab.read_metrics(out)
         steps = [r for r in records if "loss" in r]
         results[precision] = {"val_loss": records[-1]["val_loss"], "train_loss_last": steps[-1]["loss"],
-                              "median_step_time": sorted(r["step_time"] for r in steps[2:])[len(steps[2:]) // 2]}
+                              "median_step_time": statistics.median(r["step_time"] for r in steps[2:])}
     gap = abs(results["bf16"]["val_loss"] - results["fp32"]["val_loss"]) / results["fp32"]["val_loss"]
     device = json.loads((work / "bf16" / "device.json").read_text())
     report = {"device": device.get("name"), "threads": 1, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -116,19 +116,23 @@ def train(work: Path, name: str, seed: int, cpus: str, threads: int) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     data = prepare_data(work)
     sets = [f"data.dir={data}", f"run.seed={seed}", *COMMON, *CONTENDERS[name]["sets"]]
+    log = work / "logs" / f"{name}-seed{seed}.log"
+    print(f"[{datetime.now():%H:%M}] {name} seed {seed} -> {out}", flush=True)
+    if launch(out, sets, cpus, threads, log) != 0:
+        sys.exit(f"speedrun_cpu: {name} seed {seed} failed; see {log}")
+    return out
+
+
+def launch(out: Path, sets: list[str], cpus: str, threads: int, log: Path) -> int:
+    """`gpt2lab train --preset gpt2-15m` with these --set overrides, pinned to `cpus`; its exit code."""
     command = [sys.executable, "-m", "gpt2lab", "train", "--preset", "gpt2-15m", "--out", str(out)]
     command += [a for s in sets for a in ("--set", s)]
     if cpus and shutil.which("taskset"):
         command = ["taskset", "-c", cpus, *command]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-    log = work / "logs" / f"{name}-seed{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[{datetime.now():%H:%M}] {name} seed {seed} -> {out}", flush=True)
     with open(log, "w") as f:
-        done = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    if done.returncode != 0:
-        sys.exit(f"speedrun_cpu: {name} seed {seed} failed; see {log}")
-    return out
+        return subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
 
 
 def best_baseline(work: Path) -> tuple[str, list[dict]]:
