@@ -1,0 +1,56 @@
+"""The CPU peak behind MFU: measured once per machine, cached, never taken from an older probe."""
+
+import json
+
+import torch
+
+from gpt2lab.metrics import cpu_peak
+
+
+def test_probe_covers_the_small_models_widths():
+    # On an AMX CPU, contractions as narrow as a small model's width run fastest; a probe without them
+    # under-measures the peak and overstates MFU (probe version 1: 0.74 against a measured 1.0+ TFLOP/s).
+    depths = {k for _, k, _ in cpu_peak.SHAPES}
+    assert min(depths) <= 256 and 512 in depths and max(depths) >= 2048
+
+
+def test_probe_measures_a_real_multiply(monkeypatch):
+    calls = []
+    real_mm = torch.mm
+
+    def counting_mm(a, b, out=None):
+        calls.append((tuple(a.shape), tuple(b.shape), out is not None))
+        return real_mm(a, b, out=out)
+
+    monkeypatch.setattr(cpu_peak, "SHAPES", ((64, 32, 48),))
+    monkeypatch.setattr(torch, "mm", counting_mm)
+    rate = cpu_peak.probe(torch.float32, rounds=2, seconds_per_shape=0.01)
+    assert rate > 0 and calls and all(c == ((64, 32), (32, 48), True) for c in calls)
+
+
+def test_peak_is_cached_and_an_older_probes_value_is_not_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
+    cpu, threads = "Test CPU", 2
+    old_key = f"{cpu}|{threads} threads|torch {torch.__version__}|bf16"  # probe version 1's key
+    (tmp_path / "cpu_peak.json").write_text(json.dumps({old_key: 7.0e11}))
+    probes = []
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: probes.append(dtype) or 1.1e12)
+
+    peak, source = cpu_peak.cpu_peak_flops("bf16", cpu, threads)
+    assert peak == 1.1e12 and probes == [torch.bfloat16] and "measured" in source
+    again, _ = cpu_peak.cpu_peak_flops("bf16", cpu, threads)
+    assert again == 1.1e12 and len(probes) == 1  # the second call reads the cache
+    cache = json.loads((tmp_path / "cpu_peak.json").read_text())
+    assert cache[old_key] == 7.0e11 and len(cache) == 2  # other entries kept, nothing overwritten
+
+
+def test_a_damaged_or_unwritable_cache_only_means_probing_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
+    (tmp_path / "cpu_peak.json").write_text("[not json")
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: 2.0e11)
+    assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 2.0e11
+    assert json.loads((tmp_path / "cpu_peak.json").read_text())  # replaced by a valid file
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("GPT2LAB_CACHE", str(blocked))  # a file where the folder should be
+    assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 2.0e11
