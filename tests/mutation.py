@@ -58,6 +58,8 @@ MUTANTS = [
       "k = k", ("test_reference.py",)),
     M("chunk-loss-ignored-targets", "gpt2lab/model/loss.py", "grad = (torch.exp(logits - lse[:, None]) - one_hot) * valid[:, None]",
       "grad = torch.exp(logits - lse[:, None]) - one_hot", ("test_bench.py",)),
+    M("steal-counts-guest-twice", "gpt2lab/metrics/steal.py", "counts = [int(v) for v in first[1:9]]",
+      "counts = [int(v) for v in first[1:11]]", ("test_bench.py",)),
     M("chunk-loss-last-chunk-only", "gpt2lab/model/loss.py", "grad_w += F.linear(grad.t(), hc.t()).float()",
       "grad_w = F.linear(grad.t(), hc.t()).float()", ("test_bench.py",)),
     # generation

@@ -55,3 +55,24 @@ def test_chunked_head_loss_equals_the_plain_head():
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain_grads, chunked_grads))
         with torch.no_grad():  # evaluation: the same loss, chunk by chunk, no gradients kept
             assert abs(model(x, y, loss_chunk=37)[1].item() - plain) < 1e-5
+
+
+def test_steal_is_read_from_proc_stat_and_a_busy_host_is_warned_about(tmp_path, monkeypatch, capsys):
+    from gpt2lab.commands import bench
+    from gpt2lab.metrics import steal
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 5 35 7 0\ncpu0 50 0 25 400 5 0 2 18 0 0\n")
+    assert steal.cpu_ticks(stat) == (35, 1000)  # guest time (7) is inside user time: not added twice
+    assert steal.steal_share((35, 1000), (95, 1400)) == 0.15
+    assert steal.steal_share((35, 1000), (35, 1000)) is None and steal.steal_share(None, (1, 2)) is None
+    for damaged in ("", "intr 5\n", "cpu 1 2 x 4 5 6 7 8\n", "cpu 1 2 3\n"):
+        stat.write_text(damaged)
+        assert steal.cpu_ticks(stat) is None
+    assert steal.cpu_ticks(tmp_path / "missing") is None  # not Linux: no figure, never a guess
+
+    readings = iter([(0, 1000), (300, 2000)])  # 30% of the CPU time stolen while timing
+    monkeypatch.setattr(bench, "cpu_ticks", lambda: next(readings))
+    report = bench.run_bench(bench.BenchOptions(preset="tiny", micro_batch=1, seq_len=16, steps=1, rounds=1, warmup=0,
+                                                device="cpu", compile="off", contenders=("gpt2lab",)))
+    assert report["cpu_steal"] == 0.3 and "took 30% of this VM's CPU time" in capsys.readouterr().out

@@ -11,7 +11,7 @@ Contenders (random tokens: the benchmark measures the model and the step, not th
 Every contender is built and warmed up first (compile time measured then, and reported only when compiling);
 then the timed steps run in interleaved rounds, so that a noisy neighbour slows all contenders alike. Each
 contender's tokens/s is the median over rounds, with its spread ((max - min) / median); a spread above 10% is
-warned about. MFU is against the device's peak for the precision used: the GPU table, or the CPU's measured
+warned about, and so is a VM whose hypervisor took over 5% of its CPU time while timing (steal, on Linux). MFU is against the device's peak for the precision used: the GPU table, or the CPU's measured
 matmul peak. Results go to a JSON file only with --save DIR.
 """
 
@@ -32,6 +32,7 @@ from ..files import absolute, write_json_atomic
 from ..metrics.cpu_peak import cpu_peak_flops
 from ..metrics.devices import device_peak_flops
 from ..metrics.flops import flops_per_token
+from ..metrics.steal import cpu_ticks, steal_share
 from ..model import GPT
 from ..runtime import Runtime, resolve_runtime
 from ..train.guards import LossGuard
@@ -40,6 +41,7 @@ from ..train.step import train_step
 
 CONTENDERS = ("gpt2lab", "gpt2lab-fp32", "hf", "hf-matched")
 SPREAD_WARNING = 0.10
+STEAL_WARNING = 0.05
 
 
 @dataclass
@@ -172,9 +174,11 @@ def run_bench(options: BenchOptions, echo=print) -> dict:
             compile_s[name] = round(first, 2)
         contenders.append(c)
     rates: dict[str, list[float]] = {c.name: [] for c in contenders}
+    ticks = cpu_ticks()
     for _ in range(o.rounds):
         for c in contenders:
             rates[c.name].append(c.timed(o.steps))
+    steal = steal_share(ticks, cpu_ticks())
     flops = flops_per_token(cfg.model, cfg.seq_len).training
     results = []
     for c in contenders:
@@ -197,7 +201,11 @@ def run_bench(options: BenchOptions, echo=print) -> dict:
         if r["spread"] > SPREAD_WARNING:
             echo(f"warning: {c.name}'s rounds spread {r['spread']:.0%} (> {SPREAD_WARNING:.0%}): the machine was busy; "
                  "rerun with more --rounds on a quiet machine")
+    if steal is not None and steal > STEAL_WARNING:
+        echo(f"warning: the hypervisor took {steal:.0%} of this VM's CPU time while timing (steal): absolute rates "
+             "are low and noisy; compare the ratios, or rerun when the host is quieter")
     report = _report(o, cfg, contenders[0].runtime if contenders else None, results)
+    report["cpu_steal"] = round(steal, 4) if steal is not None else None
     for line in _ratios(report):
         echo(line)
     if o.save:

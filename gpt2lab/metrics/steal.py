@@ -1,0 +1,35 @@
+"""CPU time a virtual machine's hypervisor gave to someone else ("steal"), from Linux's /proc/stat.
+
+On a shared cloud VM the same benchmark can run 30-50% slower minutes apart because the host is busy; the
+guest sees this only as steal time. `bench` reports the share of CPU time stolen while it timed, so a slow or
+noisy result says why. Not Linux, or no steal field: None, never a guess.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PROC_STAT = Path("/proc/stat")
+
+
+def cpu_ticks(path: Path = PROC_STAT) -> tuple[int, int] | None:
+    """(steal ticks, all ticks) summed over CPUs since boot, or None where the kernel does not say."""
+    try:
+        first = path.read_text().splitlines()[0].split()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+    if len(first) < 9 or first[0] != "cpu":
+        return None
+    try:
+        # user nice system idle iowait irq softirq steal [guest guest_nice: already counted in user and nice]
+        counts = [int(v) for v in first[1:9]]
+    except ValueError:
+        return None
+    return counts[7], sum(counts)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Fraction of CPU time stolen between two readings of cpu_ticks."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return max(0, after[0] - before[0]) / (after[1] - before[1])
