@@ -54,3 +54,14 @@ def test_a_damaged_or_unwritable_cache_only_means_probing_again(monkeypatch, tmp
     blocked.write_text("")
     monkeypatch.setenv("GPT2LAB_CACHE", str(blocked))  # a file where the folder should be
     assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 2.0e11
+
+
+def test_an_implausible_cached_peak_is_measured_again(monkeypatch, tmp_path):
+    # the cache is a plain JSON file: NaN, Infinity, 0, negatives, booleans and strings must not become the
+    # denominator of MFU (a division by zero, or an MFU of 1e-300 or -40%)
+    monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: 3.0e11)
+    key = f"Test CPU|1 threads|torch {torch.__version__}|fp32|probe {cpu_peak.PROBE_VERSION}"
+    for bad in ("NaN", "Infinity", "-Infinity", "0", "-5e11", "true", '"7e11"', "1e300"):
+        (tmp_path / "cpu_peak.json").write_text(f'{{"{key}": {bad}}}')
+        assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 3.0e11, bad

@@ -46,6 +46,12 @@ def probe(dtype: torch.dtype, rounds: int = 3, seconds_per_shape: float = 0.25) 
     return best
 
 
+def _plausible(value) -> bool:
+    """A cached peak worth trusting: a finite, positive number below an exaFLOP/s (JSON admits NaN and
+    Infinity, and anyone can edit the file)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e18
+
+
 def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None) -> tuple[float, str]:
     """(peak FLOP/s for this precision, where it came from), measured once per machine and cached."""
     threads = threads or torch.get_num_threads()
@@ -55,7 +61,7 @@ def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None) -> tupl
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
         cache = {}
-    if not isinstance(cache, dict) or not isinstance(cache.get(key), (int, float)):
+    if not isinstance(cache, dict) or not _plausible(cache.get(key)):
         cache = cache if isinstance(cache, dict) else {}
         cache[key] = probe(torch.bfloat16 if precision == "bf16" else torch.float32)
         try:
