@@ -65,3 +65,17 @@ def test_an_implausible_cached_peak_is_measured_again(monkeypatch, tmp_path):
     for bad in ("NaN", "Infinity", "-Infinity", "0", "-5e11", "true", '"7e11"', "1e300"):
         (tmp_path / "cpu_peak.json").write_text(f'{{"{key}": {bad}}}')
         assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 3.0e11, bad
+
+
+def test_a_cache_that_cannot_be_written_leaves_no_partial_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: 2.0e11)
+
+    def full_disk(self, *args, **kwargs):
+        with open(self, "w") as f:
+            f.write("{\n \"half")  # part of the text reached the disk, then it filled up
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(tmp_path), "write_text", full_disk)
+    assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 2.0e11
+    assert list(tmp_path.iterdir()) == []

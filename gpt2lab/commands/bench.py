@@ -11,8 +11,9 @@ Contenders (random tokens: the benchmark measures the model and the step, not th
 Every contender is built and warmed up first (compile time measured then, and reported only when compiling);
 then the timed steps run in interleaved rounds, so that a noisy neighbour slows all contenders alike. Each
 contender's tokens/s is the median over rounds, with its spread ((max - min) / median); a spread above 10% is
-warned about, and so is a VM whose hypervisor took over 5% of its CPU time while timing (steal, on Linux). MFU is against the device's peak for the precision used: the GPU table, or the CPU's measured
-matmul peak. Results go to a JSON file only with --save DIR.
+warned about, and so is a VM whose hypervisor took over 5% of its CPU time while timing (steal, on Linux).
+MFU is against the device's peak for the precision used: the GPU table, or the CPU's measured matmul peak.
+Results go to a JSON file only with --save DIR.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A short probe (about two seconds) multiplies matrices in the precision training 
 CPU has it natively) with torch's own threads, into preallocated outputs, and keeps the best rate of a few
 rounds and shapes. The shapes include contractions as narrow as the small models' width (256, 512): on an AMX
 CPU those run fastest (about 1.0-1.1 TFLOP/s in bf16 on this project's 2-core VM, against 0.5-0.7 for
-2048-deep ones), and a peak that leaves them out would overstate MFU by half (probe version 1 did).
+2048-deep ones), and a peak that leaves them out overstates MFU by a third (probe version 1 did).
 The result is cached per machine (CPU model, threads, torch version, precision, probe version) in
 $GPT2LAB_CACHE or ~/.cache/gpt2lab/cpu_peak.json; run.peak_tflops overrides it. MFU against it is labelled
 "measured", not taken from a table.
@@ -12,6 +12,7 @@ $GPT2LAB_CACHE or ~/.cache/gpt2lab/cpu_peak.json; run.peak_tflops overrides it. 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -61,14 +62,16 @@ def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None) -> tupl
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
         cache = {}
-    if not isinstance(cache, dict) or not _plausible(cache.get(key)):
-        cache = cache if isinstance(cache, dict) else {}
+    if not isinstance(cache, dict):
+        cache = {}
+    if not _plausible(cache.get(key)):
         cache[key] = probe(torch.bfloat16 if precision == "bf16" else torch.float32)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: ranks may probe at once
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(cache, indent=1) + "\n")
             os.replace(tmp, path)
-        except OSError:
-            pass  # an unwritable cache only means probing again next time
+        except OSError:  # an unwritable cache only means probing again next time; no partial file stays
+            with contextlib.suppress(OSError):
+                tmp.unlink()
     return float(cache[key]), f"measured: {precision} matmul probe on this CPU ({threads} threads)"
