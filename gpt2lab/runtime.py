@@ -152,7 +152,7 @@ def cpu_name() -> str:
 def _device(device: str) -> torch.device:
     cuda_ok = torch.cuda.is_available()
     if device == "auto":
-        return torch.device("cuda" if cuda_ok else "cpu")
+        return torch.device("cuda", torch.cuda.current_device()) if cuda_ok else torch.device("cpu")
     if device == "cpu":
         return torch.device("cpu")
     if device == "mps":
@@ -171,7 +171,9 @@ def _device(device: str) -> torch.device:
             dev = torch.device(device)
         except RuntimeError:
             raise UserError(f"--device {device!r} is not of the form cuda:N") from None
-        if dev.index is not None and not 0 <= dev.index < torch.cuda.device_count():
+        if dev.index is None:  # "cuda": the current GPU, named, so that set_device and every reading get an index
+            return torch.device("cuda", torch.cuda.current_device())
+        if not 0 <= dev.index < torch.cuda.device_count():
             raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
         return dev
     raise UserError(f"--device {device!r} is not one of auto, cpu, cuda, cuda:N, mps")
@@ -221,12 +223,14 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", compile: str 
     """Turn the user's device, precision, compile and loss-chunk choices into a Runtime, or explain why it cannot
     be had.
 
-    On CUDA this makes the device current (so work, timers and memory readings are on it, not on GPU 0) and
-    turns on TF32 matmuls."""
+    On CUDA the device always has an index ("cuda" and "auto" mean the current GPU); it is made current before
+    anything asks about "the" GPU (precision, memory), so work, timers and readings are on it, not on GPU 0; TF32
+    matmuls are turned on."""
     dev = _device(device)
+    if dev.type == "cuda":  # first: precision "auto" asks the current GPU, which must be this one
+        torch.cuda.set_device(dev)
     resolved, why = _precision(dev, precision)
     if dev.type == "cuda":
-        torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         if resolved == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):

@@ -1,5 +1,6 @@
-"""What a first GPU run does, checked on the CPU by simulating what the GPU (or a gloo process group) would
-report: monkeypatched torch.cuda queries, fake device counts, groups of one."""
+"""What a first GPU run does, checked on the CPU: the strict CUDA double (tests/cuda_double.py) answers what a
+CPU build cannot (GPUs, their names, capability, memory) and leaves torch's own checks real; gloo process
+groups stand in for NCCL."""
 
 import math
 import random
@@ -11,86 +12,76 @@ import torch
 from gpt2lab.errors import UserError
 from gpt2lab.runtime import resolve_runtime, rng_state, set_rng_state
 from tests.conftest import micro_config, trainer
+from tests.cuda_double import A100, H100, T4, install
 
 
-class FakeProps:
-    def __init__(self, name="NVIDIA T4", major=7, minor=5, memory=16 * 2**30):
-        self.name, self.major, self.minor, self.total_memory = name, major, minor, memory
+def test_the_default_device_is_the_current_gpu_with_its_index(monkeypatch):
+    """N1: `auto` and `cuda` used to reach torch.cuda.set_device(torch.device("cuda")), which torch refuses."""
+    machine = install(monkeypatch, H100, H100)
+    machine.current = 1
+    for device in ("auto", "cuda"):
+        rt = resolve_runtime(device, "auto")
+        assert rt.device == torch.device("cuda", 1) and rt.precision == "bf16"
+    assert ("set_device", 1) in machine.calls and ("set_device", 0) not in machine.calls
+    assert "H100" in rt.banner()
 
 
-@pytest.fixture
-def fake_cuda(monkeypatch):
-    """torch.cuda answering as a machine with GPUs would; returns the calls made to it."""
-    calls = {"set_device": [], "bf16_asked": []}
-    state = {"count": 2, "bf16": False, "rng": {}}
-
-    def is_bf16_supported(including_emulation=True):
-        calls["bf16_asked"].append(including_emulation)
-        return True if including_emulation else state["bf16"]  # what torch says of a T4: emulation counts
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: state["count"])
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls["set_device"].append(str(d)))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "NVIDIA T4")
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d=None: FakeProps())
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
-    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda d=None: state["rng"].get(str(d), torch.zeros(8, dtype=torch.uint8)))
-    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, d=None: state["rng"].__setitem__(str(d), s))
-    return calls, state
-
-
-def test_a_gpu_without_bf16_tensor_cores_gets_fp16_not_emulated_bf16(fake_cuda):
-    calls, state = fake_cuda
-    rt = resolve_runtime("cuda", "auto")
+def test_precision_auto_asks_the_gpu_the_run_is_on(monkeypatch):
+    """N10: a T4 as GPU 1 beside an H100 gets fp16, an A100 beside a T4 gets bf16 (not GPU 0's answer)."""
+    install(monkeypatch, H100, T4)
+    rt = resolve_runtime("cuda:1", "auto")
     assert rt.precision == "fp16" and "grad scaler" in rt.why
-    assert False in calls["bf16_asked"]  # asked without emulation
-    state["bf16"] = True
-    assert resolve_runtime("cuda", "auto").precision == "bf16"
-    state["bf16"] = False
     with pytest.raises(UserError, match="no bf16 tensor cores"):
-        resolve_runtime("cuda", "bf16")
+        resolve_runtime("cuda:1", "bf16")
+    install(monkeypatch, T4, A100)
+    assert resolve_runtime("cuda:1", "auto").precision == "bf16"
+    assert resolve_runtime("cuda:0", "auto").precision == "fp16"
 
 
-def test_cuda_n_is_made_the_current_device(fake_cuda):
-    calls, _ = fake_cuda
+def test_cuda_n_is_made_the_current_device(monkeypatch):
+    machine = install(monkeypatch, T4, T4)
     rt = resolve_runtime("cuda:1", "fp16")
-    assert str(rt.device) == "cuda:1" and calls["set_device"][-1] == "cuda:1"
+    assert str(rt.device) == "cuda:1" and machine.calls[-1] == ("set_device", 1) and machine.current == 1
     with pytest.raises(UserError, match="only 2 CUDA device"):
         resolve_runtime("cuda:2")
 
 
-def test_cuda_rng_is_saved_for_the_training_device_only_and_old_states_still_load(fake_cuda):
-    _, state = fake_cuda
-    device = torch.device("cuda:0")
-    state["rng"]["cuda:0"] = torch.arange(8, dtype=torch.uint8)
-    saved = rng_state(device)
-    assert "cuda" not in saved and torch.equal(saved["cuda_device"], torch.arange(8, dtype=torch.uint8))
-    # a 0.1 checkpoint saved on a 4-GPU machine ("cuda": one state per visible GPU), resumed where 1 is visible
+def test_cuda_rng_is_saved_for_the_training_device_only_and_old_states_still_load(monkeypatch):
+    machine = install(monkeypatch, H100, H100, H100, H100)
+    machine.generators[0].manual_seed(7)
+    saved = rng_state(torch.device("cuda:0"))
+    assert "cuda" not in saved and torch.equal(saved["cuda_device"], machine.generators[0].get_state())
+    # a 0.1 checkpoint saved on a 4-GPU machine ("cuda": one state per visible GPU)
+    states = []
+    for i in range(4):
+        machine.generators[i].manual_seed(100 + i)
+        states.append(machine.generators[i].get_state())
     legacy = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-              "cuda": [torch.full((8,), i, dtype=torch.uint8) for i in range(4)]}
-    set_rng_state(legacy, torch.device("cuda:0"))
-    assert torch.equal(state["rng"]["cuda:0"], torch.zeros(8, dtype=torch.uint8))
+              "cuda": states}
+    for g in machine.generators:
+        g.manual_seed(0)
     set_rng_state(legacy, torch.device("cuda:3"))  # index 3 exists in the saved list
-    assert torch.equal(state["rng"]["cuda:3"], torch.full((8,), 3, dtype=torch.uint8))
-    set_rng_state(legacy, torch.device("cuda:7"))  # beyond it: no IndexError, a fresh stream
-    assert "cuda:7" not in state["rng"]
+    assert torch.equal(machine.generators[3].get_state(), states[3])
+    assert not torch.equal(machine.generators[2].get_state(), states[2])  # only the training device's
+    install(monkeypatch, H100, H100, H100, H100, H100, H100, H100, H100)
+    set_rng_state(legacy, torch.device("cuda:7"))  # beyond the saved list: no IndexError, a fresh stream
 
 
 def test_fsdp_builds_its_mesh_on_the_runs_device(monkeypatch):
-    """FSDP without a mesh picks the GPU it finds; the run's device must decide (here: CPU on a 'GPU machine')."""
+    """FSDP without a mesh picks the GPU it finds; the run's device must decide (here: CPU on a 'GPU machine'),
+    with torch's real mesh and sharding over a gloo group of one."""
     import gpt2lab.train.distributed as distributed
-
-    seen = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr("torch.distributed.device_mesh.init_device_mesh",
-                        lambda device_type, shape: seen.append((device_type, shape)) or "mesh")
-    monkeypatch.setattr("torch.distributed.fsdp.fully_shard", lambda module, mesh=None: seen.append(("shard", mesh)))
     from gpt2lab.model import GPT, GPTConfig
 
-    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
-    distributed.wrap_model(model, distributed.Dist(world_size=2, strategy="fsdp"), torch.device("cpu"))
-    assert seen[0] == ("cpu", (2,)) and all(m == "mesh" for kind, m in seen[1:] if kind == "shard")
+    install(monkeypatch)
+    d = distributed.init_distributed("fsdp", "cpu", 60)
+    try:
+        model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
+        distributed.wrap_model(model, d, torch.device("cpu"))
+        meshes = {p.device_mesh.device_type for p in model.parameters()}
+        assert meshes == {"cpu"} and all(p.device.type == "cpu" for p in model.parameters())
+    finally:
+        distributed.shutdown(d)
 
 
 def test_mfu_is_per_gpu(data_dir, tmp_path):

@@ -3,6 +3,7 @@ import torch
 
 from gpt2lab.errors import UserError
 from gpt2lab.train.guards import UtilizationGuard, check_placement
+from tests.cuda_double import install, set_utilization
 
 
 def test_parameters_or_batches_on_the_cpu_stop_a_cuda_run():
@@ -13,8 +14,9 @@ def test_parameters_or_batches_on_the_cpu_stop_a_cuda_run():
 
 
 def test_idle_gpu_stops_the_run(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "utilization", lambda device=None: 0)
-    guard = UtilizationGuard(torch.device("cuda"), warmup_steps=2, patience=3)
+    install(monkeypatch)
+    set_utilization(monkeypatch, lambda index: 0)
+    guard = UtilizationGuard(torch.device("cuda:0"), warmup_steps=2, patience=3)
     assert guard.available
     for step in range(1, 5):
         guard.sample(step)  # warm-up, then two low samples
@@ -24,8 +26,9 @@ def test_idle_gpu_stops_the_run(monkeypatch):
 
 def test_busy_gpu_resets_the_count(monkeypatch):
     readings = iter([50, 0, 0, 90, 0, 0, 90, 0, 0])  # the first reading is the probe at construction
-    monkeypatch.setattr(torch.cuda, "utilization", lambda device=None: next(readings, 90))
-    guard = UtilizationGuard(torch.device("cuda"), warmup_steps=0, patience=3)
+    install(monkeypatch)
+    set_utilization(monkeypatch, lambda index: next(readings, 90))
+    guard = UtilizationGuard(torch.device("cuda:0"), warmup_steps=0, patience=3)
     lows = []
     for step in range(1, 9):
         guard.sample(step)  # never three low readings in a row: no stop
@@ -34,11 +37,12 @@ def test_busy_gpu_resets_the_count(monkeypatch):
 
 
 def test_missing_nvml_turns_the_guard_off_with_a_note(monkeypatch):
-    def unavailable(device=None):
+    def unavailable(index):
         raise ModuleNotFoundError("pynvml")
 
-    monkeypatch.setattr(torch.cuda, "utilization", unavailable)
-    guard = UtilizationGuard(torch.device("cuda"))
+    install(monkeypatch)
+    set_utilization(monkeypatch, unavailable)
+    guard = UtilizationGuard(torch.device("cuda:0"))
     assert not guard.available and "nvidia-ml-py" in guard.note and guard.sample(100) is None
 
 

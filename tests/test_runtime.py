@@ -66,8 +66,8 @@ def test_cpu_compile_auto_needs_a_long_enough_run_and_a_compiler(monkeypatch):
 
 
 def test_the_cpu_loss_chunk_default_never_reaches_a_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    from tests.cuda_double import install
+
+    install(monkeypatch)
     assert resolve_runtime("cuda", "auto").loss_chunk is None and resolve_runtime("cpu", "fp32").loss_chunk == 512
     assert resolve_runtime("cuda", "auto", "auto").compile is False  # CUDA defaults unchanged
