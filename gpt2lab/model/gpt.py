@@ -19,6 +19,7 @@ and, from the speedrun line of GPT-2 training (all off by default, so that class
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -93,6 +94,13 @@ class GPTConfig:
                 == ("learned", "layernorm", "gelu", True, False, None))
 
 
+
+def _no_autocast(device_type: str):
+    """Autocast off for this device, where it has autocast at all (the meta device, used for dry runs, has none)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
 def make_norm(config: GPTConfig, dim: int) -> nn.Module:
     if config.norm == "rmsnorm":
         return nn.RMSNorm(dim, eps=config.norm_eps)
@@ -136,7 +144,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
         if self.q_norm is not None:
             # in q's dtype: CUDA's autocast would run rms_norm in fp32 and undo the weight cast
-            with torch.autocast(x.device.type, enabled=False):
+            with _no_autocast(x.device.type):
                 q = F.rms_norm(q, (self.head_dim,), self.q_norm.weight.to(q.dtype), self.q_norm.eps)
                 k = F.rms_norm(k, (self.head_dim,), self.k_norm.weight.to(k.dtype), self.k_norm.eps)
         if rope is not None:

@@ -21,6 +21,43 @@ def check_placement(model: torch.nn.Module, batch: torch.Tensor, device: torch.d
         raise UserError(f"{kind} was requested but the batches are on the CPU; training would run on the CPU")
 
 
+def misplaced(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+              batch: torch.Tensor | None = None) -> list[str]:
+    """Every tensor a step reads that is not on its parameter's device: parameters and gradients against the
+    model's device, optimizer state against its parameter's, the batch. torch's own rule for the `step` count
+    applies: it may stay on the CPU unless its group is fused or capturable (then the kernel reads it on the
+    device). Only metadata is read: no host synchronisation."""
+    params = list(model.parameters())
+    if not params:
+        return []
+    device = params[0].device
+    stray = [f"parameter {n} on {p.device}" for n, p in model.named_parameters() if p.device != device]
+    stray += [f"gradient of {n} on {p.grad.device}" for n, p in model.named_parameters()
+              if p.grad is not None and p.grad.device != p.device]
+    if batch is not None and batch.device != device:
+        stray.append(f"batch on {batch.device}")
+    if optimizer is not None:
+        names = {id(p): n for n, p in model.named_parameters()}
+        for group in optimizer.param_groups:
+            on_device_step = bool(group.get("fused") or group.get("capturable"))
+            for p in group["params"]:
+                for key, value in optimizer.state.get(p, {}).items():
+                    if not isinstance(value, torch.Tensor) or value.device == p.device:
+                        continue
+                    if key == "step" and value.device.type == "cpu" and not on_device_step:
+                        continue
+                    stray.append(f"optimizer state {key!r} of {names.get(id(p), '?')} on {value.device}")
+    return stray
+
+
+def check_step_placement(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor) -> None:
+    """Refuse to take a step whose tensors are split across devices (misplaced())."""
+    stray = misplaced(model, optimizer, batch)
+    if stray:
+        raise UserError(f"{len(stray)} tensor(s) of the training step are not on the parameters' device "
+                        f"({'; '.join(stray[:3])}); this is a bug in gpt2lab: please report it")
+
+
 class UtilizationGuard:
     """Stops the run when the GPU stays almost idle across several logging steps after warm-up.
 

@@ -38,7 +38,7 @@ from ..runtime import resolve_runtime, rng_state, seed_everything, set_rng_state
 from .autobatch import tune_micro_batch
 from .distributed import (full_value, full_weights, gradient_sync, init_distributed, load_sharded, local_device,
                           save_sharded, shutdown, wrap_model)
-from .guards import LossGuard, UtilizationGuard, check_placement
+from .guards import LossGuard, UtilizationGuard, check_placement, check_step_placement
 from .optim import build_optimizer, load_named_state_dict, named_state_dict, set_lr_multiplier
 from .saver import CheckpointSaver
 from .schedule import TimePlan, floor_of, lr_multiplier
@@ -321,6 +321,7 @@ class Trainer:
         except (KeyError, TypeError, IndexError, ValueError) as exc:
             raise ckpt.CorruptCheckpoint(f"its training state is incomplete ({type(exc).__name__}: {exc})") from None
         self.trusted = self.step if marker.get("health", {}).get("weights_finite", True) else None
+        self._placement_checked = False
         self._schedule_note = self._schedule_change(saved)
 
     def _restore_rng(self, state: dict) -> None:
@@ -391,8 +392,9 @@ class Trainer:
 
     def _next_batch(self):
         x, y = self.stream.next_batch(self.runtime.device)
-        if not self._placement_checked:
+        if not self._placement_checked:  # the first step, and the first after a resume or rollback
             check_placement(self.model, x, self.runtime.device)
+            check_step_placement(self.model, self.optimizer, x)
             self._placement_checked = True
         return x, y, (document_ids(x, self.doc_eot) if self.doc_eot is not None else None)
 

@@ -54,7 +54,7 @@ class Muon(torch.optim.Optimizer):
 
     def __init__(self, groups: list[dict], momentum: float, nesterov: bool, ns_steps: int, betas, eps: float,
                  fused_adamw: bool, mlp: str):
-        defaults = dict(momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas, eps=eps)
+        defaults = dict(momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas, eps=eps, fused=fused_adamw)
         super().__init__(groups, defaults)
         self.fused_adamw, self.mlp = fused_adamw, mlp
         self.found_inf: torch.Tensor | None = None  # set by the trainer: 1 skips this step's update, on the device
@@ -97,7 +97,7 @@ class Muon(torch.optim.Optimizer):
                 continue
             state = self.state[p]
             if not state:
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device if self.fused_adamw else "cpu")
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device if group["fused"] else "cpu")
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
             params.append(p), grads.append(p.grad), m1.append(state["exp_avg"])
@@ -105,7 +105,7 @@ class Muon(torch.optim.Optimizer):
         if not params:
             return
         beta1, beta2 = group["betas"]
-        fused = self.fused_adamw
+        fused = group["fused"]
         if skip is not None and not fused:  # the unfused kernel cannot skip on the device: one host read
             if bool(skip):
                 return
@@ -119,8 +119,10 @@ def build(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> Muo
     if any(hasattr(p, "full_tensor") for p in model.parameters()):
         raise UserError("optim.name=muon does not work with run.parallel=fsdp: Newton-Schulz needs whole matrices and "
                         "FSDP shards them; use run.parallel=ddp")
+    fused = cfg.fused and device.type in ("cuda", "cpu")
+    # `fused` in the groups (Muon's defaults) tells torch's load_state_dict to put their `step` on the parameter's device, as
+    # the fused kernel needs it (otherwise a resumed `step` stays on the CPU and the CUDA kernel refuses it)
     groups = (param_groups(model, cfg, ("matrix",), use_muon=True)
               + param_groups(model, cfg, ("embedding", "head", "gain"), use_muon=False))
-    fused = cfg.fused and device.type in ("cuda", "cpu")
     return Muon(groups, cfg.momentum, cfg.nesterov, cfg.ns_steps, (cfg.beta1, cfg.beta2), cfg.eps, fused,
                 model.config.mlp)
