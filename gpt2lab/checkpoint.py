@@ -244,6 +244,12 @@ def verify(folder: Path, deep: bool = False) -> dict:
     return marker
 
 
+def hashed(marker: dict) -> bool:
+    """Whether a verified manifest lists a SHA-256 for each file (then verify(deep=True) proved them intact)."""
+    files = marker.get("files") or {}
+    return bool(files) and all(isinstance(f, dict) and f.get("sha256") for f in files.values())
+
+
 def set_aside(folder: Path, reason: str) -> Path:
     """Rename a corrupt checkpoint to step_N.corrupt (never deleted: the user may want to look at it)."""
     target = folder.with_name(folder.name + ".corrupt")
@@ -302,7 +308,11 @@ def load_weights(model: GPT, checkpoint: Path, device: torch.device | str = "cpu
         else:
             missing, unexpected = model.load_state_dict(read_tensors(checkpoint / WEIGHTS), strict=False)
             missing = [k for k in missing if k != "lm_head.weight" or not model.config.tie_embeddings]
+    except (torch.OutOfMemoryError, MemoryError):
+        raise  # the machine's state, not the checkpoint's
     except (OSError, SafetensorError, RuntimeError, ValueError) as exc:
+        if str(exc).startswith("CUDA error"):
+            raise
         raise UserError(f"cannot load weights from {checkpoint} ({type(exc).__name__}: {exc}); "
                         "the checkpoint is corrupt or of another architecture") from None
     if missing or unexpected:

@@ -2,6 +2,7 @@
 CPU build cannot (GPUs, their names, capability, memory) and leaves torch's own checks real; gloo process
 groups stand in for NCCL."""
 
+import json
 import math
 import random
 
@@ -89,7 +90,7 @@ def test_mfu_is_per_gpu(data_dir, tmp_path):
     from gpt2lab.metrics.timing import Timing
 
     t = trainer(micro_config(data_dir, "run.peak_tflops=1"), tmp_path / "run", echo=lambda *_: None)
-    stats = torch.tensor([3.0, 1.0, 0, 0, 0, 20], dtype=torch.float64)
+    stats = torch.tensor([3.0, 1.0, 0, 0, 0, 20, 0, 0], dtype=torch.float64)
     one = t._complete(Pending({"step": 1, "tokens": 1, "lr": 1.0}, stats, Timing({}, [])), 1.0)
     t.dist.world_size = 4
     four = t._complete(Pending({"step": 1, "tokens": 1, "lr": 1.0}, stats, Timing({}, [])), 1.0)
@@ -183,3 +184,42 @@ def test_eval_uses_the_chunked_loss_and_never_the_whole_head(data_dir):
     assert calls == []  # the head's full logits were never built
     whole = evaluate_loss(model, windows, 8, rt, 2)
     assert calls and math.isclose(chunked["loss"], whole["loss"], rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   MemoryError()])
+def test_running_out_of_memory_while_loading_sets_nothing_aside(data_dir, tmp_path, monkeypatch, error):
+    """N5: an out-of-memory while loading weights on --resume renamed healthy checkpoints step_N.corrupt."""
+    import gpt2lab.checkpoint as ckpt
+
+    cfg = micro_config(data_dir, "schedule.max_steps=4", "checkpoint.every=2", "checkpoint.keep_last=none")
+    trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+
+    def out_of_memory(*a, **k):
+        raise error
+
+    monkeypatch.setattr(ckpt, "load_model", out_of_memory)  # safetensors' loader, as a full GPU ends it
+    with pytest.raises(UserError, match="out of memory while loading step_00000004"):
+        trainer(cfg, tmp_path / "run", resume=True, echo=lambda *_: None)
+    assert len(ckpt.complete_checkpoints(tmp_path / "run")) == 2
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.corrupt"))
+
+
+def test_an_intact_checkpoint_of_another_tensor_set_is_refused_not_set_aside(data_dir, tmp_path):
+    """A checkpoint whose files match their SHA-256 but not this model is a mismatch, not damage."""
+    import gpt2lab.checkpoint as ckpt
+
+    cfg = micro_config(data_dir, "schedule.max_steps=2", "checkpoint.every=2")
+    trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+    folder = ckpt.complete_checkpoints(tmp_path / "run")[0]
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(folder / "model.safetensors"))
+    weights["transformer.extra.weight"] = torch.zeros(2)
+    save_file(weights, str(folder / "model.safetensors"))
+    marker = json.loads((folder / "COMPLETE").read_text())
+    marker["files"]["model.safetensors"] = ckpt._digest(folder / "model.safetensors")
+    (folder / "COMPLETE").write_text(json.dumps(marker))
+    with pytest.raises(UserError, match="does not match the model"):
+        trainer(cfg, tmp_path / "run", resume=True, echo=lambda *_: None)
+    assert ckpt.complete_checkpoints(tmp_path / "run") == [folder]

@@ -62,6 +62,14 @@ class Dist:
         dist.all_reduce(t)
         return t.tolist()
 
+    def broadcast_object(self, obj):
+        """Rank 0's object on every rank (a host round trip: for decisions, not per step)."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def gather_objects(self, obj) -> list:
         if not self.active:
             return [obj]

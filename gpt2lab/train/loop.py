@@ -68,7 +68,7 @@ class Loop:
         if t.stop_signal and not t.dist.active:  # one process: no need to wait for the flag to come round
             self.stopping = True
         if t.plan:
-            t.plan.update(t.step, t.elapsed, t._eval_seconds)
+            t.plan.update(t.step, *t.clock_view())
         final = t.step >= t.total_steps()
         results = t._evaluate(final)
         if results:
@@ -82,6 +82,7 @@ class Loop:
     def _publish(self, pending: Pending, step_seconds: float) -> dict:
         t = self.t
         r = t._complete(pending, step_seconds)
+        t.agreed_clock = r.pop("agreed_clock")
         self._note_compile(r)
         self.bad_in_a_row = self.bad_in_a_row + 1 if r.get("skipped") and "overflow" not in r["skip_reason"] else 0
         if t._awaiting_trust == r["step"] - 1 and not r.get("skipped"):

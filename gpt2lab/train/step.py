@@ -73,8 +73,9 @@ class Pending:
 
     def read(self, fp16: bool, step_seconds: float) -> dict:
         """The full metrics record: the one host read of this step's device values."""
-        loss, norm, code, z, stop, history = self.stats.tolist()
+        loss, norm, code, z, stop, history, clock, eval_clock = self.stats.tolist()
         r = {**self.record, "loss": loss, "grad_norm": norm, "step_time": step_seconds, **self.timing.seconds()}
+        r["agreed_clock"] = (clock, eval_clock)  # the job's clock at the step's start (mean over ranks)
         r["stop_requested"] = stop > 0
         if code:
             r.update(skipped=True, skip_reason=LossGuard.reason(int(code), loss, norm, z, int(history)))
@@ -87,8 +88,11 @@ class Pending:
 def train_step(model, optimizer, guard: LossGuard, next_batch: Callable, micro_steps: int, runtime: Runtime,
                grad_clip: float | None, stop_flag: float, reduce_mean: Callable, full_value: Callable,
                scaler=None, timer: StepTimer | None = None, grad_sync: Callable | None = None,
-               params=None, **forward) -> tuple[torch.Tensor, Timing]:
-    """Forward, backward, clip, guard, update: returns (stats on the device, the step's timing), no host read."""
+               params=None, clock: tuple[float, float] = (0.0, 0.0), **forward) -> tuple[torch.Tensor, Timing]:
+    """Forward, backward, clip, guard, update: returns (stats on the device, the step's timing), no host read.
+
+    `clock` (seconds trained, seconds of the last evaluation) is averaged across ranks with the loss, so that
+    every rank plans a time budget from the same numbers (read one step later, like the loss)."""
     timer = timer or StepTimer(runtime.device)
     loss = forward_backward(model, next_batch, micro_steps, runtime, scaler, timer, grad_sync, **forward)
     with timer.phase("optimizer"):
@@ -97,7 +101,8 @@ def train_step(model, optimizer, guard: LossGuard, next_batch: Callable, micro_s
         params = params if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
         norm = full_value(torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else math.inf))
         flag = torch.full((), float(stop_flag), device=loss.device)  # a fill kernel: no host-to-device copy to wait for
-        shared = reduce_mean(torch.stack([loss.float(), flag]))
+        clocks = [torch.full((), float(c), device=loss.device) for c in clock]
+        shared = reduce_mean(torch.stack([loss.float(), flag, *clocks]))
         loss = shared[0]
         code, z = guard.check(loss, norm)
         skip = code > 0
@@ -105,7 +110,8 @@ def train_step(model, optimizer, guard: LossGuard, next_batch: Callable, micro_s
         guard.accept(loss, skip)
         optimizer.zero_grad(set_to_none=True)
         history = guard.count.clamp(max=guard.window)
-        stats = torch.stack([loss.double(), norm.detach().double(), code.double(), z, shared[1].double(), history.double()])
+        stats = torch.stack([loss.double(), norm.detach().double(), code.double(), z, shared[1].double(), history.double(),
+                             shared[2].double(), shared[3].double()])
     return stats, timer.take()
 
 

@@ -177,6 +177,7 @@ class Trainer:
         self.saver = CheckpointSaver(self.run_dir, cfg, self.echo)
         self.stop_signal: str | None = None
         self._eval_seconds = 0.0  # the last evaluation's duration: kept free at the end of a time budget
+        self.agreed_clock: tuple[float, float] | None = None  # under torchrun: (elapsed, eval seconds), all ranks
 
     def _measure(self) -> None:
         cfg, rt = self.cfg, self.runtime
@@ -288,7 +289,7 @@ class Trainer:
     def _restore(self, checkpoint: Path) -> None:
         """Load a checkpoint into this run. CorruptCheckpoint: its files are damaged (skip it); UserError: it
         does not fit this run (stop); anything else (a CUDA error) propagates and stops the run."""
-        marker = ckpt.verify(checkpoint, deep=True)
+        marker = self._verify(checkpoint)
         try:
             saved = ckpt.load_config(checkpoint)
         except UserError as exc:
@@ -302,7 +303,12 @@ class Trainer:
         else:
             try:
                 ckpt.load_weights(self.model, checkpoint, self.runtime.device)
+            except (torch.OutOfMemoryError, MemoryError):
+                raise UserError(f"out of memory while loading {checkpoint.name} (nothing was set aside); free "
+                                "memory on the device, or lower --micro-batch, and resume again") from None
             except UserError as exc:
+                if ckpt.hashed(marker):  # its files match their SHA-256: intact, so it does not fit this run
+                    raise
                 raise ckpt.CorruptCheckpoint(str(exc)) from None
             if state.get("optimizer") is None:
                 raise UserError(f"{checkpoint.name}: its optimizer state is sharded (an FSDP run); resume with --set run.parallel=fsdp")
@@ -323,6 +329,20 @@ class Trainer:
         self.trusted = self.step if marker.get("health", {}).get("weights_finite", True) else None
         self._placement_checked = False
         self._schedule_note = self._schedule_change(saved)
+
+    def _verify(self, checkpoint: Path) -> dict:
+        """Rank 0 checks the checkpoint's files against their manifest (SHA-256 included) and every rank takes its
+        verdict: the checkpoint is read whole once, and "corrupt" is one decision for the job."""
+        verdict = None
+        if self.dist.is_main:
+            try:
+                verdict = ("ok", ckpt.verify(checkpoint, deep=True))
+            except ckpt.CorruptCheckpoint as exc:
+                verdict = ("corrupt", str(exc))
+        kind, value = self.dist.broadcast_object(verdict)
+        if kind == "corrupt":
+            raise ckpt.CorruptCheckpoint(value)
+        return value
 
     def _restore_rng(self, state: dict) -> None:
         ranks = state.get("rng_ranks") or [state["rng"]]
@@ -364,10 +384,7 @@ class Trainer:
         """After max_bad_steps skipped updates in a row: roll back to the newest healthy checkpoint at a lower LR,
         or stop. A checkpoint is healthy when its weights are finite and the step after it was not skipped."""
         g = self.cfg.guard
-        self.saver.wait()
-        target = ckpt.checkpoint_folder(self.run_dir, self.trusted) if self.trusted is not None else None
-        if target is not None and not ckpt.is_checkpoint(target):
-            target = None
+        target = self.rollback_target()
         first_bad = last_bad - g.max_bad_steps + 1
         message = (f"{g.max_bad_steps} updates in a row were unsafe at step {last_bad} "
                    f"(steps {first_bad}-{last_bad}; last: {reason})")
@@ -384,6 +401,18 @@ class Trainer:
         self.rollbacks, self.lr_scale = rollbacks, lr_scale
         logger.truncate(self.step)
         self.echo(f"warning: {message}; rolled back to {target.name}, LR now x{self.lr_scale:g}")
+
+    def rollback_target(self) -> Path | None:
+        """The checkpoint every rank rolls back to: rank 0 finishes its save in flight, then decides (its write is
+        what the others would otherwise look for too early) and tells the others."""
+        self.saver.wait()
+        self.dist.barrier()
+        step = -1
+        if self.dist.is_main and self.trusted is not None:
+            if ckpt.is_checkpoint(ckpt.checkpoint_folder(self.run_dir, self.trusted)):
+                step = self.trusted
+        step = self.dist.broadcast_int(step, self.runtime.device)
+        return ckpt.checkpoint_folder(self.run_dir, step) if step >= 0 else None
 
     # --- one step, and its record ------------------------------------------------------------------------------
 
@@ -405,8 +434,17 @@ class Trainer:
         warmup = self.cfg.schedule.warmup_steps or 0
         if not self.plan or self.step < warmup:
             return self.step
-        usable = max(1e-9, self.plan.budget_s - self._eval_seconds)
-        return max(warmup, min(1.0, self.elapsed / usable) * self.plan.planned)
+        elapsed, eval_seconds = self.clock_view()
+        usable = max(1e-9, self.plan.budget_s - eval_seconds)
+        return max(warmup, min(1.0, elapsed / usable) * self.plan.planned)
+
+    def clock_view(self) -> tuple[float, float]:
+        """(seconds trained, seconds of the last evaluation) as the time budget sees them: this process's own
+        clock alone, or under torchrun the job's clock agreed on the device (every rank's mean, one step late),
+        so that every rank sets the same LR and plans the same number of steps."""
+        if self.dist.active and self.agreed_clock is not None:
+            return self.agreed_clock
+        return self.elapsed, self._eval_seconds
 
     def train_step(self) -> Pending:
         """One optimizer step (or a skipped one, when the guards say the update is unsafe), not yet read."""
@@ -419,7 +457,8 @@ class Trainer:
             self.compiled, self.optimizer, self.guard, self._next_batch, self.accum, self.runtime, cfg.optim.grad_clip,
             float(self.stop_signal is not None), self.dist.all_reduce_mean_, full_value, self.scaler, self.timer,
             lambda last: gradient_sync(self.wrapped, self.dist, last), self.params,
-            loss_chunk=self.runtime.loss_chunk, recompute=cfg.run.activation_checkpointing)
+            clock=(self.elapsed, self._eval_seconds), loss_chunk=self.runtime.loss_chunk,
+            recompute=cfg.run.activation_checkpointing)
         self.step += 1
         record = {"step": self.step, "tokens": self.step * self.tokens_per_step, "lr": cfg.optim.lr * multiplier,
                   "epoch": self.stream.epoch}

@@ -1,0 +1,114 @@
+"""Every decision a rank takes, taken by two real gloo ranks: they must agree (or the job hangs under NCCL)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from tests.conftest import make_data_dir, micro_config
+from tests.two_ranks import run_two_ranks
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="gloo ranks are tested on Linux")]
+
+
+class SteppingClock:
+    """A simulated clock that advances `dt` seconds each time it is read: each rank's own speed."""
+
+    def __init__(self, dt: float):
+        self.now, self.dt = 0.0, dt
+
+    def __call__(self) -> float:
+        self.now += self.dt
+        return self.now
+
+
+def _trainer(rank, data, run, *sets, clock=None, resume=False, cls=None):
+    from gpt2lab.eval import build_evaluators
+    from gpt2lab.train.trainer import Trainer
+
+    cfg = micro_config(data, "run.parallel=ddp", "run.dist_timeout_s=30", *sets)
+    return (cls or Trainer)(cfg, run, resume=resume, evaluators=build_evaluators, echo=lambda *_: None, clock=clock)
+
+
+def _time_budget_rank(rank, data, run):
+    from gpt2lab.train.trainer import Trainer
+
+    lrs = []
+
+    class Recording(Trainer):
+        def train_step(self):
+            pending = super().train_step()
+            lrs.append(round(self.optimizer.param_groups[0]["lr"], 12))
+            return pending
+
+    # rank 1's clock runs 1.7x faster than rank 0's: each rank alone would plan a different number of steps
+    t = _trainer(rank, data, run, "schedule.time_budget_s=6", "schedule.max_steps=400", "schedule.warmup_steps=2",
+                 clock=SteppingClock(0.01 if rank == 0 else 0.017), cls=Recording)
+    t.fit()
+    return {"steps": t.step, "lrs": lrs}
+
+
+def test_a_time_budget_is_one_clock_for_every_rank(tmp_path):
+    """N3: each rank used its own clock for the LR and the planned step count."""
+    data = make_data_dir(tmp_path / "data")
+    a, b = run_two_ranks(_time_budget_rank, str(data), str(tmp_path / "run"))
+    assert a["steps"] == b["steps"] and a["steps"] < 400
+    assert a["lrs"] == b["lrs"]
+
+
+def _rollback_rank(rank, data, run):
+    from gpt2lab.train.saver import CheckpointSaver
+
+    class SlowSaver(CheckpointSaver):  # a large checkpoint on a slow disk: the write is still running
+        def _write(self, *args, **kw):
+            time.sleep(2.0)
+            super()._write(*args, **kw)
+
+    t = _trainer(rank, data, run, "checkpoint.asynchronous=true")
+    t.saver = SlowSaver(t.saver.run_dir, t.saver.config, t.saver.echo)
+    t.save()  # rank 0 starts writing step 0 in the background; the others write nothing
+    t.trusted = 0
+    target = t.rollback_target()
+    t.saver.wait()
+    t.lock and t.lock.release()
+    from gpt2lab.train.distributed import shutdown
+
+    shutdown(t.dist)
+    return target.name if target else None
+
+
+def test_a_rollback_target_is_decided_once_after_the_save_in_flight(tmp_path):
+    """N4: rank 0 rolled back while the other ranks, not waiting for its write, found no checkpoint and stopped."""
+    data = make_data_dir(tmp_path / "data")
+    a, b = run_two_ranks(_rollback_rank, str(data), str(tmp_path / "run"))
+    assert a == b == "step_00000000"
+
+
+def _corrupt_verdict_rank(rank, data, run):
+    import gpt2lab.checkpoint as ckpt
+
+    if rank == 1:  # this node sees a damaged copy (a stale cache of a network filesystem, say)
+        def damaged(folder, deep=False):
+            raise ckpt.CorruptCheckpoint("model.safetensors does not match its SHA-256 (this node's view)")
+
+        ckpt.verify = damaged
+    t = _trainer(rank, data, run, "schedule.max_steps=4", "checkpoint.every=2", resume=True)
+    step = t.step
+    t.lock and t.lock.release()
+    from gpt2lab.train.distributed import shutdown
+
+    shutdown(t.dist)
+    return step
+
+
+def test_corrupt_or_not_is_one_decision_on_resume(tmp_path):
+    """S2: every rank hashed the whole checkpoint and decided alone; rank 0 now decides and the others follow."""
+    from tests.conftest import trainer
+
+    data = make_data_dir(tmp_path / "data")
+    trainer(micro_config(data, "schedule.max_steps=4", "checkpoint.every=2"), tmp_path / "run",
+            echo=lambda *_: None).fit()
+    a, b = run_two_ranks(_corrupt_verdict_rank, str(data), str(tmp_path / "run"))
+    assert a == b == 4
