@@ -76,3 +76,43 @@ def test_steal_is_read_from_proc_stat_and_a_busy_host_is_warned_about(tmp_path, 
     report = bench.run_bench(bench.BenchOptions(preset="tiny", micro_batch=1, seq_len=16, steps=1, rounds=1, warmup=0,
                                                 device="cpu", compile="off", contenders=("gpt2lab",)))
     assert report["cpu_steal"] == 0.3 and "took 30% of this VM's CPU time" in capsys.readouterr().out
+
+
+def test_off_the_cpu_contenders_run_one_at_a_time_with_their_own_peak(monkeypatch):
+    """N7 + W2: four resident gpt2-124m contenders do not fit in 24 GB, and one never-reset peak was reported for
+    all. Sequential mode (a GPU's) is run here on the CPU; the peak reading is checked with the CUDA double."""
+    from gpt2lab.commands.bench import BenchOptions, run_bench
+
+    events = []
+    import gpt2lab.commands.bench as bench
+
+    real_build = bench._build
+    monkeypatch.setattr(bench, "_build", lambda name, *a: events.append(("build", name)) or real_build(name, *a))
+    monkeypatch.setattr(bench, "free_memory", lambda device: events.append(("free",)))
+    o = BenchOptions(preset="tiny", micro_batch=2, seq_len=32, steps=1, rounds=2, warmup=0, device="cpu",
+                     compile="off", contenders=("gpt2lab", "gpt2lab-fp32"), interleave=False)
+    report = run_bench(o, echo=lambda *_: None)
+    assert events == [("build", "gpt2lab"), ("free",), ("build", "gpt2lab-fp32"), ("free",)]
+    assert all(len(r["rounds"]) == 2 for r in report["results"])
+
+    from tests.cuda_double import install
+
+    machine = install(monkeypatch)
+    machine.gpus[0].allocated, machine.gpus[0].peak = 2**30, 9 * 2**30  # the previous contender's peak
+    bench.reset_peak_memory(torch.device("cuda:0"))
+    assert bench.peak_memory_gb(torch.device("cuda:0")) == 1.0 and ("reset_peak", 0) in machine.calls
+
+
+def test_an_fp16_contender_steps_with_a_grad_scaler():
+    """W4: on fp16 GPUs the bench timed a step without the GradScaler that `train` uses."""
+    from gpt2lab.commands.bench import Contender
+    from gpt2lab.config import build_config
+    from gpt2lab.runtime import Runtime
+
+    cfg = build_config(preset="tiny", sets=["data.seq_len=16"])
+    c = Contender("gpt2lab", cfg, Runtime(device=torch.device("cpu"), precision="fp16"), 2, None)
+    assert isinstance(c.scaler, torch.amp.GradScaler)
+    scale = c.scaler.get_scale()
+    c.step()
+    assert c.scaler.get_scale() <= scale  # it took part in the step (scale kept or lowered after an overflow)
+    assert Contender("gpt2lab", cfg, Runtime(device=torch.device("cpu"), precision="fp32"), 2, None).scaler is None

@@ -25,6 +25,22 @@ from gpt2lab.metrics.devices import GPUS, device_peak_flops, find_gpu, peak_tflo
         ("NVIDIA GeForce RTX 3090", "rtx3090"),
         ("rtx4090", "rtx4090"),
         ("H100-SXM", "h100-sxm"),
+        # W3: names that matched the wrong row (MFU off by 7-22%) or none
+        ("NVIDIA GeForce RTX 4070 SUPER", "rtx4070super"),
+        ("NVIDIA GeForce RTX 4080 SUPER", "rtx4080super"),
+        ("NVIDIA GeForce RTX 3090 Ti", "rtx3090ti"),
+        ("NVIDIA GeForce RTX 4090 D", "rtx4090d"),
+        ("Tesla V100S-PCIE-32GB", "v100s"),
+        ("Tesla V100-PCIE-16GB", "v100-pcie"),
+        ("NVIDIA GH200 480GB", "gh200"),
+        ("NVIDIA B200", "b200"),
+        ("NVIDIA GB200", "gb200"),
+        ("NVIDIA H800", "h800"),
+        ("NVIDIA A800-SXM4-80GB", "a800"),
+        ("NVIDIA A10G", "a10g"),
+        ("NVIDIA RTX PRO 6000 Blackwell Workstation Edition", "rtx-pro-6000"),
+        ("NVIDIA RTX PRO 6000 Blackwell Server Edition", "rtx-pro-6000"),
+        ("NVIDIA H200 NVL", "h200-nvl"),
     ],
 )
 def test_device_names_resolve(reported, key):
@@ -32,7 +48,9 @@ def test_device_names_resolve(reported, key):
 
 
 def test_unknown_devices_get_no_silent_peak():
-    assert find_gpu("NVIDIA GeForce RTX 4090 Laptop GPU") is None
+    for name in ("NVIDIA GeForce RTX 4090 Laptop GPU", "NVIDIA GeForce RTX 4070 Ti", "NVIDIA GeForce RTX 4060 Ti",
+                 "NVIDIA GeForce RTX 3080 Ti", "NVIDIA GeForce RTX 5090 Laptop GPU"):
+        assert find_gpu(name) is None, name
     peak, why = device_peak_flops("Some Future GPU", "bf16")
     assert peak is None and "run.peak_tflops" in why
     peak, why = device_peak_flops("Some Future GPU", "bf16", override_tflops=100)

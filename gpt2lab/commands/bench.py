@@ -60,6 +60,7 @@ class BenchOptions:
     contenders: tuple[str, ...] = CONTENDERS
     save: str | None = None
     threads: int | None = None
+    interleave: bool | None = None  # None: interleaved rounds on a CPU, one contender at a time on a GPU
 
 
 def _hf_model(config):
@@ -98,18 +99,27 @@ class Contender:
         self.guard = LossGuard(None, runtime.device)
         self.loss_chunk = loss_chunk
         self.tokens = micro_batch * cfg.seq_len
+        # fp16 trains with a GradScaler in `train`, so its bench step does too (hf, fp32 by definition, never)
+        self.scaler = torch.amp.GradScaler(runtime.device.type) if runtime.precision == "fp16" else None
 
     def step(self) -> torch.Tensor:
         if self.name.startswith("hf"):
             with self.runtime.autocast():
                 loss = self.forward(input_ids=self.batch[0], labels=self.batch[0]).loss  # transformers shifts labels
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.optimizer.step()
+            if self.scaler is None:
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.optimizer.step()
+            else:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             return loss
         stats, _ = train_step(self.forward, self.optimizer, self.guard, lambda: self.batch, 1, self.runtime, 1.0, 0.0,
-                              lambda t: t, lambda t: t, loss_chunk=self.loss_chunk)
+                              lambda t: t, lambda t: t, scaler=self.scaler, loss_chunk=self.loss_chunk)
         return stats
 
     def warm_up(self, steps: int) -> float:
@@ -166,52 +176,100 @@ def run_bench(options: BenchOptions, echo=print) -> dict:
         torch.set_num_threads(o.threads)
     cfg = build_config(preset=o.preset, sets=[f"data.seq_len={o.seq_len}"] if o.seq_len else [])
     tokens = o.micro_batch * cfg.seq_len
-    contenders, compile_s = [], {}
-    for name in o.contenders:
-        runtime = _runtime_of(name, o, tokens)
-        c = Contender(name, cfg, runtime, o.micro_batch, runtime.loss_chunk if name.startswith("gpt2lab") else None)
-        first = c.warm_up(o.warmup)
-        if runtime.compile:
-            compile_s[name] = round(first, 2)
-        contenders.append(c)
-    rates: dict[str, list[float]] = {c.name: [] for c in contenders}
     ticks = cpu_ticks()
-    for _ in range(o.rounds):
-        for c in contenders:
-            rates[c.name].append(c.timed(o.steps))
+    runtime, measured = _measure(o, cfg, tokens, echo)
     steal = steal_share(ticks, cpu_ticks())
     flops = flops_per_token(cfg.model, cfg.seq_len).training
-    results = []
-    for c in contenders:
-        values = rates[c.name]
-        median = statistics.median(values)
-        peak, source = _peak(c.runtime)
-        r = {"contender": c.name, "precision": c.runtime.precision, "compile": c.runtime.compile,
-             "tokens_per_sec": round(median, 1), "spread": round((max(values) - min(values)) / median, 4),
-             "rounds": [round(v, 1) for v in values], "step_time_s": round(tokens / median, 5),
-             "mfu": round(median * flops / peak, 4) if peak else None, "peak_tflops": round(peak / 1e12, 3) if peak else None,
-             "peak_source": source,
-             "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3) if c.runtime.device.type == "cuda" else None}
-        if c.name in compile_s:
-            r["compile_s"] = compile_s[c.name]
-        results.append(r)
-        mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
-        compiled = f" | compile {r['compile_s']:.1f} s" if "compile_s" in r else ""
-        echo(f"{c.name:13s} {r['precision']:>4} {'compiled' if c.runtime.compile else 'eager':8s} "
-             f"{median:>10,.0f} tok/s (spread {r['spread']:.1%}) | MFU {mfu} | step {r['step_time_s'] * 1000:,.1f} ms{compiled}")
-        if r["spread"] > SPREAD_WARNING:
-            echo(f"warning: {c.name}'s rounds spread {r['spread']:.0%} (> {SPREAD_WARNING:.0%}): the machine was busy; "
-                 "rerun with more --rounds on a quiet machine")
+    results = [_result(m, tokens, flops, echo) for m in measured]
     if steal is not None and steal > STEAL_WARNING:
         echo(f"warning: the hypervisor took {steal:.0%} of this VM's CPU time while timing (steal): absolute rates "
              "are low and noisy; compare the ratios, or rerun when the host is quieter")
-    report = _report(o, cfg, contenders[0].runtime if contenders else None, results)
+    report = _report(o, cfg, runtime, results)
     report["cpu_steal"] = round(steal, 4) if steal is not None else None
     for line in _ratios(report):
         echo(line)
     if o.save:
         report["path"] = str(_save(report, o))
     return report
+
+
+@dataclass
+class Measured:
+    name: str
+    runtime: Runtime
+    rates: list[float]
+    compile_s: float | None
+    peak_mem_gb: float | None
+
+
+def _measure(o: BenchOptions, cfg, tokens: int, echo) -> tuple[Runtime | None, list[Measured]]:
+    """Every contender's rates. On a CPU they are resident together and timed in interleaved rounds (a noisy
+    neighbour slows all alike; RAM holds them). On a GPU one at a time: four resident 124M contenders do not fit
+    in 24 GB, and each one's peak memory is its own (reset before it is built, read after its rounds)."""
+    device = resolve_runtime(o.device, "fp32", "off").device
+    if o.interleave if o.interleave is not None else device.type == "cpu":
+        built = [_build(name, o, cfg, tokens) for name in o.contenders]
+        rates: dict[str, list[float]] = {c.name: [] for c, _ in built}
+        for _ in range(o.rounds):
+            for c, _ in built:
+                rates[c.name].append(c.timed(o.steps))
+        return (built[0][0].runtime if built else None,
+                [Measured(c.name, c.runtime, rates[c.name], first, None) for c, first in built])
+    measured, runtime = [], None
+    for name in o.contenders:
+        reset_peak_memory(device)
+        c, first = _build(name, o, cfg, tokens)
+        values = [c.timed(o.steps) for _ in range(o.rounds)]
+        runtime = runtime or c.runtime
+        measured.append(Measured(c.name, c.runtime, values, first, peak_memory_gb(device)))
+        del c
+        free_memory(device)
+    return runtime, measured
+
+
+def _build(name: str, o: BenchOptions, cfg, tokens: int) -> tuple[Contender, float | None]:
+    """A contender, built and warmed up; with the seconds of its first step when it compiles."""
+    runtime = _runtime_of(name, o, tokens)
+    c = Contender(name, cfg, runtime, o.micro_batch, runtime.loss_chunk if name.startswith("gpt2lab") else None)
+    first = c.warm_up(o.warmup)
+    return c, (round(first, 2) if runtime.compile else None)
+
+
+def _result(m: Measured, tokens: int, flops: float, echo) -> dict:
+    median = statistics.median(m.rates)
+    peak, source = _peak(m.runtime)
+    r = {"contender": m.name, "precision": m.runtime.precision, "compile": m.runtime.compile,
+         "tokens_per_sec": round(median, 1), "spread": round((max(m.rates) - min(m.rates)) / median, 4),
+         "rounds": [round(v, 1) for v in m.rates], "step_time_s": round(tokens / median, 5),
+         "mfu": round(median * flops / peak, 4) if peak else None, "peak_tflops": round(peak / 1e12, 3) if peak else None,
+         "peak_source": source, "peak_mem_gb": m.peak_mem_gb}
+    if m.compile_s is not None:
+        r["compile_s"] = m.compile_s
+    mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
+    compiled = f" | compile {r['compile_s']:.1f} s" if "compile_s" in r else ""
+    echo(f"{m.name:13s} {r['precision']:>4} {'compiled' if m.runtime.compile else 'eager':8s} "
+         f"{median:>10,.0f} tok/s (spread {r['spread']:.1%}) | MFU {mfu} | step {r['step_time_s'] * 1000:,.1f} ms{compiled}")
+    if r["spread"] > SPREAD_WARNING:
+        echo(f"warning: {m.name}'s rounds spread {r['spread']:.0%} (> {SPREAD_WARNING:.0%}): the machine was busy; "
+             "rerun with more --rounds on a quiet machine")
+    return r
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gb(device: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if device.type == "cuda" else None
+
+
+def free_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _report(o: BenchOptions, cfg, runtime: Runtime | None, results: list[dict]) -> dict:
