@@ -45,10 +45,19 @@ def write_error(what: str, path: Path, exc: BaseException, fix: str = "free disk
     return UserError(f"could not write {what} {path} ({describe_os_error(exc)}); {fix}")
 
 
+# what network and cluster filesystems (NFS, Lustre, CIFS, some FUSE) answer to a directory fsync or a flock they
+# do not support
+UNSUPPORTED = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.ENOLCK, errno.EBADF)
+
+
 def fsync_dir(path: Path) -> None:
+    """Make a rename in this folder durable, where the filesystem can (not all network filesystems can)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in UNSUPPORTED:
+            raise
     finally:
         os.close(fd)
 
@@ -136,6 +145,7 @@ class FolderLock:
         self.folder, self.what = absolute(folder), what
         self._fd: int | None = None
         self._created = private
+        self.note: str | None = None  # said when the filesystem cannot lock
 
     @property
     def path(self) -> Path:
@@ -159,6 +169,11 @@ class FolderLock:
                 os.close(fd)
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
                     raise UserError(f"{self.folder} is in use by {holder}; wait for it to finish or choose another --out") from None
+                if exc.errno in UNSUPPORTED:  # a filesystem without locks (NFS without lockd, some Lustre mounts)
+                    self.note = (f"{self.folder} is on a filesystem that cannot lock ({exc.strerror}): make sure no "
+                                 "other gpt2lab process writes there")
+                    self._fd = None
+                    return self
                 raise
             try:
                 if os.fstat(fd).st_ino == os.stat(self.path).st_ino:

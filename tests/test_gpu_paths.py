@@ -223,3 +223,73 @@ def test_an_intact_checkpoint_of_another_tensor_set_is_refused_not_set_aside(dat
     with pytest.raises(UserError, match="does not match the model"):
         trainer(cfg, tmp_path / "run", resume=True, echo=lambda *_: None)
     assert ckpt.complete_checkpoints(tmp_path / "run") == [folder]
+
+
+def test_an_fsdp_resume_keeps_this_runs_optimizer_settings(data_dir, tmp_path):
+    """W1: set_state_dict restored the checkpoint's param groups, so a changed optim.lr (or decay) was ignored
+    while metrics.jsonl reported the new one."""
+    base = micro_config(data_dir, "schedule.max_steps=2", "checkpoint.every=2", "run.parallel=fsdp")
+    trainer(base, tmp_path / "run", echo=lambda *_: None).fit()
+    cfg = micro_config(data_dir, "schedule.max_steps=4", "checkpoint.every=2", "run.parallel=fsdp", "optim.lr=3e-3",
+                       "optim.weight_decay=0.05")
+    t = trainer(cfg, tmp_path / "run", resume=True, echo=lambda *_: None)
+    assert {g["base_lr"] for g in t.optimizer.param_groups} == {3e-3}
+    assert {g["weight_decay"] for g in t.optimizer.param_groups} <= {0.05, 0.0}
+    t.fit()
+
+
+def test_cuda_n_under_torchrun_is_refused_in_one_line(monkeypatch):
+    """Under torchrun NCCL was bound to cuda:LOCAL_RANK while the model went to cuda:N."""
+    from gpt2lab.train.distributed import init_distributed
+
+    install(monkeypatch, H100, H100)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="CUDA_VISIBLE_DEVICES"):
+        init_distributed("ddp", "cuda:1", 60)
+
+
+def test_each_rank_profiles_into_its_own_folder(tmp_path):
+    """C1: every rank wrote RUN_DIR/profile/ to the same paths."""
+    from gpt2lab.metrics.profiler import Profiler
+
+    cpu = torch.device("cpu")
+    assert Profiler(tmp_path, 2, cpu).dir == tmp_path / "profile"
+    folders = {Profiler(tmp_path, 2, cpu, rank, 2).dir for rank in range(2)}
+    assert folders == {tmp_path / "profile" / "rank0", tmp_path / "profile" / "rank1"}
+
+
+def test_ddp_is_wrapped_without_torchs_deprecation_warning(recwarn):
+    """C2: torch 2.13 deprecates broadcast_buffers with a FutureWarning."""
+    from gpt2lab.model import GPT, GPTConfig
+    from gpt2lab.train import distributed
+
+    d = distributed.init_distributed("fsdp", "cpu", 60)  # a group of one to wrap in
+    try:
+        model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16))
+        distributed.wrap_model(model, distributed.Dist(world_size=1, strategy="ddp"), torch.device("cpu"))
+    finally:
+        distributed.shutdown(d)
+    assert not [w for w in recwarn if "broadcast_buffers" in str(w.message)]
+
+
+def test_a_filesystem_without_locks_is_a_note_not_a_traceback(tmp_path, monkeypatch):
+    """Unlisted bug 3: on NFS without lockd (or Lustre mounted without flock), flock fails with ENOLCK, and
+    train, prepare and export ended in a traceback. A directory fsync there can fail with EINVAL too."""
+    import errno
+    import fcntl
+
+    from gpt2lab.files import FolderLock, fsync_dir
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    lock = FolderLock(tmp_path / "out", "the run directory").acquire()
+    assert "cannot lock" in lock.note
+    lock.release()
+
+    def no_dir_fsync(fd):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr("os.fsync", no_dir_fsync)
+    fsync_dir(tmp_path)  # no error: the rename is as durable as this filesystem makes it

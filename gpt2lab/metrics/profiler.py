@@ -10,11 +10,14 @@ import torch
 
 class Profiler:
     """Wrap the loop in `with profiler.session():` and each step in `with profiler.step():`; writes
-    RUN_DIR/profile/trace.json (open it in Perfetto or chrome://tracing) and summary.txt (the most expensive
+    RUN_DIR/profile/trace.json (RUN_DIR/profile/rankN/ under torchrun; open it in Perfetto or chrome://tracing) and summary.txt (the most expensive
     operators)."""
 
-    def __init__(self, run_dir: Path, steps: int, device: torch.device):
-        self.dir, self.steps, self.cuda = Path(run_dir) / "profile", steps, device.type == "cuda"
+    def __init__(self, run_dir: Path, steps: int, device: torch.device, rank: int = 0, world_size: int = 1):
+        """Under torchrun each rank writes its own trace, to RUN_DIR/profile/rank{N}/."""
+        folder = Path(run_dir) / "profile"
+        self.dir = folder / f"rank{rank}" if world_size > 1 else folder
+        self.steps, self.cuda = steps, device.type == "cuda"
         self.seen, self.prof = 0, None
 
     @contextlib.contextmanager

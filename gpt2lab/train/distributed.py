@@ -93,6 +93,9 @@ def init_distributed(strategy: str, device: str, timeout_s: int) -> Dist:
     if world == 1:  # FSDP in one process: a group of one (an in-memory store, no port), same sharded format
         store = dist.HashStore()
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and device.startswith("cuda:"):
+        raise UserError(f"--device {device} names one GPU, but under torchrun each process trains on cuda:LOCAL_RANK; "
+                        "pass --device cuda (or auto) and choose the GPUs with CUDA_VISIBLE_DEVICES")
     cuda = device in ("auto", "cuda") and torch.cuda.is_available() or device.startswith("cuda:")
     kwargs = {}
     if cuda:  # NCCL bound to this rank's GPU from the start (no guessing, no context on GPU 0)
@@ -122,7 +125,13 @@ def wrap_model(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.n
     if d.strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        # the only buffers (RoPE tables) are computed identically on every rank: no sync before each forward
+        # (torch 2.13 renamed broadcast_buffers, with a FutureWarning, to forward_sync_buffers)
+        import inspect
+
+        sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                else "broadcast_buffers")
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, **{sync: False})
     if d.strategy == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -169,7 +178,10 @@ def load_sharded(folder, model, optimizer) -> None:
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optim": optim_state}
     dcp.load(state, checkpoint_id=str(folder / DCP_FOLDER))
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    for group, own in zip(optimizer.param_groups, settings):  # the run's LR, decay, betas: not the checkpoint's
+        group.update(own)
 
 
 def full_weights(model) -> dict[str, torch.Tensor]:

@@ -525,7 +525,7 @@ class Trainer:
                   f"{self.tokens_per_step:,} tokens/step ({run.micro_batch} x {cfg.seq_len} x {self.accum} accumulation"
                   f"{f' x {self.dist.world_size} processes' if self.dist.world_size > 1 else ''}) | "
                   f"{len(self.train_windows):,} train windows | optimizer {cfg.optim.name} | MFU peak: {self.peak_source}")
-        for note in [*cfg.notes, *self.runtime.notes, self.utilization.note]:
+        for note in [*cfg.notes, *self.runtime.notes, self.utilization.note, self.lock and self.lock.note]:
             if note:
                 self.echo(f"note: {note}")
         if self.plan:
@@ -540,7 +540,8 @@ class Trainer:
         logger = (MetricsLogger(self.run_dir, run.log.tensorboard, run.log.wandb_project, run.to_dict(), self.echo)
                   if self.dist.is_main else NullLogger())
         loop = Loop(self, logger)
-        profiler = Profiler(self.run_dir, run.log.profile_steps or 0, self.runtime.device)
+        profiler = Profiler(self.run_dir, run.log.profile_steps or 0, self.runtime.device, self.dist.rank,
+                            self.dist.world_size)
         previous_handlers = self._install_signal_handlers()
         try:
             with profiler.session():
