@@ -162,6 +162,12 @@ def cmd_bench(args) -> None:
         print(f"wrote {report['path']}")
 
 
+def cmd_selftest(args) -> int:
+    from .commands.selftest import run_selftest
+
+    return run_selftest(args.device)
+
+
 def cmd_demo(args) -> None:
     from .commands.demo import run_demo
 
@@ -325,6 +331,11 @@ def _add_tools(sub, command: str | None) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--save", metavar="DIR", help="also write the result as JSON into DIR (e.g. bench/results)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("selftest", help="the first command on a new machine: train, resume, eval, sample, export and "
+                       "speed checks on this device, PASS/FAIL each", formatter_class=FORMAT)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.set_defaults(func=cmd_selftest)
 
     p = sub.add_parser("demo", help="the whole pipeline in about a minute, on a corpus that ships with Python",
                        formatter_class=FORMAT)

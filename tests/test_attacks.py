@@ -64,6 +64,7 @@ def test_a_damaged_meta_json_is_one_line(world, capsys, meta):
     assert not (base / "x").exists()
 
 
+@pytest.mark.slow
 def test_token_ids_beyond_the_vocabulary(world, capsys):
     base, data = world
     bad = base / "big-ids"
@@ -189,6 +190,7 @@ def test_a_run_folder_whose_name_is_not_utf8(world, capsys, tmp_path):
     one_line(["sample", out, "--device", "cpu"], capsys, contains="vocabulary")
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_process_is_free(world, tmp_path):
     """kill -9 a training process: its lock goes with it, and the next command on the folder proceeds."""
     base, data = world

@@ -6,6 +6,7 @@ import torch
 from gpt2lab.cli import main
 
 
+@pytest.mark.slow
 def test_bench_interleaves_contenders_and_saves_only_when_asked(tmp_path, capsys, monkeypatch):
     pytest.importorskip("transformers")
     monkeypatch.chdir(tmp_path)

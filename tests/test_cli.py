@@ -65,6 +65,7 @@ def test_prepare_train_eval_sample_end_to_end(tmp_path, tokenizer_dir, capsys):
     assert capsys.readouterr().out.startswith("Document 3")
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_pipeline(tmp_path, offline_tokenizer, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--max-steps", "2", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
@@ -80,6 +81,7 @@ def gpt2_data(tmp_path, tokenizer_dir):
     return tmp_path / "data"
 
 
+@pytest.mark.slow
 def test_import_finetune_eval_export(tmp_path, tokenizer_dir, gpt2_data, shared_file, capsys):
     transformers = pytest.importorskip("transformers")
     import torch

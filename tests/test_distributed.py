@@ -16,7 +16,7 @@ from tests.conftest import MICRO_MODEL, make_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 20
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")]
 
 
 def train_args(data, run, micro, *extra):

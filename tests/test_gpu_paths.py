@@ -132,6 +132,7 @@ def test_init_from_works_under_fsdp(data_dir, tmp_path):
     assert any("initialised from" in m for m in messages)
 
 
+@pytest.mark.slow
 def test_auto_batch_tunes_on_rank_0_and_every_rank_takes_its_answer():
     import torch.multiprocessing as mp
 

@@ -90,6 +90,7 @@ def test_the_loop_between_steps_reads_once(data_dir, tmp_path):
     assert outside  # the final evaluation and checkpoint did read (and were not counted as steps)
 
 
+@pytest.mark.slow
 def test_the_chunked_loss_reads_nothing_and_compiles_as_one_graph():
     torch.manual_seed(0)
     h = torch.randn(4, 32, 16, requires_grad=True)

@@ -67,6 +67,7 @@ def test_loss_at_init_is_log_vocab(variant):
     assert abs(loss.item() - math.log(1000)) < 0.1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["classic", "modern+qknorm"])
 def test_tiny_model_overfits_one_batch(variant):
     torch.manual_seed(0)

@@ -15,6 +15,9 @@ from gpt2lab.cli import main
 from gpt2lab.config import SECTIONS, _SECTION_TYPES, _declared
 from tests.conftest import MICRO_MODEL, make_data_dir
 
+pytestmark = pytest.mark.slow  # multi-process or long: run by .ci/run, not the fast tier
+
+
 BOUNDARY = ["0", "-1", "1", "2", "nan", "inf", "-inf", "1e400", "-1e400", "1e23", "2.5", "-0.5", "1e-30", "abc", "",
             "100000000", "9" * 40, "0x10", "1_000", " 3 "]
 RANDOM = random.Random(20261122)

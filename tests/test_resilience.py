@@ -21,6 +21,9 @@ from gpt2lab.train.autobatch import find_micro_batch
 from gpt2lab.checkpoint import complete_checkpoints
 from tests.conftest import MICRO_MODEL, micro_config
 
+pytestmark = pytest.mark.slow  # multi-process or long: run by .ci/run, not the fast tier
+
+
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(echo=lambda *_: None)
 STEPS = 40
