@@ -160,3 +160,16 @@ def test_undertraining_is_diagnosed_and_short_runs_skip_the_timing_rules():
     assert "undertrained" not in codes(healthy(), device=dict(CUDA, parameters=100_000))
     one_step = [dict(healthy(1)[0], checkpoint_time=30.0, data_time=0.9, mfu=0.01)]
     assert codes(one_step, device=dict(CUDA, parameters=1000)) == []  # a one-step run: no timing findings
+
+
+def test_an_fsdp_ranks_sharded_peak_is_not_called_a_cpu_fallback():
+    """W5: under FSDP rank 0's peak holds 1/world of the state; compared with the unsharded estimate, a healthy
+    8-GPU run of a 1.5B model (about 3 GB per rank) was diagnosed as a CPU fallback."""
+    from gpt2lab.report.diagnose import low_gpu_memory
+
+    records = [{"step": s, "peak_mem_gb": 3.2} for s in range(1, 50)]
+    device = {"device": "cuda:0", "parameters": 1_558_000_000, "parallel": "fsdp", "world_size": 8}
+    assert low_gpu_memory(records, device) is None
+    assert low_gpu_memory(records, {**device, "parallel": "ddp"}).code == "low-gpu-memory"
+    tiny_peak = [{"step": 1, "peak_mem_gb": 0.2}]
+    assert low_gpu_memory(tiny_peak, device).code == "low-gpu-memory"  # a real fallback is still found

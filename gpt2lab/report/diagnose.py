@@ -179,12 +179,15 @@ def low_gpu_memory(records, device, **_):
     params = device.get("parameters") or 0
     if str(device.get("device", "")).startswith("cuda"):
         peaks = _finite(r.get("peak_mem_gb") for r in records)
-        need = 16 * params / GB
+        # rank 0's peak: under FSDP it holds 1/world of the weights, gradients and optimizer state
+        shards = int(device.get("world_size") or 1) if device.get("parallel") == "fsdp" else 1
+        need = 16 * params / GB / max(shards, 1)
         if peaks and max(peaks) < 0.5 * need:
+            per = f" per rank (sharded {shards} ways)" if shards > 1 else ""
             return Finding(
                 "low-gpu-memory", "GPU memory use is far too low for this model (CPU-fallback signature)",
                 f"peak GPU memory {max(peaks):.2f} GB, but weights, gradients and AdamW state of {params:,} parameters "
-                f"alone need {need:.2f} GB",
+                f"alone need {need:.2f} GB{per}",
                 "check that the model and batches are on the GPU (gpt2lab's placement guard stops such runs) and that no other process holds the work",
             )
     elif params > 50e6:
