@@ -112,3 +112,44 @@ def test_corrupt_or_not_is_one_decision_on_resume(tmp_path):
             echo=lambda *_: None).fit()
     a, b = run_two_ranks(_corrupt_verdict_rank, str(data), str(tmp_path / "run"))
     assert a == b == 4
+
+
+def _muon_model_and_optimizer():
+    import torch
+
+    from gpt2lab.config import OptimConfig
+    from gpt2lab.model import GPT, GPTConfig
+    from gpt2lab.train.optim import build_optimizer
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=3, n_head=2, n_embd=32))
+    optimizer = build_optimizer(model, OptimConfig(name="muon", lr=0.01, matrix_lr=0.02), torch.device("cpu"))
+    for step in range(2):
+        g = torch.Generator().manual_seed(step)
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=g)
+        optimizer.step()
+    return model, optimizer
+
+
+def _muon_rank(rank):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    try:
+        model, optimizer = _muon_model_and_optimizer()
+        return {"weights": {k: v.clone() for k, v in model.state_dict().items()}, "ortho": optimizer.orthogonalized}
+    finally:
+        dist.destroy_process_group()
+
+
+def test_muon_under_ddp_shares_newton_schulz_across_ranks_with_the_same_result():
+    """S1: every rank orthogonalised every matrix; now each takes its share and the weights are the same as one
+    process's, bit for bit."""
+    import torch
+
+    a, b = run_two_ranks(_muon_rank)
+    model, alone = _muon_model_and_optimizer()
+    assert a["ortho"] + b["ortho"] == alone.orthogonalized and abs(a["ortho"] - b["ortho"]) <= 2
+    for name, expected in model.state_dict().items():
+        assert torch.equal(a["weights"][name], expected) and torch.equal(b["weights"][name], expected), name

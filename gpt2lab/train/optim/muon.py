@@ -7,8 +7,9 @@ so tall and wide matrices move alike. Fused projections are orthogonalised per l
 q|k|v in thirds, SwiGLU's gate|up in halves. Embeddings, the head and gains use AdamW at their own role LRs
 (optim.embedding_lr, head_lr, gain_lr); the matrices use optim.matrix_lr.
 
-Works under DDP (every rank holds whole, averaged gradients). FSDP shards each matrix across ranks and
-Newton-Schulz needs it whole, so run.parallel=fsdp is refused.
+Works under DDP (every rank holds whole, averaged gradients): each rank orthogonalises its share of the matrices
+(round robin) and broadcasts the new weights, so the Newton-Schulz work is divided by the number of ranks.
+FSDP shards each matrix across ranks and Newton-Schulz needs it whole, so run.parallel=fsdp is refused.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def _blocks(name: str, shape: torch.Size, mlp: str) -> int:
     return 1
 
 
+def _ranks() -> tuple[int, int]:
+    """(this rank, world size) of the process group Muon's work is shared over: DDP's, or (0, 1) alone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class Muon(torch.optim.Optimizer):
     """One optimizer, two algorithms: groups with use_muon (hidden matrices) and AdamW groups (the rest)."""
 
@@ -57,6 +67,7 @@ class Muon(torch.optim.Optimizer):
         defaults = dict(momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas, eps=eps, fused=fused_adamw)
         super().__init__(groups, defaults)
         self.fused_adamw, self.mlp = fused_adamw, mlp
+        self.orthogonalized = 0  # matrices this rank has orthogonalised (under DDP: its share)
         self.found_inf: torch.Tensor | None = None  # set by the trainer: 1 skips this step's update, on the device
 
     @torch.no_grad()
@@ -69,26 +80,35 @@ class Muon(torch.optim.Optimizer):
                 self._adamw(group, skip)
 
     def _muon(self, group: dict, skip: torch.Tensor | None) -> None:
+        """Every rank updates every momentum buffer (elementwise, identical everywhere); under DDP each rank
+        orthogonalises only the matrices it owns (round robin) and sends the new weights to the others, instead of
+        every rank orthogonalising every matrix."""
         mu, lr, wd = group["momentum"], group["lr"], group["weight_decay"]
-        for name, p in zip(group["names"], group["params"]):
-            if p.grad is None:
-                continue
+        rank, world = _ranks()
+        sent = []
+        owned = [(name, p) for name, p in zip(group["names"], group["params"]) if p.grad is not None]
+        for i, (name, p) in enumerate(owned):
             state = self.state[p]
             if "momentum_buffer" not in state:
                 state["momentum_buffer"] = torch.zeros_like(p)
             buf = state["momentum_buffer"]
             new_buf = buf * mu + p.grad
-            update = p.grad + mu * new_buf if group["nesterov"] else new_buf
-            parts = update.chunk(_blocks(name, p.shape, self.mlp), dim=0)
-            ortho = torch.cat([orthogonalize(u, group["ns_steps"]) * max(1.0, u.size(0) / u.size(1)) ** 0.5 for u in parts])
-            new_p = p * (1.0 - lr * wd) - lr * ortho
-            if skip is None:
-                buf.copy_(new_buf)
-                p.copy_(new_p)
-            else:  # decided on the device: a non-finite gradient must not reach the weights or the momentum
-                keep = skip.to(torch.bool)
-                buf.copy_(torch.where(keep, buf, new_buf))
-                p.copy_(torch.where(keep, p, new_p))
+            keep = skip.to(torch.bool) if skip is not None else None
+            owner = i % world
+            if owner == rank:
+                update = p.grad + mu * new_buf if group["nesterov"] else new_buf
+                parts = update.chunk(_blocks(name, p.shape, self.mlp), dim=0)
+                ortho = torch.cat([orthogonalize(u, group["ns_steps"]) * max(1.0, u.size(0) / u.size(1)) ** 0.5
+                                   for u in parts])
+                self.orthogonalized += 1
+                new_p = p * (1.0 - lr * wd) - lr * ortho
+                # decided on the device: a non-finite gradient must not reach the weights or the momentum
+                p.copy_(new_p if keep is None else torch.where(keep, p, new_p))
+            buf.copy_(new_buf if keep is None else torch.where(keep, buf, new_buf))
+            if world > 1:
+                sent.append(torch.distributed.broadcast(p.data, src=owner, async_op=True))
+        for work in sent:
+            work.wait()
 
     def _adamw(self, group: dict, skip: torch.Tensor | None) -> None:
         params, grads, m1, m2, steps = [], [], [], [], []
