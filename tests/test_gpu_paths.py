@@ -294,3 +294,39 @@ def test_a_filesystem_without_locks_is_a_note_not_a_traceback(tmp_path, monkeypa
 
     monkeypatch.setattr("os.fsync", no_dir_fsync)
     fsync_dir(tmp_path)  # no error: the rename is as durable as this filesystem makes it
+
+
+def test_out_of_memory_in_an_evaluation_is_one_line(data_dir, tmp_path):
+    """Evaluations ran outside the out-of-memory help: a traceback at the first eval of a run that trained fine."""
+    class Hungry:
+        name, metrics = "hungry", ()
+
+        def due(self, step, final):
+            return step == 2
+
+        def describe(self):
+            return {"name": self.name}
+
+        def __call__(self, model, runtime, shard, reduce):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
+
+    from gpt2lab.train.trainer import Trainer
+
+    cfg = micro_config(data_dir, "schedule.max_steps=4")
+    t = Trainer(cfg, tmp_path / "run", evaluators=lambda *a: [Hungry()], echo=lambda *_: None)
+    with pytest.raises(UserError, match="out of memory at micro-batch 4 x 32 \\(during an evaluation"):
+        t.fit()
+
+
+def test_gpt2lab_eval_out_of_memory_is_one_line(data_dir, tmp_path, monkeypatch):
+    import gpt2lab.commands.eval as eval_command
+
+    trainer(micro_config(data_dir, "schedule.max_steps=2"), tmp_path / "run", echo=lambda *_: None).fit()
+
+    def hungry(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(eval_command, "evaluate_loss", hungry)
+    options = eval_command.EvalOptions(data=str(data_dir), device="cpu", batch_size=64)
+    with pytest.raises(UserError, match="lower --batch-size"):
+        eval_command.evaluate(str(tmp_path / "run"), options)

@@ -83,3 +83,27 @@ def test_malformed_files(tmp_path, line, message):
         read_examples(tmp_path / "empty.jsonl")
     with pytest.raises(UserError, match="does not exist"):
         read_examples(tmp_path / "missing.jsonl")
+
+
+def test_scoring_never_builds_the_whole_logits_and_matches_them():
+    """HellaSwag's ending losses and token accuracy built the (rows, width, vocab) logits at once; per-token
+    scores come chunk by chunk and equal the plain head's."""
+    import torch
+    import torch.nn.functional as F
+
+    from gpt2lab.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    for cap in (None, 15.0):
+        model = GPT(GPTConfig(vocab_size=300, block_size=32, n_layer=2, n_head=2, n_embd=32, logit_softcap=cap)).eval()
+        x = torch.randint(0, 300, (3, 32))
+        y = torch.randint(0, 300, (3, 32))
+        y[0, :4] = -1
+        logits, _ = model(x)
+        expected = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=-1, reduction="none")
+        calls = []
+        hook = model.lm_head.register_forward_hook(lambda *a: calls.append(1))
+        losses, correct = model(x, y, per_token=True, loss_chunk=7)[1]
+        hook.remove()
+        assert calls == [] and torch.allclose(losses, expected, atol=1e-5)
+        assert torch.equal(correct, logits.argmax(-1) == y)

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..checkpoint import load_model_from_checkpoint
 from ..data.loader import Windows
 from ..data.shards import check_vocab, read_meta
@@ -57,6 +59,15 @@ def _check(o: EvalOptions, block_size: int) -> None:
 
 
 def evaluate(checkpoint: str, options: EvalOptions) -> dict:
+    """Val loss, HellaSwag and text perplexity of a checkpoint; running out of device memory is one line."""
+    try:
+        return _evaluate(checkpoint, options)
+    except torch.OutOfMemoryError:
+        raise UserError(f"out of memory on {options.device} while evaluating at --batch-size {options.batch_size}; "
+                        "lower --batch-size, or pass --device cpu") from None
+
+
+def _evaluate(checkpoint: str, options: EvalOptions) -> dict:
     o = options
     if not (o.data or o.hellaswag or o.text):
         raise UserError("nothing to evaluate: pass --data DATA_DIR, --hellaswag FILE and/or --text FILE")

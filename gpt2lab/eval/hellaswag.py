@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..data.sources import json_lines
 from ..errors import UserError
@@ -82,9 +81,8 @@ def ending_losses(model, examples: list[Example], runtime: Runtime, block_size: 
         x[i, : len(seq) - 1] = t[:-1]
         y[i, len(seq) - 1 - n_end : len(seq) - 1] = t[len(seq) - n_end :]  # only the ending is scored
     x, y = x.to(runtime.device), y.to(runtime.device)
-    with runtime.autocast():
-        logits, _ = model(x)
-    losses = F.cross_entropy(logits.float().transpose(1, 2), y, ignore_index=-1, reduction="none")
+    with runtime.autocast():  # per-token losses chunk by chunk: the (rows, width, vocab) logits never exist whole
+        losses, _ = model(x, y, per_token=True, loss_chunk=runtime.loss_chunk)[1]
     total = losses.sum(dim=1)
     count = (y >= 0).sum(dim=1).clamp(min=1)
     return torch.stack([total, total / count], dim=1).view(len(examples), 4, 2).cpu()

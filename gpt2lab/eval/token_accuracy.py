@@ -37,12 +37,13 @@ class TokenAccuracy(Evaluator):
         for begin in range(0, stop, self.micro_batch * world):  # every rank runs the same number of passes
             mine = np.arange(begin + rank * self.micro_batch, min(begin + (rank + 1) * self.micro_batch, stop))
             x, y = to_device(self.windows.tokens(mine if len(mine) else np.zeros(1, dtype=np.int64)), runtime.device)
-            with runtime.autocast():
-                logits = model(x)[0]
+            with runtime.autocast():  # top-1 per token, chunk by chunk: never the whole logits
+                _, correct = model(x, y, per_token=True, loss_chunk=runtime.loss_chunk)[1]
             if len(mine):
-                hits += (logits.argmax(-1) == y).sum().item()
+                hits = hits + correct.sum()  # on the device: one host read at the end, not one per batch
                 count += y.numel()
         model.train(was_training)
+        hits = float(hits)
         if reduce is not None:
             hits, count = reduce([hits, count])
         return {"val_token_accuracy": hits / max(count, 1.0)}

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .loss import head_loss
+from .loss import head_loss, head_scores
 
 LIMITS = {"vocab_size": 1 << 20, "block_size": 1 << 20, "n_layer": 1024, "n_head": 1024, "n_embd": 1 << 16}
 
@@ -244,7 +244,8 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache=None,
-                doc_ids: torch.Tensor | None = None, loss_chunk: int | None = None, recompute: bool = False):
+                doc_ids: torch.Tensor | None = None, loss_chunk: int | None = None, recompute: bool = False,
+                per_token: bool = False):
         """(logits (B, T, vocab), loss) for token ids idx (B, T); the loss (mean cross-entropy, targets of -1
         ignored) only with targets, else None.
 
@@ -253,6 +254,9 @@ class GPT(nn.Module):
         loss_chunk: with targets, the loss (and in training its gradients) is computed this many tokens at a
           time and the logits are not returned (None): the largest activation never exists whole.
         recompute: activation checkpointing; each block is recomputed in backward instead of kept.
+        per_token: with targets, (None, (per-token loss, top-1 correct)), each (B, T), computed loss_chunk (or
+          8,192) tokens at a time with no gradient: evaluations score without the whole logits. Inside forward,
+          so that FSDP gathers the head as for any forward.
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -278,6 +282,8 @@ class GPT(nn.Module):
             cache.advance(T)
         x = self.transformer.ln_f(x)
         cap = self.config.logit_softcap
+        if targets is not None and per_token:
+            return None, head_scores(x, self.lm_head.weight, targets, loss_chunk or 8192, cap)
         if targets is not None and loss_chunk:
             return None, head_loss(x, self.lm_head.weight, targets, loss_chunk, cap)
         logits = self.lm_head(x)

@@ -93,3 +93,20 @@ def head_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
         return ChunkedHeadLoss.apply(hidden, weight, targets, chunk, cap)
     return _loss_only(hidden, weight, targets, chunk, cap)
+
+
+@torch.no_grad()
+def head_scores(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = 8192,
+                cap: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token cross-entropy and whether the top-1 prediction is the target, both (B, T), chunk tokens at a
+    time: what evaluations need (HellaSwag's ending losses, next-token accuracy) without the whole logits."""
+    h, t = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
+    losses = torch.empty(t.shape, dtype=torch.float32, device=h.device)
+    correct = torch.empty(t.shape, dtype=torch.bool, device=h.device)
+    for start in range(0, h.size(0), chunk):
+        tc = t[start : start + chunk]
+        logits, _, _ = _chunk_logits(h[start : start + chunk], weight, cap)
+        target_logit = logits.gather(1, tc.clamp(min=0)[:, None])[:, 0]
+        losses[start : start + chunk] = (torch.logsumexp(logits, dim=-1) - target_logit) * (tc != -1)
+        correct[start : start + chunk] = logits.argmax(dim=-1) == tc
+    return losses.view(targets.shape), correct.view(targets.shape)

@@ -70,7 +70,10 @@ class Loop:
         if t.plan:
             t.plan.update(t.step, *t.clock_view())
         final = t.step >= t.total_steps()
-        results = t._evaluate(final)
+        try:
+            results = t._evaluate(final)
+        except torch.cuda.OutOfMemoryError:
+            raise UserError(t._oom_message("during an evaluation, which runs at the training micro-batch")) from None
         if results:
             pending.extra.update(results)
             self.last_eval = {"loss": results.get("val_loss"), "perplexity": results.get("val_perplexity"), **results}
