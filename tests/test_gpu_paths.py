@@ -330,3 +330,22 @@ def test_gpt2lab_eval_out_of_memory_is_one_line(data_dir, tmp_path, monkeypatch)
     options = eval_command.EvalOptions(data=str(data_dir), device="cpu", batch_size=64)
     with pytest.raises(UserError, match="lower --batch-size"):
         eval_command.evaluate(str(tmp_path / "run"), options)
+
+
+def test_auto_batch_is_not_refused_for_the_micro_batch_it_replaces(monkeypatch, tmp_path):
+    """Unlisted bug 1: with --auto-batch the memory check ran first, at the configured micro-batch that the
+    search was about to replace: gpt2-124m at micro-batch 64 on a 6 GB laptop GPU was refused instead of tuned."""
+    from types import SimpleNamespace
+
+    from gpt2lab.config import build_config
+    from gpt2lab.runtime import Runtime
+    from gpt2lab.train.distributed import Dist
+    from gpt2lab.train.trainer import Trainer
+
+    install(monkeypatch, dict(name="NVIDIA GeForce RTX 4050 Laptop GPU", major=8, minor=9, total_memory=6 * 2**30))
+    cuda = Runtime(device=torch.device("cuda:0"), precision="bf16")
+    cfg = build_config(preset="gpt2-124m", sets=["run.micro_batch=64"])
+    with pytest.raises(UserError, match="micro-batch 64 x 1024"):
+        Trainer._check_memory(SimpleNamespace(cfg=cfg, runtime=cuda, dist=Dist()))
+    cfg = build_config(preset="gpt2-124m", sets=["run.micro_batch=64", "run.auto_batch=true"])
+    Trainer._check_memory(SimpleNamespace(cfg=cfg, runtime=cuda, dist=Dist()))  # the search starts from 1

@@ -153,3 +153,30 @@ def test_muon_under_ddp_shares_newton_schulz_across_ranks_with_the_same_result()
     assert a["ortho"] + b["ortho"] == alone.orthogonalized and abs(a["ortho"] - b["ortho"]) <= 2
     for name, expected in model.state_dict().items():
         assert torch.equal(a["weights"][name], expected) and torch.equal(b["weights"][name], expected), name
+
+
+def _stop_rank(rank, which):
+    import torch.distributed as dist
+
+    from gpt2lab.errors import UserError
+    from gpt2lab.train.distributed import Dist
+
+    dist.init_process_group("gloo")
+    try:
+        d = Dist(rank=rank, world_size=2, strategy="ddp")
+        try:
+            d.stop_together("the GPU has been 0% busy" if rank == which else None)
+            return None
+        except UserError as exc:
+            return str(exc)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_stop_one_rank_decides_stops_every_rank():
+    """Unlisted bug 2: the memory check and the GPU-idle guard stopped one rank from its own view of the job
+    (its GPU's memory, its GPU's utilisation), while the other ranks waited for it in the next collective."""
+    a, b = run_two_ranks(_stop_rank, 1)
+    assert a == "rank 1: the GPU has been 0% busy" and b == "the GPU has been 0% busy"
+    a, b = run_two_ranks(_stop_rank, -1)
+    assert a is None and b is None

@@ -77,6 +77,15 @@ class Dist:
         dist.all_gather_object(out, obj)
         return out
 
+    def stop_together(self, problem: str | None) -> None:
+        """Raise UserError on every rank when any rank has a problem (its message, or the first other rank's), so
+        that no rank stops alone while the others wait for it in a collective. A host round trip: for set-up and
+        logging steps, not every step."""
+        problems = self.gather_objects(problem)
+        mine = problem or next((f"rank {r}: {p}" for r, p in enumerate(problems) if p), None)
+        if mine:
+            raise UserError(mine)
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()

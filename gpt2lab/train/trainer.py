@@ -131,19 +131,25 @@ class Trainer:
         self.doc_eot = self.eot if cfg.data.document_masking else None
 
     def _check_memory(self) -> None:
-        """Refuse a model or micro-batch this machine cannot hold, before trying to allocate it."""
+        """Refuse a model or micro-batch this machine cannot hold, before trying to allocate it. With --auto-batch
+        on a GPU the micro-batch is about to be searched, so only the smallest (1) must fit. Every rank checks its
+        own device and the job refuses when any rank would: one rank stopping alone leaves the others waiting."""
         cfg, device = self.cfg, self.runtime.device
         with torch.device("meta"):
             n_params = GPT(cfg.model).num_params()
-        need = memory_plan(cfg.model, n_params, cfg.run.micro_batch, cfg.seq_len, self.runtime.precision).total
+        searched = cfg.run.auto_batch and device.type == "cuda"
+        micro = 1 if searched else cfg.run.micro_batch
+        need = memory_plan(cfg.model, n_params, micro, cfg.seq_len, self.runtime.precision).total
         if device.type == "cuda":
             have, where = torch.cuda.get_device_properties(device).total_memory, "this GPU"
         else:
             have, where = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine"
+        problem = None
         if need > 2 * have:
-            raise UserError(f"this run needs about {need / GB:,.1f} GB ({n_params:,} parameters, micro-batch "
-                            f"{cfg.run.micro_batch} x {cfg.seq_len}) but {where} has {have / GB:,.1f} GB; lower "
-                            "--micro-batch (run.batch_tokens keeps the global batch) or choose a smaller model")
+            problem = (f"this run needs about {need / GB:,.1f} GB ({n_params:,} parameters, micro-batch {micro} x "
+                       f"{cfg.seq_len}) but {where} has {have / GB:,.1f} GB; lower --micro-batch (run.batch_tokens "
+                       "keeps the global batch) or choose a smaller model")
+        self.dist.stop_together(problem)
 
     def _build(self, init_from: str | None, resume: bool) -> None:
         cfg, device = self.cfg, self.runtime.device
@@ -474,10 +480,23 @@ class Trainer:
             r["mfu"] = r["tokens_per_sec"] / self.dist.world_size * self.flops.training / self.peak_flops  # per GPU
         if self._log_now(r["step"]):
             r.update(memory_stats(self.runtime.device))
-            util = self.utilization.sample(r["step"])
+            util = self._sample_utilization(r["step"])
             if util is not None:
                 r["gpu_util"] = util
         return r
+
+    def _sample_utilization(self, step: int) -> float | None:
+        """The GPU-idle guard's reading; its stop is one decision for the job (any rank idle stops every rank)."""
+        problem, util = None, None
+        try:
+            util = self.utilization.sample(step)
+        except UserError as exc:
+            problem = str(exc)
+        if self.runtime.device.type == "cuda":
+            self.dist.stop_together(problem)
+        elif problem:
+            raise UserError(problem)
+        return util
 
     def _log_now(self, step: int) -> bool:
         every = self.cfg.log.every
