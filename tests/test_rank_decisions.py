@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,29 @@ def test_a_stop_one_rank_decides_stops_every_rank():
     assert a == "rank 1: the GPU has been 0% busy" and b == "the GPU has been 0% busy"
     a, b = run_two_ranks(_stop_rank, -1)
     assert a is None and b is None
+
+
+def _profile_rank(rank, run):
+    import torch
+    import torch.distributed as dist
+
+    from gpt2lab.metrics.profiler import Profiler
+
+    dist.init_process_group("gloo")
+    try:
+        profiler = Profiler(run, 1, torch.device("cpu"), rank, dist.get_world_size())
+        with profiler.session():
+            for _ in range(3):
+                with profiler.step():
+                    torch.ones(64, 64) @ torch.ones(64, 64)
+        return sorted(str(p.relative_to(run)) for p in Path(run).rglob("*") if p.is_file())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_rank_writes_its_own_profile(tmp_path):
+    """C1: every rank wrote RUN_DIR/profile/trace.json and summary.txt, over each other."""
+    run_two_ranks(_profile_rank, str(tmp_path))
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["profile/rank0/summary.txt", "profile/rank0/trace.json", "profile/rank1/summary.txt",
+                     "profile/rank1/trace.json"]
