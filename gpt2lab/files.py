@@ -90,6 +90,17 @@ def write_json_atomic(path: Path, obj, what: str = "file") -> None:
 
 # --- ownership -----------------------------------------------------------------------------------------------
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (a file gpt2lab wrote is recognised by it, never by its name)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def foreign_entries(folder: Path, ours: set[str]) -> list[str]:
     """Names in folder that gpt2lab did not write (not in `ours`, not a lock or temporary file of ours)."""
     if not folder.is_dir():
@@ -108,8 +119,17 @@ def remove_owned(folder: Path, names) -> None:
             target.unlink()
 
 
+def refuse_symlink(path: Path, what: str) -> None:
+    """gpt2lab's own working folders and lock files are never symbolic links: one planted under such a name could
+    point at the user's data, which emptying or truncating it would destroy."""
+    if path.is_symlink():
+        raise UserError(f"{path} ({what}) is a symbolic link, which gpt2lab never makes; it writes nothing through "
+                        "it: remove the link (its target is untouched) and run the command again")
+
+
 def clear_folder(folder: Path) -> None:
-    """Empty a command's own working folder, keeping its lock."""
+    """Empty a command's own working folder, keeping its lock; never through a symbolic link."""
+    refuse_symlink(folder, "a working folder")
     remove_owned(folder, [p.name for p in folder.iterdir() if p.name != LOCK_FILE])
 
 
@@ -144,7 +164,7 @@ class FolderLock:
     def __init__(self, folder: str | os.PathLike, what: str = "folder", private: bool = False):
         self.folder, self.what = absolute(folder), what
         self._fd: int | None = None
-        self._created = private
+        self._created = self._private = private
         self.note: str | None = None  # said when the filesystem cannot lock
 
     @property
@@ -152,11 +172,17 @@ class FolderLock:
         return self.folder / LOCK_FILE
 
     def _open(self) -> int:
+        if self._private:  # a working folder of gpt2lab's own: never a link (the user's --out may be one)
+            refuse_symlink(self.folder, self.what)
+        refuse_symlink(self.path, "the lock file")
         try:
             self._created = self._created or not self.folder.exists()
             self.folder.mkdir(parents=True, exist_ok=True)
-            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: a link planted in the moment between the check and the open is refused too
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                refuse_symlink(self.path, "the lock file")
             raise write_error(self.what, self.folder, exc, "check that the path is a writable folder") from None
 
     def acquire(self) -> "FolderLock":

@@ -7,7 +7,7 @@ prepared into shards, and the `tiny` preset trains on them; then val loss, perpl
 from __future__ import annotations
 
 import json
-import shutil
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -59,7 +59,8 @@ def run_demo(out: str, max_steps: int = 30, device: str = "auto", tokenizer: str
     out_dir = absolute(out)
     if not 1 <= max_steps <= 100_000:
         raise UserError(f"--max-steps must be between 1 and 100,000, got {max_steps}")
-    foreign = [p.name for p in out_dir.iterdir() if p.name not in DEMO_FILES] if out_dir.is_dir() else []
+    foreign = ([p.name for p in out_dir.iterdir() if p.name not in DEMO_FILES and not re.fullmatch(r"run-\d+", p.name)]
+               if out_dir.is_dir() else [])
     if foreign:
         raise UserError(f"{out_dir} holds {', '.join(sorted(foreign)[:3])}, which the demo did not write; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -75,9 +76,8 @@ def run_demo(out: str, max_steps: int = 30, device: str = "auto", tokenizer: str
         sets=DEMO_SETTINGS + [f"data.dir={data_dir}", f"schedule.max_steps={max_steps}",
                                  f"schedule.warmup_steps={min(5, max_steps)}", f"run.device={device}"],
     )
-    run_dir = out_dir / "run"
-    if (run_dir / "config.json").is_file():  # a previous demo's run: start over
-        shutil.rmtree(run_dir)
+    run_dir = next(out_dir / name for name in ("run", *(f"run-{i}" for i in range(2, 10_000)))
+                   if not (out_dir / name).exists())  # a previous demo's run stays as it was
     result = make_trainer(cfg, str(run_dir), echo=echo).fit()
     val = result["val"]
     echo(f"val loss {val['loss']:.4f} | perplexity {val['perplexity']:.1f} (a uniform guess scores loss 10.83, perplexity 50,257)")

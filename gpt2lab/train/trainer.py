@@ -11,6 +11,7 @@ passed); the trainer asks each evaluator whether it is due.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ from ..config import Config
 from ..data.loader import BatchStream, Windows, document_ids
 from ..data.shards import check_vocab, read_meta
 from ..errors import UserError
-from ..files import FolderLock, absolute, write_json_atomic
+from ..files import FolderLock, absolute, file_digest, write_json_atomic
 from ..metrics.cpu_peak import cpu_peak_flops
 from ..metrics.devices import device_peak_flops
 from ..metrics.flops import flops_per_token
@@ -48,6 +49,8 @@ from .step import Clock, Pending, train_step
 MAX_ROLLBACKS = 3
 RUN_FILES = ("config.json", "device.json", METRICS_FILE, "evaluators.json", ckpt.CHECKPOINTS, "tensorboard", "wandb",
              "profile", "report.md")
+RUN_RECORD = ".gpt2lab-run.json"  # what gpt2lab wrote into a run folder, with SHA-256s: its proof of ownership
+RECORDED = ("config.json", "device.json", "evaluators.json")
 
 
 class NullLogger:
@@ -114,10 +117,28 @@ class Trainer:
         if foreign and not resume:
             raise UserError(f"refusing to train into {self.run_dir}: it holds {', '.join(sorted(foreign)[:3])}, which "
                             "gpt2lab did not write; choose an empty or new --out")
+        if not resume:
+            self._check_own_files()
         if not resume and metrics.is_file():
             self.echo(f"note: {self.run_dir} holds the metrics of a run stopped before its first checkpoint; starting over")
             truncate_metrics(self.run_dir, 0)
         return candidates
+
+    def _check_own_files(self) -> None:
+        """Files with a run's names are overwritten (config) or emptied (metrics) on a fresh start only when the
+        folder's record proves gpt2lab wrote them: a user's own config.json or metrics.jsonl is never touched."""
+        present = [n for n in (*RECORDED, METRICS_FILE) if (self.run_dir / n).exists()]
+        if not present:
+            return
+        try:
+            record = json.loads((self.run_dir / RUN_RECORD).read_text())
+            ours = all(file_digest(self.run_dir / n) == record["files"].get(n) for n in RECORDED
+                       if (self.run_dir / n).exists())
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            ours = False
+        if not ours:
+            raise UserError(f"refusing to train into {self.run_dir}: it holds {', '.join(present)}, which gpt2lab's record "
+                            f"({RUN_RECORD}) does not show it wrote; choose an empty or new --out")
 
     def _open_data(self) -> None:
         cfg = self.cfg
@@ -210,6 +231,8 @@ class Trainer:
         write_json_atomic(self.run_dir / "config.json", self.cfg.to_dict(), "the run config")
         write_json_atomic(self.run_dir / "device.json", self.device_report(), "the device report")
         write_json_atomic(self.run_dir / "evaluators.json", [e.describe() for e in self.evaluators], "the evaluator list")
+        write_json_atomic(self.run_dir / RUN_RECORD, {"files": {n: file_digest(self.run_dir / n) for n in RECORDED}},
+                          "the run's record of its files")
 
     def _auto_batch(self) -> None:
         run, device = self.cfg.run, self.runtime.device
@@ -300,6 +323,10 @@ class Trainer:
             saved = ckpt.load_config(checkpoint)
         except UserError as exc:
             raise ckpt.CorruptCheckpoint(str(exc)) from None
+        if saved.optim.name != self.cfg.optim.name:  # a setting, not damage: nothing on disk changes
+            raise UserError(f"{checkpoint.name} was trained with optim.name={saved.optim.name}, this run asks for "
+                            f"{self.cfg.optim.name}; resume with the same optimizer, or start a new run from its weights "
+                            f"with --init-from {checkpoint}")
         mismatch = self._model_mismatch(saved)
         if mismatch:
             raise UserError(f"{checkpoint.name}: {mismatch}; a resumed run keeps its model: drop --preset and model.* overrides")
