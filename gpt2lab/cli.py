@@ -156,7 +156,7 @@ def cmd_bench(args) -> None:
                            rounds=args.rounds, warmup=args.warmup, device=args.device, precision=args.precision,
                            compile=args.compile, loss_chunk=args.loss_chunk,
                            contenders=tuple(args.contender or ("gpt2lab", "gpt2lab-fp32", "hf", "hf-matched")),
-                           save=args.save, threads=args.threads)
+                           save=args.save, threads=args.threads, reprobe=args.reprobe)
     report = run_bench(options)
     if report.get("path"):
         print(f"wrote {report['path']}")
@@ -328,6 +328,7 @@ def _add_tools(sub, command: str | None) -> None:
     p.add_argument("--contender", action="append", default=None,
                    help="gpt2lab, gpt2lab-fp32, hf and/or hf-matched (repeatable; default all four)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--reprobe", action="store_true", help="CPU: measure the matmul peak behind MFU afresh, not from the cache")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--save", metavar="DIR", help="also write the result as JSON into DIR (e.g. bench/results)")
     p.set_defaults(func=cmd_bench)

@@ -117,3 +117,23 @@ def test_an_fp16_contender_steps_with_a_grad_scaler():
     c.step()
     assert c.scaler.get_scale() <= scale  # it took part in the step (scale kept or lowered after an overflow)
     assert Contender("gpt2lab", cfg, Runtime(device=torch.device("cpu"), precision="fp32"), 2, None).scaler is None
+
+
+def test_reprobe_measures_the_cpu_peak_afresh_once(monkeypatch, tmp_path):
+    import gpt2lab.metrics.cpu_peak as cpu_peak
+    import gpt2lab.metrics.steal as steal
+    from gpt2lab.commands.bench import BenchOptions, run_bench
+
+    monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_peak.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(steal, "cpu_ticks", lambda path=None: None)
+    probes = []
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: probes.append(dtype) or 1e12)
+    o = BenchOptions(preset="tiny", micro_batch=2, seq_len=32, steps=1, rounds=1, warmup=0, device="cpu",
+                     precision="fp32", compile="off", contenders=("gpt2lab", "gpt2lab-fp32"))
+    run_bench(o, echo=lambda *_: None)
+    cached = len(probes)
+    run_bench(o, echo=lambda *_: None)
+    assert len(probes) == cached  # the cache
+    run_bench(BenchOptions(**{**o.__dict__, "reprobe": True}), echo=lambda *_: None)
+    assert len(probes) == 2 * cached  # afresh, once for fp32 though two contenders use it

@@ -1,7 +1,8 @@
-"""The CPU peak behind MFU: measured once per machine, cached, never taken from an older probe."""
+"""The CPU peak behind MFU: measured once per machine, cached only when stable, never taken from an older probe."""
 
 import json
 
+import pytest
 import torch
 
 from gpt2lab.metrics import cpu_peak
@@ -37,11 +38,13 @@ def test_peak_is_cached_and_an_older_probes_value_is_not_reused(monkeypatch, tmp
     monkeypatch.setattr(cpu_peak, "probe", lambda dtype: probes.append(dtype) or 1.1e12)
 
     peak, source = cpu_peak.cpu_peak_flops("bf16", cpu, threads)
-    assert peak == 1.1e12 and probes == [torch.bfloat16] and "measured" in source
+    assert peak == 1.1e12 and probes == [torch.bfloat16] * 3 and "measured" in source  # 2 agreeing + 1 thread
     again, _ = cpu_peak.cpu_peak_flops("bf16", cpu, threads)
-    assert again == 1.1e12 and len(probes) == 1  # the second call reads the cache
+    assert again == 1.1e12 and len(probes) == 3  # the second call reads the cache
     cache = json.loads((tmp_path / "cpu_peak.json").read_text())
     assert cache[old_key] == 7.0e11 and len(cache) == 2  # other entries kept, nothing overwritten
+    kept = cache[f"{cpu}|{threads} threads|torch {torch.__version__}|bf16|probe {cpu_peak.PROBE_VERSION}"]
+    assert kept["flops"] == 1.1e12 and kept["spread"] == 0.0 and kept["tries"] == 2 and kept["date"]
 
 
 def test_a_damaged_or_unwritable_cache_only_means_probing_again(monkeypatch, tmp_path):
@@ -63,7 +66,7 @@ def test_an_implausible_cached_peak_is_measured_again(monkeypatch, tmp_path):
     monkeypatch.setattr(cpu_peak, "probe", lambda dtype: 3.0e11)
     key = f"Test CPU|1 threads|torch {torch.__version__}|fp32|probe {cpu_peak.PROBE_VERSION}"
     for bad in ("NaN", "Infinity", "-Infinity", "0", "-5e11", "true", '"7e11"', "1e300"):
-        (tmp_path / "cpu_peak.json").write_text(f'{{"{key}": {bad}}}')
+        (tmp_path / "cpu_peak.json").write_text(f'{{"{key}": {{"flops": {bad}}}}}')
         assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 3.0e11, bad
 
 
@@ -79,3 +82,63 @@ def test_a_cache_that_cannot_be_written_leaves_no_partial_file(monkeypatch, tmp_
     monkeypatch.setattr(type(tmp_path), "write_text", full_disk)
     assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 2.0e11
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """The machine's load and steal, which the probe reads, as a quiet machine's (the suite's own load is not)."""
+    import gpt2lab.metrics.steal as steal
+
+    monkeypatch.setattr(cpu_peak.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(steal, "cpu_ticks", lambda path=None: None)
+
+
+def _quiet(monkeypatch, tmp_path, load=0.0):
+    monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_peak.os, "getloadavg", lambda: (load, load, load))
+
+
+def test_the_probe_repeats_until_two_measurements_agree(monkeypatch, tmp_path):
+    _quiet(monkeypatch, tmp_path)
+    readings = iter([0.32e12, 2.85e12, 1.00e12, 1.05e12, 1.0e12])  # the last: one thread
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: next(readings))
+    peak, source = cpu_peak.cpu_peak_flops("bf16", "Test CPU", 2)
+    assert peak == 1.05e12 and "unstable" not in source
+    assert next(iter(json.loads((tmp_path / "cpu_peak.json").read_text()).values()))["tries"] == 4
+
+
+def test_a_probe_that_never_settles_is_not_kept_and_says_so(monkeypatch, tmp_path):
+    _quiet(monkeypatch, tmp_path)
+    readings = iter([1e12, 2e12, 1e12, 2e12, 1e12])
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: next(readings))
+    peak, source = cpu_peak.cpu_peak_flops("bf16", "Test CPU", 1)
+    assert "unstable, not kept" in source and "never agreed" in source
+    assert not (tmp_path / "cpu_peak.json").exists()
+
+
+def test_two_threads_cannot_be_nine_times_one(monkeypatch, tmp_path):
+    """The cached probe once read 2.85 TFLOP/s on 2 threads and 0.32 on 1: one of them was wrong."""
+    _quiet(monkeypatch, tmp_path)
+    readings = iter([2.85e12, 2.85e12, 0.32e12])
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: next(readings))
+    _, source = cpu_peak.cpu_peak_flops("bf16", "Test CPU", 2)
+    assert "8.9x one thread" in source and not (tmp_path / "cpu_peak.json").exists()
+
+
+def test_a_busy_machine_measures_but_does_not_keep(monkeypatch, tmp_path):
+    _quiet(monkeypatch, tmp_path, load=3.0)
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: 1e12)
+    _, source = cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)
+    assert "load average was 3.0" in source and not (tmp_path / "cpu_peak.json").exists()
+    assert cpu_peak.busy_reason(0.12, 0.0, 2).startswith("the hypervisor took 12%")
+    assert cpu_peak.busy_reason(0.01, 0.4, 2) is None
+
+
+def test_reprobe_measures_afresh(monkeypatch, tmp_path):
+    _quiet(monkeypatch, tmp_path)
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: 1e12)
+    cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: 2e12)
+    assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 1e12
+    assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1, fresh=True)[0] == 2e12
+    assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 2e12

@@ -109,3 +109,18 @@ def test_tokenizer_found_in_tiktoken_cache(offline_tokenizer):
 
     encoder, merges = bpe_files()
     assert encoder.stat().st_size > 1_000_000 and merges.read_text().startswith("#version")
+
+
+@pytest.mark.parametrize("modern", [False, True])
+def test_a_model_with_an_extra_weight_is_not_exported(modern):
+    """Sketching value embeddings, the model exported to Llama with no error and logits off by up to 1.08."""
+    pytest.importorskip("transformers")
+    from gpt2lab.errors import UserError
+    from gpt2lab.interop.hf import to_hf_model
+    from gpt2lab.model import GPT, GPTConfig
+
+    switches = dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False) if modern else {}
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, **switches))
+    model.transformer.h[1].attn.value_embed = torch.nn.Embedding(64, 32)
+    with pytest.raises(UserError, match="value_embed"):
+        to_hf_model(model)

@@ -147,3 +147,34 @@ def test_lion_moves_every_weight_by_the_lr_and_trains(data_dir, tmp_path):
     trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
     losses = [r["loss"] for r in read_metrics(tmp_path / "run")]
     assert losses[-1] < losses[0] - 0.3
+
+
+def _model_with_extra_weight():
+    """A sketch of a new weight (a value-embedding table) that the role table does not know yet."""
+    from gpt2lab.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, pos="rope", mlp="swiglu",
+                          norm="rmsnorm", bias=False))
+    model.transformer.h[0].attn.value_embed = torch.nn.Embedding(64, 32)
+    return model
+
+
+@pytest.mark.parametrize("name", ["adamw", "muon", "lion"])
+def test_a_parameter_without_a_role_is_one_line_from_the_optimizer_builder(name):
+    """A new weight used to fall into the "matrix" group silently (Muon would orthogonalise an embedding table)."""
+    with pytest.raises(UserError, match="transformer.h.0.attn.value_embed.weight .* has no optimizer role"):
+        build_optimizer(_model_with_extra_weight(), OptimConfig(name=name), CPU)
+
+
+def test_every_parameter_is_in_exactly_one_group():
+    from gpt2lab.train.optim.groups import check_groups
+
+    model = small()
+    optimizer = build_optimizer(model, OptimConfig(name="adamw"), CPU)
+    check_groups(optimizer, model)
+    optimizer.param_groups[0]["params"].append(optimizer.param_groups[0]["params"][0])  # one parameter twice
+    with pytest.raises(UserError, match="is in 2 optimizer groups"):
+        check_groups(optimizer, model)
+    optimizer.param_groups[0]["params"] = optimizer.param_groups[0]["params"][1:-1]  # and one forgotten
+    with pytest.raises(UserError, match="is in no optimizer group"):
+        check_groups(optimizer, model)

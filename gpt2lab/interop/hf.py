@@ -130,6 +130,12 @@ _LLAMA_GLOBAL = {"transformer.wte.weight": "model.embed_tokens.weight", "transfo
 
 def to_hf_llama_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     sd, out = model.state_dict(), {}
+    used = {f"transformer.h.{i}.{n}" for i in range(model.config.n_layer) for n in ("attn.c_attn.weight", "mlp.c_fc.weight")}
+    used |= {*_LLAMA_GLOBAL} | {ours for i in range(model.config.n_layer) for ours in _llama_names(i)}
+    unused = [k for k in sd if k not in used]
+    if unused:  # a weight the format has no place for: dropping it would export another model
+        raise UserError(f"the model has {len(unused)} tensor(s) Llama/Qwen3 has no place for (e.g. {unused[0]}); it "
+                        "cannot be exported to transformers")
     for i in range(model.config.n_layer):
         names = _llama_names(i)
         for ours, theirs in names.items():
@@ -202,7 +208,8 @@ def to_hf_model(model: GPT):
     missing, unexpected = hf.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("attn.bias") and not (k == "lm_head.weight" and model.config.tie_embeddings)]
     if missing or unexpected:
-        raise RuntimeError(f"weight mapping incomplete: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise UserError(f"the model does not map onto {type(hf).__name__} tensor for tensor: transformers would miss "
+                        f"{missing[:3]} and not use {unexpected[:3]}; it cannot be exported")
     return hf.eval()
 
 

@@ -5,9 +5,11 @@ CPU has it natively) with torch's own threads, into preallocated outputs, and ke
 rounds and shapes. The shapes include contractions as narrow as the small models' width (256, 512): on an AMX
 CPU those run fastest (about 1.0-1.1 TFLOP/s in bf16 on this project's 2-core VM, against 0.5-0.7 for
 2048-deep ones), and a peak that leaves them out overstates MFU by a third (probe version 1 did).
-The result is cached per machine (CPU model, threads, torch version, precision, probe version) in
-$GPT2LAB_CACHE or ~/.cache/gpt2lab/cpu_peak.json; run.peak_tflops overrides it. MFU against it is labelled
-"measured", not taken from a table.
+A peak that other runs reuse must be stable first: the probe repeats until two consecutive measurements agree
+within 10%, is checked against one thread's rate, and is kept only when the machine was quiet (steal and load
+low). The result, with its spread and date, is cached per machine (CPU model, threads, torch version, precision,
+probe version) in $GPT2LAB_CACHE or ~/.cache/gpt2lab/cpu_peak.json; run.peak_tflops overrides it, `bench
+--reprobe` measures afresh. MFU against it is labelled "measured", and "unstable" when it was not kept.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 
 SHAPES = ((2048, 2048, 2048), (4096, 1024, 4096), (2048, 768, 3072), (8192, 256, 2048), (4096, 512, 4096))
-PROBE_VERSION = 2  # part of the cache key: a peak measured by an older probe is measured again
+PROBE_VERSION = 3  # part of the cache key: a peak measured by an older probe is measured again (3: stable only)
 
 
 def cache_file() -> Path:
@@ -47,16 +49,70 @@ def probe(dtype: torch.dtype, rounds: int = 3, seconds_per_shape: float = 0.25) 
     return best
 
 
+AGREE = 0.10  # consecutive probes must agree this closely before a peak is kept
+MAX_TRIES = 5
+BUSY_STEAL, BUSY_LOAD = 0.05, 0.5  # steal share while probing; others' load as a share of the cores
+
+
 def _plausible(value) -> bool:
     """A cached peak worth trusting: a finite, positive number below an exaFLOP/s (JSON admits NaN and
     Infinity, and anyone can edit the file)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e18
 
 
-def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None) -> tuple[float, str]:
-    """(peak FLOP/s for this precision, where it came from), measured once per machine and cached."""
+@contextlib.contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def busy_reason(steal: float | None, load: float | None, cores: int) -> str | None:
+    """Why this machine was too busy for a peak worth keeping (the hypervisor or other processes took the CPU)."""
+    if steal is not None and steal > BUSY_STEAL:
+        return f"the hypervisor took {steal:.0%} of the CPU while probing"
+    if load is not None and load > BUSY_LOAD * cores:
+        return f"the load average was {load:.1f} on {cores} cores before probing"
+    return None
+
+
+def measure(dtype: torch.dtype, threads: int) -> dict:
+    """Probe until two consecutive measurements agree within AGREE (at most MAX_TRIES), check the rate against one
+    thread's (n threads cannot be much more than n times one, nor much slower than one), and judge whether the
+    machine was quiet. {"flops", "spread", "tries", "stable", "why"}: stable is what may be cached."""
+    from .steal import cpu_ticks, steal_share
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    ticks = cpu_ticks()
+    rates: list[float] = []
+    with _threads(threads):
+        while len(rates) < MAX_TRIES:
+            rates.append(probe(dtype))
+            if len(rates) >= 2 and abs(rates[-1] - rates[-2]) <= AGREE * max(rates[-2:]):
+                break
+    agreed = len(rates) >= 2 and abs(rates[-1] - rates[-2]) <= AGREE * max(rates[-2:])
+    flops = max(rates[-2:])
+    why = None if agreed else f"{len(rates)} probes never agreed within {AGREE:.0%} ({min(rates):.3g}-{max(rates):.3g})"
+    if why is None and threads > 1:
+        with _threads(1):
+            one = probe(dtype)
+        if not 0.6 * one <= flops <= 1.25 * threads * one:
+            why = f"{threads} threads measured {flops / one:.1f}x one thread"
+    why = why or busy_reason(steal_share(ticks, cpu_ticks()), load, os.cpu_count() or 1)
+    spread = (max(rates[-2:]) - min(rates[-2:])) / flops if flops else None
+    return {"flops": flops, "spread": round(spread, 4) if spread is not None else None, "tries": len(rates),
+            "stable": why is None, "why": why, "date": time.strftime("%Y-%m-%d")}
+
+
+def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None, fresh: bool = False) -> tuple[float, str]:
+    """(peak FLOP/s for this precision, where it came from), measured once per machine and cached when the
+    measurement was stable and the machine quiet; `fresh` measures again (bench --reprobe)."""
     threads = threads or torch.get_num_threads()
     key = f"{cpu}|{threads} threads|torch {torch.__version__}|{precision}|probe {PROBE_VERSION}"
+    label = f"measured: {precision} matmul probe on this CPU ({threads} threads)"
     path = cache_file()
     try:
         cache = json.loads(path.read_text())
@@ -64,14 +120,19 @@ def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None) -> tupl
         cache = {}
     if not isinstance(cache, dict):
         cache = {}
-    if not _plausible(cache.get(key)):
-        cache[key] = probe(torch.bfloat16 if precision == "bf16" else torch.float32)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: ranks may probe at once
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(cache, indent=1) + "\n")
-            os.replace(tmp, path)
-        except OSError:  # an unwritable cache only means probing again next time; no partial file stays
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-    return float(cache[key]), f"measured: {precision} matmul probe on this CPU ({threads} threads)"
+    entry = cache.get(key)
+    if not fresh and isinstance(entry, dict) and _plausible(entry.get("flops")):
+        return float(entry["flops"]), label
+    result = measure(torch.bfloat16 if precision == "bf16" else torch.float32, threads)
+    if not result["stable"]:
+        return result["flops"], f"{label}; unstable, not kept ({result['why']}): MFU is approximate"
+    cache[key] = {k: result[k] for k in ("flops", "spread", "tries", "date")}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: ranks may probe at once
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(cache, indent=1) + "\n")
+        os.replace(tmp, path)
+    except OSError:  # an unwritable cache only means probing again next time; no partial file stays
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return result["flops"], label

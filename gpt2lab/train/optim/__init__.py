@@ -15,7 +15,7 @@ import torch
 from ...config import OptimConfig
 from ...errors import UserError
 from . import adamw, lion, muon
-from .groups import ROLES, load_named_state_dict, named_state_dict, role_of, set_lr_multiplier
+from .groups import ROLES, check_groups, load_named_state_dict, named_state_dict, role_of, set_lr_multiplier
 
 OPTIMIZERS = {
     "adamw": adamw,
@@ -34,6 +34,7 @@ def _module(name: str):
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
     optimizer = _module(cfg.name).build(model, cfg, device)
+    check_groups(optimizer, model)
     if not hasattr(optimizer, "skips_on_device"):
         optimizer.skips_on_device = bool(getattr(optimizer, "defaults", {}).get("fused"))
     return optimizer

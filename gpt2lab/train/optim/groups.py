@@ -14,6 +14,8 @@ parameters are grouped (and 0.1's two groups load into today's roles).
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from ...config import OptimConfig
@@ -22,14 +24,37 @@ from ...errors import UserError
 ROLES = ("matrix", "embedding", "head", "gain")
 
 
+# The model's parameters by name: every trainable tensor must match one of these, so that a new weight (a value
+# embedding, a skip gain) gets its role on purpose instead of falling into "matrix" (where Muon would
+# orthogonalise an embedding table). Add the new name here when adding the weight.
+_MATRIX = re.compile(r"transformer\.h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight")
+_EMBEDDING = ("transformer.wte.weight", "transformer.wpe.weight")
+
+
 def role_of(name: str, param: torch.Tensor) -> str:
+    """The role of a parameter of gpt2lab's GPT; a UserError for one this table does not know."""
     if param.dim() < 2:
         return "gain"
-    if name.startswith(("transformer.wte.", "transformer.wpe.")):
+    if name in _EMBEDDING:
         return "embedding"
     if name == "lm_head.weight":
         return "head"
-    return "matrix"
+    if _MATRIX.fullmatch(name) and param.dim() == 2:
+        return "matrix"
+    raise UserError(f"parameter {name} {tuple(param.shape)} has no optimizer role; give it one in "
+                    "gpt2lab/train/optim/groups.py (matrix, embedding, head or gain) before training it")
+
+
+def check_groups(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+    """Every trainable parameter is in exactly one of the optimizer's groups (none forgotten, none twice)."""
+    seen: dict[int, int] = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            seen[id(p)] = seen.get(id(p), 0) + 1
+    for name, p in named_parameters(model):
+        if seen.get(id(p), 0) != 1:
+            where = "no optimizer group" if id(p) not in seen else f"{seen[id(p)]} optimizer groups"
+            raise UserError(f"parameter {name} is in {where}; an optimizer must place each trainable parameter once")
 
 
 def role_settings(cfg: OptimConfig) -> dict[str, dict]:
