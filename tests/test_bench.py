@@ -125,8 +125,8 @@ def test_reprobe_measures_the_cpu_peak_afresh_once(monkeypatch, tmp_path):
     from gpt2lab.commands.bench import BenchOptions, run_bench
 
     monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
-    monkeypatch.setattr(cpu_peak.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     monkeypatch.setattr(steal, "cpu_ticks", lambda path=None: None)
+    monkeypatch.setattr(steal, "idle_ticks", lambda path=None: None)
     probes = []
     monkeypatch.setattr(cpu_peak, "probe", lambda dtype: probes.append(dtype) or 1e12)
     o = BenchOptions(preset="tiny", micro_batch=2, seq_len=32, steps=1, rounds=1, warmup=0, device="cpu",

@@ -89,13 +89,18 @@ def quiet_machine(monkeypatch):
     """The machine's load and steal, which the probe reads, as a quiet machine's (the suite's own load is not)."""
     import gpt2lab.metrics.steal as steal
 
-    monkeypatch.setattr(cpu_peak.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     monkeypatch.setattr(steal, "cpu_ticks", lambda path=None: None)
+    monkeypatch.setattr(steal, "idle_ticks", lambda path=None: None)
+    monkeypatch.setattr(cpu_peak, "_measured", {})
 
 
-def _quiet(monkeypatch, tmp_path, load=0.0):
+def _quiet(monkeypatch, tmp_path, busy=False):
+    import gpt2lab.metrics.steal as steal
+
     monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
-    monkeypatch.setattr(cpu_peak.os, "getloadavg", lambda: (load, load, load))
+    if busy:  # the other process's ticks: every tick of the probe's time busy, none of it this process's
+        readings = iter([(1000, 2000), (1000, 4000)])
+        monkeypatch.setattr(steal, "idle_ticks", lambda path=None: next(readings))
 
 
 def test_the_probe_repeats_until_two_measurements_agree(monkeypatch, tmp_path):
@@ -126,12 +131,12 @@ def test_two_threads_cannot_be_nine_times_one(monkeypatch, tmp_path):
 
 
 def test_a_busy_machine_measures_but_does_not_keep(monkeypatch, tmp_path):
-    _quiet(monkeypatch, tmp_path, load=3.0)
+    _quiet(monkeypatch, tmp_path, busy=True)
     monkeypatch.setattr(cpu_peak, "probe", lambda dtype: 1e12)
     _, source = cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)
-    assert "load average was 3.0" in source and not (tmp_path / "cpu_peak.json").exists()
-    assert cpu_peak.busy_reason(0.12, 0.0, 2).startswith("the hypervisor took 12%")
-    assert cpu_peak.busy_reason(0.01, 0.4, 2) is None
+    assert "other processes used" in source and not (tmp_path / "cpu_peak.json").exists()
+    assert cpu_peak.busy_reason(0.12, 0.0).startswith("the hypervisor took 12%")
+    assert cpu_peak.busy_reason(0.01, 0.1) is None
 
 
 def test_reprobe_measures_afresh(monkeypatch, tmp_path):

@@ -51,7 +51,8 @@ def probe(dtype: torch.dtype, rounds: int = 3, seconds_per_shape: float = 0.25) 
 
 AGREE = 0.10  # consecutive probes must agree this closely before a peak is kept
 MAX_TRIES = 5
-BUSY_STEAL, BUSY_LOAD = 0.05, 0.5  # steal share while probing; others' load as a share of the cores
+BUSY_STEAL, BUSY_OTHERS = 0.05, 0.25  # while probing: the hypervisor's share, other processes' share of the CPU
+_measured: dict[str, tuple[float, str]] = {}  # this process's measurements: an unstable probe is not repeated
 
 
 def _plausible(value) -> bool:
@@ -70,12 +71,13 @@ def _threads(n: int):
         torch.set_num_threads(before)
 
 
-def busy_reason(steal: float | None, load: float | None, cores: int) -> str | None:
-    """Why this machine was too busy for a peak worth keeping (the hypervisor or other processes took the CPU)."""
+def busy_reason(steal: float | None, others: float | None) -> str | None:
+    """Why this machine was too busy for a peak worth keeping (the hypervisor or other processes took the CPU
+    while the probe ran)."""
     if steal is not None and steal > BUSY_STEAL:
         return f"the hypervisor took {steal:.0%} of the CPU while probing"
-    if load is not None and load > BUSY_LOAD * cores:
-        return f"the load average was {load:.1f} on {cores} cores before probing"
+    if others is not None and others > BUSY_OTHERS:
+        return f"other processes used {others:.0%} of the CPU while probing"
     return None
 
 
@@ -83,10 +85,9 @@ def measure(dtype: torch.dtype, threads: int) -> dict:
     """Probe until two consecutive measurements agree within AGREE (at most MAX_TRIES), check the rate against one
     thread's (n threads cannot be much more than n times one, nor much slower than one), and judge whether the
     machine was quiet. {"flops", "spread", "tries", "stable", "why"}: stable is what may be cached."""
-    from .steal import cpu_ticks, steal_share
+    from .steal import cpu_ticks, idle_ticks, others_share, steal_share
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    ticks = cpu_ticks()
+    ticks, idle, own = cpu_ticks(), idle_ticks(), time.process_time()
     rates: list[float] = []
     with _threads(threads):
         while len(rates) < MAX_TRIES:
@@ -101,7 +102,7 @@ def measure(dtype: torch.dtype, threads: int) -> dict:
             one = probe(dtype)
         if not 0.6 * one <= flops <= 1.25 * threads * one:
             why = f"{threads} threads measured {flops / one:.1f}x one thread"
-    why = why or busy_reason(steal_share(ticks, cpu_ticks()), load, os.cpu_count() or 1)
+    why = why or busy_reason(steal_share(ticks, cpu_ticks()), others_share(idle, idle_ticks(), time.process_time() - own))
     spread = (max(rates[-2:]) - min(rates[-2:])) / flops if flops else None
     return {"flops": flops, "spread": round(spread, 4) if spread is not None else None, "tries": len(rates),
             "stable": why is None, "why": why, "date": time.strftime("%Y-%m-%d")}
@@ -123,9 +124,12 @@ def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None, fresh: 
     entry = cache.get(key)
     if not fresh and isinstance(entry, dict) and _plausible(entry.get("flops")):
         return float(entry["flops"]), label
+    if not fresh and key in _measured:
+        return _measured[key]
     result = measure(torch.bfloat16 if precision == "bf16" else torch.float32, threads)
     if not result["stable"]:
-        return result["flops"], f"{label}; unstable, not kept ({result['why']}): MFU is approximate"
+        _measured[key] = result["flops"], f"{label}; unstable, not kept ({result['why']}): MFU is approximate"
+        return _measured[key]
     cache[key] = {k: result[k] for k in ("flops", "spread", "tries", "date")}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: ranks may probe at once
     try:

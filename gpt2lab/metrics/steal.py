@@ -33,3 +33,25 @@ def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -
     if before is None or after is None or after[1] <= before[1]:
         return None
     return max(0, after[0] - before[0]) / (after[1] - before[1])
+
+
+def idle_ticks(path: Path = PROC_STAT) -> tuple[int, int] | None:
+    """(idle + iowait ticks, all ticks) summed over CPUs since boot, or None where the kernel does not say."""
+    try:
+        counts = [int(v) for v in path.read_text().splitlines()[0].split()[1:9]]
+    except (OSError, IndexError, UnicodeDecodeError, ValueError):
+        return None
+    return (counts[3] + counts[4], sum(counts)) if len(counts) == 8 else None
+
+
+def others_share(before: tuple[int, int] | None, after: tuple[int, int] | None, own_cpu_s: float) -> float | None:
+    """The share of the machine's CPU time that other processes used between two idle_ticks readings, given the
+    CPU seconds this process used meanwhile: what a busy neighbour took from a measurement."""
+    import os
+
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total_s = (after[1] - before[1]) / hz
+    busy_s = total_s - (after[0] - before[0]) / hz
+    return max(0.0, busy_s - own_cpu_s) / total_s
