@@ -156,7 +156,8 @@ def write_checkpoint(folder: Path, weights: dict[str, torch.Tensor] | torch.nn.M
                 with open(p, "rb") as f:
                     os.fsync(f.fileno())
         finite = all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point())
-        marker = {"format": FORMAT, "step": state.get("step", 0), "files": _manifest(tmp), "health": {"weights_finite": finite}}
+        marker = {"format": FORMAT, "step": state.get("step", 0), "files": _manifest(tmp), "health": {"weights_finite": finite},
+                  "run": state.get("run_id")}  # the run that wrote it: retention deletes only its own run's
         with open(tmp / MARKER, "w") as f:  # last, and on disk before the folder takes its name
             f.write(json.dumps(marker, indent=1) + "\n")
             f.flush()
@@ -367,16 +368,20 @@ def retained(steps: list[int], keep_last: int | None, keep_every: int | None, pr
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int | None, keep_every: int | None = None,
-                      protect: set[int] = frozenset()) -> tuple[list[Path], list[Path]]:
+                      protect: set[int] = frozenset(), run: str | None = None) -> tuple[list[Path], list[Path]]:
     """Apply retention to a run's checkpoints: (removed, set aside). Only checkpoints that pass verify() count
-    towards keep_last; one that fails is set aside as step_N.corrupt, never counted and never deleted."""
+    towards keep_last; one that fails is set aside as step_N.corrupt, never counted and never deleted. With
+    `run`, a checkpoint whose manifest names another run (copied in by hand) is neither counted nor deleted;
+    checkpoints of gpt2lab before 0.3 name none and count as the run's own."""
     good, aside = [], []
     for path in complete_checkpoints(run_dir):
         try:
-            verify(path)
-            good.append(path)
+            marker = verify(path)
         except CorruptCheckpoint as exc:
             aside.append(set_aside(path, str(exc)))
+            continue
+        if run is None or marker.get("run") in (None, run):
+            good.append(path)
     keep = retained([step_of(p) for p in good], keep_last, keep_every, protect)
     removed = [p for p in good if step_of(p) not in keep]
     for path in removed:

@@ -99,3 +99,88 @@ def test_resuming_with_another_optimizer_is_one_line_and_sets_nothing_aside(data
         trainer(other, tmp_path / "run", resume=True, echo=lambda *_: None)
     assert len(ckpt.complete_checkpoints(tmp_path / "run")) == 2
     assert not list((tmp_path / "run" / "checkpoints").glob("*.corrupt"))
+
+
+def _prepared(tmp_path, tokenizer_dir):
+    text = tmp_path / "corpus.txt"
+    text.write_text("Some text to tokenize. " * 400)
+    out = tmp_path / "data"
+    assert main(["prepare", str(text), "--out", str(out), "--tokenizer", tokenizer_dir, "--quiet"]) == 0
+    return text, out
+
+
+def test_overwrite_with_a_damaged_meta_json_deletes_nothing(tmp_path, tokenizer_dir, capsys):
+    """Data loss 5: with a damaged meta.json, --overwrite deleted every *_0*.bin in the folder."""
+    text, out = _prepared(tmp_path, tokenizer_dir)
+    (out / "results_000001.bin").write_bytes(b"the user's measurements")
+    (out / "meta.json").write_text("{ damaged")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    args = ["prepare", str(text), "--out", str(out), "--tokenizer", tokenizer_dir, "--quiet", "--overwrite"]
+    assert main(args) == 2
+    assert "cannot prove which files" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_overwrite_deletes_only_shards_it_can_prove_it_wrote(tmp_path, tokenizer_dir):
+    """Data loss 5: a meta.json that lists other files had them deleted."""
+    text, out = _prepared(tmp_path, tokenizer_dir)
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "thesis.txt").write_text("years of work")
+    (out / "val_000009.bin").write_bytes(b"not a shard, a user's file with a shard's name")
+    meta["splits"]["train"]["shards"] += [{"file": "thesis.txt", "tokens": 3}, {"file": "val_000009.bin", "tokens": 3}]
+    (out / "meta.json").write_text(json.dumps(meta))
+    args = ["prepare", str(text), "--out", str(out), "--tokenizer", tokenizer_dir, "--quiet", "--overwrite"]
+    assert main(args) == 0
+    assert (out / "thesis.txt").read_text() == "years of work"
+    assert (out / "val_000009.bin").read_bytes().startswith(b"not a shard")
+
+
+def test_retention_keeps_a_checkpoint_copied_in_from_another_run(data_dir, tmp_path):
+    """Data loss 7: retention deleted a checkpoint another run wrote, copied into this run's folder by hand."""
+    import shutil
+
+    import gpt2lab.checkpoint as ckpt
+
+    other = micro_config(data_dir, "schedule.max_steps=1", "schedule.warmup_steps=0", "checkpoint.every=1")
+    trainer(other, tmp_path / "other", echo=lambda *_: None).fit()
+    cfg = micro_config(data_dir, "schedule.max_steps=6", "checkpoint.every=2", "checkpoint.keep_last=1")
+    t = trainer(cfg, tmp_path / "run", echo=lambda *_: None)
+    shutil.copytree(ckpt.checkpoint_folder(tmp_path / "other", 1), ckpt.checkpoint_folder(tmp_path / "run", 1))
+    t.fit()
+    steps = sorted(ckpt.step_of(p) for p in ckpt.complete_checkpoints(tmp_path / "run"))
+    assert steps == [1, 6]  # its own: only the newest kept; the copied one untouched
+
+
+KILL_AFTER_SAVE = """
+import os, signal, sys
+from gpt2lab.train.saver import CheckpointSaver
+from tests.conftest import micro_config, trainer
+from pathlib import Path
+
+original = CheckpointSaver._write
+def write_then_die(self, *args, **kw):
+    original(self, *args, **kw)
+    os.kill(os.getpid(), signal.SIGKILL)  # the checkpoint is on disk; nothing after it runs
+CheckpointSaver._write = write_then_die
+cfg = micro_config(Path(sys.argv[1]), "schedule.max_steps=4", "checkpoint.every=2", "checkpoint.asynchronous=false")
+trainer(cfg, sys.argv[2], echo=lambda *_: None).fit()
+"""
+
+
+def test_a_kill_right_after_a_checkpoint_keeps_that_steps_record(data_dir, tmp_path):
+    """Data loss 8: records are published one step late, so a kill -9 right after the checkpoint of step 2 lost
+    step 2's record for good (the resume continues at step 3)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from gpt2lab.metrics.logger import read_metrics
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", KILL_AFTER_SAVE, str(data_dir), str(tmp_path / "run")], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == -9, out.stderr[-2000:]
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2]
+    trainer(micro_config(data_dir, "schedule.max_steps=4", "checkpoint.every=2"), tmp_path / "run", resume=True,
+            echo=lambda *_: None).fit()
+    assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]

@@ -31,6 +31,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -57,6 +58,7 @@ from .shards import META_FILE, SPLITS, TOKEN_DTYPE, ShardFile, read_meta, read_s
 from .sources import TEXT_FIELD, open_sources
 
 CHUNK_CHARS = 1 << 20  # text per tokenization task
+SHARD_FILE = re.compile(r"(train|val)_\d{6}\.bin")  # shard_name()'s form
 LOOKAHEAD_DOCS = 10_000
 LOOKAHEAD_CHARS = 16 << 20
 PROGRESS_FILE = "progress.json"
@@ -321,10 +323,22 @@ def _fingerprint(sources: list, opts: PrepareOptions, tokenizer: dict) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
-def _owned_files(meta: dict) -> set[str]:
-    """What a data directory's meta.json says gpt2lab wrote there."""
-    shards = {e["file"] for split in meta.get("splits", {}).values() for e in split.get("shards", [])}
-    return shards | {META_FILE, PROGRESS_FILE}
+def _owned_files(meta: dict, folder: Path) -> set[str]:
+    """What gpt2lab can prove it wrote in a data directory: meta.json, and each shard meta.json lists whose name
+    has a shard's form and whose file is a valid shard with the listed token count (a meta.json naming the
+    user's files, or a file that is not that shard, proves nothing)."""
+    owned = {META_FILE, PROGRESS_FILE}
+    for split in meta.get("splits", {}).values():
+        for entry in split.get("shards", []):
+            name = entry.get("file") if isinstance(entry, dict) else None
+            if not isinstance(name, str) or not SHARD_FILE.fullmatch(name):
+                continue
+            try:
+                if len(read_shard(folder / name)) == entry.get("tokens"):
+                    owned.add(name)
+            except (UserError, OSError, ValueError):
+                pass
+    return owned
 
 
 def _shards_intact(folder: Path, shards: list[dict]) -> str | None:
@@ -371,14 +385,13 @@ def _check_output(out: Path, opts: PrepareOptions, fingerprint: str) -> set[str]
                         "choose another --out")
     try:
         meta = read_meta(out)
-        same = meta.get("fingerprint") == fingerprint
-    except UserError:
-        meta, same = {}, False  # our meta.json, damaged: its shards are ours by their names
-    if not opts.overwrite and not same:
+    except UserError as exc:  # damaged: nothing proves which files gpt2lab wrote, so nothing is replaced
+        raise UserError(f"{out}'s meta.json is damaged ({exc}), so gpt2lab cannot prove which files there are its "
+                        "own; move the folder aside or choose another --out") from None
+    if not opts.overwrite and meta.get("fingerprint") != fingerprint:
         raise UserError(f"{out} already holds prepared data of other inputs or options; choose another --out or "
                         "pass --overwrite (it replaces only the files gpt2lab wrote there)")
-    owned = _owned_files(meta) if meta else {p.name for p in out.glob("*_0*.bin")} | {META_FILE}
-    return owned
+    return _owned_files(meta, out) & ({META_FILE} | {p.name for p in out.iterdir()})
 
 
 def _resume_point(work: Path, fingerprint: str, opts: PrepareOptions, echo) -> dict:

@@ -25,6 +25,7 @@ class Loop:
         self.bad_in_a_row, self.stopping = 0, False
         self.last_record: dict = {}
         self.last_eval: dict = {}
+        self.carry: dict = {}  # for the next record: the seconds the previous step's checkpoint held training up
         self.start, self.start_step, self.elapsed_before = trainer.clock(), trainer.step, trainer.elapsed
         self.first_step_time: float | None = None
         self.eta_from: tuple[float, int] | None = None
@@ -40,11 +41,12 @@ class Loop:
             t.elapsed = self.elapsed_before + t.clock() - self.start
             pending.record["elapsed"] = t.elapsed
             rollback = self._read_previous(pending)
+            if rollback is None:
+                rollback = self._after_step(pending)
             if rollback is not None:
                 t._recover(self.logger, *rollback)
                 self.pending, self.bad_in_a_row = None, 0
                 continue
-            self._after_step(pending)
             if self.stopping:
                 break
         if self.pending is not None:
@@ -62,7 +64,10 @@ class Loop:
             return record["skip_reason"], record["step"]
         return None
 
-    def _after_step(self, pending: Pending) -> None:
+    def _after_step(self, pending: Pending) -> tuple[str, int] | None:
+        """Evaluate and save when due. A checkpointed step's record is published at once, before the save: a kill
+        right after a checkpoint must not lose the record of the step it holds (the resume continues after it).
+        Returns a rollback, as _read_previous does, when that record completes a run of bad steps."""
         t, k = self.t, self.t.cfg.checkpoint
         begin = t.clock()
         if t.stop_signal and not t.dist.active:  # one process: no need to wait for the flag to come round
@@ -79,12 +84,22 @@ class Loop:
             self.last_eval = {"loss": results.get("val_loss"), "perplexity": results.get("val_perplexity"), **results}
         due = k.every is not None and t.step % k.every == 0 and not self.bad_in_a_row
         if due or final or self.stopping:
-            pending.extra["checkpoint_time"] = t.save(final=final or self.stopping)
+            # the record first: a kill once the checkpoint is on disk must not lose the step it holds
+            pending.overhead = t.clock() - begin
+            self.pending = None
+            record = self._publish(pending, t.clock() - pending.started - pending.overhead)
+            if self.bad_in_a_row >= t.cfg.guard.max_bad_steps:
+                return record["skip_reason"], record["step"]
+            if final or self.stopping or not record.get("skipped"):
+                self.carry["checkpoint_time"] = t.save(final=final or self.stopping)  # in the next step's record
         pending.overhead = t.clock() - begin
+        return None
 
     def _publish(self, pending: Pending, step_seconds: float) -> dict:
         t = self.t
         r = t._complete(pending, step_seconds)
+        r.update(self.carry)
+        self.carry = {}
         t.agreed_clock = r.pop("agreed_clock")
         self._note_compile(r)
         self.bad_in_a_row = self.bad_in_a_row + 1 if r.get("skipped") and "overflow" not in r["skip_reason"] else 0

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import threading
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -195,6 +196,7 @@ class Trainer:
         self.plan = TimePlan(cfg.schedule.time_budget_s, cfg.schedule.max_steps) if cfg.schedule.time_budget_s else None
         self.floor = floor_of(cfg.schedule, cfg.optim.lr)
         self.step, self.elapsed, self.lr_scale, self.rollbacks = 0, 0.0, 1.0, 0
+        self.run_id = uuid.uuid4().hex  # names this run's checkpoints (kept on resume): retention deletes only those
         self.trusted: int | None = None  # the newest checkpoint known healthy: a rollback returns there
         self._awaiting_trust: int | None = None
         self._schedule_note: str | None = None
@@ -277,6 +279,7 @@ class Trainer:
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
             "plan": self.plan.state_dict() if self.plan else None,
+            "run_id": self.run_id,
         }
 
     def save(self, final: bool = False) -> float:
@@ -357,6 +360,7 @@ class Trainer:
                 self.plan.load_state_dict(state["plan"])
             self.step, self.elapsed = state["step"], state.get("elapsed", 0.0)
             self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
+            self.run_id = state.get("run_id") or self.run_id
         except (KeyError, TypeError, IndexError, ValueError) as exc:
             raise ckpt.CorruptCheckpoint(f"its training state is incomplete ({type(exc).__name__}: {exc})") from None
         self.trusted = self.step if marker.get("health", {}).get("weights_finite", True) else None
