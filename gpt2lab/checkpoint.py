@@ -323,9 +323,21 @@ def load_weights(model: GPT, checkpoint: Path, device: torch.device | str = "cpu
         )
 
 
-def load_model_from_checkpoint(path: str | os.PathLike, device: torch.device) -> tuple[GPT, Config, Path]:
-    """(model on device in eval mode, its config, the checkpoint folder) for eval and sampling."""
-    checkpoint = resolve_checkpoint(path)
+def verified(checkpoint: Path, hashes: bool = True) -> Path:
+    """The checkpoint, after checking its files against its manifest: sizes always, SHA-256s unless `hashes` is
+    off (huge checkpoints); a mismatch is one line. Swapped or altered weights are never used silently."""
+    try:
+        verify(checkpoint, deep=hashes)
+    except CorruptCheckpoint as exc:
+        raise UserError(f"checkpoint {checkpoint} is corrupt or was altered ({exc}); use another checkpoint") from None
+    return checkpoint
+
+
+def load_model_from_checkpoint(path: str | os.PathLike, device: torch.device,
+                               hashes: bool = True) -> tuple[GPT, Config, Path]:
+    """(model on device in eval mode, its config, the checkpoint folder) for eval, sampling and export; the
+    files are checked against the manifest first (verified())."""
+    checkpoint = verified(resolve_checkpoint(path), hashes)
     config = load_config(checkpoint)
     model = GPT(config.model)
     load_weights(model, checkpoint)

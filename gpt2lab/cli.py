@@ -73,9 +73,11 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> None:
     from .commands.eval import EvalOptions, evaluate
 
+    _skipping_hash(args)
     options = EvalOptions(data=args.data, split=args.split, hellaswag=args.hellaswag, limit=args.limit, text=args.text,
                           stride=args.stride, device=args.device, batch_size=args.batch_size,
-                          max_batches=args.max_batches, tokenizer=args.tokenizer, quiet=args.quiet)
+                          max_batches=args.max_batches, tokenizer=args.tokenizer, quiet=args.quiet,
+                          skip_hash=args.skip_hash)
     result = evaluate(args.checkpoint, options)
     if args.json:
         print(json.dumps(result))
@@ -96,7 +98,8 @@ def cmd_eval(args) -> None:
 def cmd_export(args) -> None:
     from .interop.hf import export_hf
 
-    info = export_hf(args.checkpoint, args.out, args.tokenizer)
+    _skipping_hash(args)
+    info = export_hf(args.checkpoint, args.out, args.tokenizer, hashes=not args.skip_hash)
     tokenizer = "with tokenizer files" if info["tokenizer"] else "without tokenizer files (none found; pass --tokenizer DIR)"
     print(f"wrote {info['architecture']} to {info['out']} {tokenizer}")
 
@@ -113,7 +116,8 @@ def cmd_sample(args) -> None:
 
     options = SampleOptions(prompt=args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p, seed=args.seed, num_samples=args.num_samples,
-                            device=args.device, tokenizer=args.tokenizer)
+                            device=args.device, tokenizer=args.tokenizer, skip_hash=args.skip_hash)
+    _skipping_hash(args)
     texts = sample_text(args.checkpoint, options)
     for i, text in enumerate(texts):
         if len(texts) > 1:
@@ -250,7 +254,17 @@ def _add_eval(sub) -> None:
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--skip-hash", action="store_true", help=SKIP_HASH_HELP)
     p.set_defaults(func=cmd_eval)
+
+
+SKIP_HASH_HELP = ("check the checkpoint's file sizes against its manifest but not their SHA-256 (faster for huge "
+                  "checkpoints; by default both are checked)")
+
+
+def _skipping_hash(args) -> None:
+    if args.skip_hash:
+        print("note: --skip-hash: the checkpoint's SHA-256s are not checked, only its file sizes", file=sys.stderr)
 
 
 def _add_interop(sub) -> None:
@@ -259,6 +273,7 @@ def _add_interop(sub) -> None:
     p.add_argument("--format", default="hf", choices=["hf"], help="hf: safetensors + config for from_pretrained (default)")
     p.add_argument("--out", required=True, help="the folder to write (new or empty)")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
+    p.add_argument("--skip-hash", action="store_true", help=SKIP_HASH_HELP)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("import", help="turn a transformers GPT-2 folder into a gpt2lab checkpoint", formatter_class=FORMAT)
@@ -277,6 +292,7 @@ def _add_interop(sub) -> None:
     p.add_argument("--num-samples", type=int, default=1, help="default 1")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
+    p.add_argument("--skip-hash", action="store_true", help=SKIP_HASH_HELP)
     p.set_defaults(func=cmd_sample)
 
 

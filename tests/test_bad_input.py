@@ -45,10 +45,15 @@ def corrupt_checkpoint(w):
 
 def other_architecture(w):
     shutil.copytree(w / "run", w / "other")
+    from gpt2lab.checkpoint import _digest
+
     for f in (w / "other" / "checkpoints").glob("*/config.json"):
         cfg = json.loads(f.read_text())
         cfg["model"]["pos"] = "rope"  # the weights have a position table; this config has none
         f.write_text(json.dumps(cfg))
+        marker = json.loads((f.parent / "COMPLETE").read_text())  # a consistent checkpoint, not an altered one
+        marker["files"]["config.json"] = _digest(f)
+        (f.parent / "COMPLETE").write_text(json.dumps(marker))
     return ["eval", str(w / "other"), "--data", str(w / "gpt2data"), "--device", "cpu"]
 
 

@@ -1,12 +1,14 @@
+import json
+
 import pytest
 import torch
 
+from gpt2lab.checkpoint import (
+    _digest, latest_checkpoint, load_model_from_checkpoint, resolve_checkpoint, save_checkpoint,
+)
 from gpt2lab.config import build_config
 from gpt2lab.errors import UserError
 from gpt2lab.model import GPT
-from gpt2lab.checkpoint import (
-    latest_checkpoint, load_model_from_checkpoint, resolve_checkpoint, save_checkpoint,
-)
 from tests.conftest import MICRO_MODEL
 
 
@@ -38,10 +40,13 @@ def test_incomplete_checkpoint_is_ignored(tmp_path):
 def test_corrupt_or_foreign_checkpoints_are_clear_errors(tmp_path):
     _, path = saved(tmp_path, 3)
     (path / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="corrupt"):
+    with pytest.raises(UserError, match="is corrupt or was altered \\(model.safetensors has 7 bytes"):
         load_model_from_checkpoint(path, torch.device("cpu"))
     _, other = saved(tmp_path / "b", 3, sets=["model.pos=rope"])  # no position table
     (other / "config.json").write_text((path / "config.json").read_text())
+    marker = json.loads((other / "COMPLETE").read_text())  # consistent with its manifest: foreign, not altered
+    marker["files"]["config.json"] = _digest(other / "config.json")
+    (other / "COMPLETE").write_text(json.dumps(marker))
     with pytest.raises(UserError, match="another architecture"):
         load_model_from_checkpoint(other, torch.device("cpu"))
     with pytest.raises(UserError, match="does not exist"):

@@ -124,3 +124,51 @@ def test_a_model_with_an_extra_weight_is_not_exported(modern):
     model.transformer.h[1].attn.value_embed = torch.nn.Embedding(64, 32)
     with pytest.raises(UserError, match="value_embed"):
         to_hf_model(model)
+
+
+def _hf_gpt2_folder(path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2)
+    transformers.GPT2LMHeadModel(cfg).save_pretrained(path)
+    return path
+
+
+def test_import_refuses_a_folder_that_lacks_a_tensor(tmp_path, capsys):
+    """transformers filled the missing tensor with random values (its warning muted) and import reported success."""
+    from safetensors.torch import load_file, save_file
+
+    from gpt2lab.cli import main
+
+    folder = _hf_gpt2_folder(tmp_path / "hf")
+    weights = load_file(str(folder / "model.safetensors"))
+    del weights["transformer.h.1.mlp.c_fc.weight"]
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 2
+    err = capsys.readouterr().err
+    assert "lacks transformer.h.1.mlp.c_fc.weight" in err and not (tmp_path / "ckpt").exists()
+
+
+def test_a_huge_model_config_is_refused_before_anything_is_built(tmp_path, capsys):
+    import json
+    import time
+
+    from gpt2lab.cli import main
+
+    folder = _hf_gpt2_folder(tmp_path / "hf")
+    config = json.loads((folder / "config.json").read_text())
+    config["n_layer"] = 200_000
+    (folder / "config.json").write_text(json.dumps(config))
+    start = time.perf_counter()
+    assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 2
+    assert "n_layer must be between 1 and 1,024" in capsys.readouterr().err and time.perf_counter() - start < 30
+
+
+def test_a_second_import_into_the_same_out_is_refused(tmp_path, capsys):
+    from gpt2lab.cli import main
+    from gpt2lab.files import FolderLock
+
+    folder = _hf_gpt2_folder(tmp_path / "hf")
+    with FolderLock(tmp_path / ".ckpt.import", "import's working folder", private=True):  # the first import
+        assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 2
+    assert "in use by" in capsys.readouterr().err
+    assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 0

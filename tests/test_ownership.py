@@ -184,3 +184,26 @@ def test_a_kill_right_after_a_checkpoint_keeps_that_steps_record(data_dir, tmp_p
     trainer(micro_config(data_dir, "schedule.max_steps=4", "checkpoint.every=2"), tmp_path / "run", resume=True,
             echo=lambda *_: None).fit()
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("command", ["eval", "sample", "export", "init-from"])
+def test_altered_weights_are_never_used_silently(data_dir, tmp_path, capsys, command, offline_tokenizer):
+    """eval, sample, export and --init-from never checked the manifest's SHA-256: swapped weights were used."""
+    import gpt2lab.checkpoint as ckpt
+
+    trainer(micro_config(data_dir, "schedule.max_steps=2"), tmp_path / "run", echo=lambda *_: None).fit()
+    weights = ckpt.latest_checkpoint(tmp_path / "run") / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-4:] = b"\x00\x00\x80\x7f"  # the last float of the last tensor, now +inf: same size, other weights
+    weights.write_bytes(bytes(data))
+    run = str(tmp_path / "run")
+    args = {"eval": ["eval", run, "--data", str(data_dir), "--device", "cpu"],
+            "sample": ["sample", run, "--device", "cpu", "--max-new-tokens", "2"],
+            "export": ["export", run, "--out", str(tmp_path / "hf")],
+            "init-from": ["train", "--data", str(data_dir), "--out", str(tmp_path / "ft"), "--init-from", run,
+                          "--max-steps", "2", "--device", "cpu"]}[command]
+    assert main(args) == 2
+    assert "does not match its SHA-256" in capsys.readouterr().err
+    if command != "init-from":
+        assert main(args + ["--skip-hash"]) in (0, 2)  # sizes only: it is the user's call
+        assert "SHA-256s are not checked" in capsys.readouterr().err

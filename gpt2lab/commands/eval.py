@@ -32,6 +32,7 @@ class EvalOptions:
     max_batches: int | None = None
     tokenizer: str | None = None
     quiet: bool = False
+    skip_hash: bool = False  # check the checkpoint's sizes only (huge checkpoints)
 
 
 def read_text(path: str) -> str:
@@ -72,7 +73,7 @@ def _evaluate(checkpoint: str, options: EvalOptions) -> dict:
     if not (o.data or o.hellaswag or o.text):
         raise UserError("nothing to evaluate: pass --data DATA_DIR, --hellaswag FILE and/or --text FILE")
     runtime = resolve_runtime(o.device)
-    model, config, path = load_model_from_checkpoint(checkpoint, runtime.device)
+    model, config, path = load_model_from_checkpoint(checkpoint, runtime.device, hashes=not o.skip_hash)
     _check(o, config.model.block_size)
     result: dict = {"checkpoint": str(path), "device": str(runtime.device), "precision": runtime.precision}
     rows = read_examples(o.hellaswag, o.limit) if o.hellaswag else None  # bad input fails before any work

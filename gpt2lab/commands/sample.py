@@ -27,6 +27,7 @@ class SampleOptions:
     num_samples: int = 1
     device: str = "auto"
     tokenizer: str | None = None
+    skip_hash: bool = False  # check the checkpoint's sizes only (huge checkpoints)
 
 
 def check(o: SampleOptions) -> None:
@@ -57,7 +58,7 @@ def sample_text(checkpoint: str, options: SampleOptions | None = None, model=Non
     runtime = resolve_runtime(o.device, "fp32")
     config = None
     if model is None:
-        model, config, _ = load_model_from_checkpoint(checkpoint, runtime.device)
+        model, config, _ = load_model_from_checkpoint(checkpoint, runtime.device, hashes=not o.skip_hash)
     tok = load_tokenizer(o.tokenizer or _data_tokenizer(config))
     check_fits(tok, model.config.vocab_size, f"the checkpoint {checkpoint}")
     ids = [tok.eot] + tok.encode(o.prompt)  # documents start after <|endoftext|>, as in training

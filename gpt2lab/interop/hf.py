@@ -247,10 +247,10 @@ def _write_tokenizer(out: Path, tokenizer_folder: str | None, block_size: int) -
     return True
 
 
-def export_hf(checkpoint: str, out_dir: str, tokenizer: str | None = None) -> dict:
+def export_hf(checkpoint: str, out_dir: str, tokenizer: str | None = None, hashes: bool = True) -> dict:
     """Write a transformers model folder (safetensors + config, tokenizer files when available) into a new or
     empty folder; built in a working sibling and renamed, so a failure leaves nothing behind."""
-    model, config, path = load_model_from_checkpoint(checkpoint, torch.device("cpu"))
+    model, config, path = load_model_from_checkpoint(checkpoint, torch.device("cpu"), hashes)
     hf = to_hf_model(model)
     out = absolute(out_dir)
     if out.exists() and (not out.is_dir() or foreign_entries(out, set())):
@@ -279,12 +279,54 @@ def import_hf(hf_dir: str, out: str) -> dict:
         raise UserError(f"{hf_dir} is not a transformers model folder (no config.json)")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"{target} is not empty; import writes a new checkpoint folder and replaces nothing: choose another --out")
+    _config_of(_load(hf_dir, lambda: t.AutoConfig.from_pretrained(str(source))))  # sizes first: nothing is built yet
+    # one import at a time into one --out: the second is refused, not interleaved with the first
+    with FolderLock(target.with_name(f".{target.name}.import"), "import's working folder", private=True):
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise UserError(f"{target} is not empty; import writes a new checkpoint folder and replaces nothing: "
+                            "choose another --out")
+        hf, info = _load(hf_dir, lambda: t.AutoModelForCausalLM.from_pretrained(str(source), output_loading_info=True))
+        _check_loading(hf_dir, hf, info)
+        model = from_hf_model(hf.float())
+        config = Config(model=model.config)
+        path = write_checkpoint(target, model, config, {"step": 0, "imported_from": str(source)}, replace=False)
+    return {"out": str(path), "architecture": hf.config.model_type, "parameters": model.num_params()}
+
+
+def _load(hf_dir: str, load):
     try:
-        hf = t.AutoModelForCausalLM.from_pretrained(str(source)).float()
-    except Exception as exc:
+        return load()
+    except Exception as exc:  # transformers fails in many ways on a damaged or foreign folder
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise UserError(f"transformers cannot load {hf_dir}: {type(exc).__name__}: {first}") from None
-    model = from_hf_model(hf)
-    config = Config(model=model.config)
-    path = write_checkpoint(target, model, config, {"step": 0, "imported_from": str(source)}, replace=False)
-    return {"out": str(path), "architecture": hf.config.model_type, "parameters": model.num_params()}
+
+
+def _config_of(hf_config) -> GPTConfig:
+    """The gpt2lab model a transformers config describes, validated (sizes included) before any weight exists."""
+    kind = getattr(hf_config, "model_type", None)
+    try:
+        if kind == "gpt2":
+            config = gpt2_config_from_hf(hf_config)
+        elif kind in ("llama", "qwen3"):
+            config = llama_config_from_hf(hf_config, qk_norm=kind == "qwen3")
+        else:
+            raise UserError(f"cannot import a {kind!r} model: gpt2lab imports gpt2, llama and qwen3 models")
+        config.validate()
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise UserError(f"cannot import this {kind} model: {exc}") from None
+    return config
+
+
+def _check_loading(hf_dir: str, hf, info: dict) -> None:
+    """transformers fills tensors the folder lacks with random values (and only warns): refuse that, naming them."""
+    tied = {"lm_head.weight"} if getattr(hf.config, "tie_word_embeddings", False) else set()
+    missing = sorted(k for k in info.get("missing_keys", []) if k not in tied and not k.endswith(("attn.bias",
+                                                                                                 "attn.masked_bias")))
+    unexpected = sorted(k for k in info.get("unexpected_keys", []) if not k.endswith(("attn.bias", "attn.masked_bias")))
+    mismatched = [k for k, *_ in info.get("mismatched_keys", [])]
+    for what, names in (("lacks", missing), ("has tensors it does not use:", unexpected),
+                        ("has tensors of the wrong shape:", mismatched)):
+        if names:
+            raise UserError(f"{hf_dir} {what} {', '.join(names[:3])}{' ...' if len(names) > 3 else ''} "
+                            f"({len(names)} in all); import refuses a model that transformers would complete with "
+                            "random values or load partly")

@@ -259,7 +259,7 @@ class Trainer:
     # --- checkpoints: state, saving, restoring --------------------------------------------------------------------
 
     def _init_from(self, path: str) -> None:
-        source = ckpt.resolve_checkpoint(path)
+        source = ckpt.verified(ckpt.resolve_checkpoint(path))
         source_model = ckpt.load_config(source).model
         if source_model != self.cfg.model:
             raise UserError(f"--init-from {source}: its model settings differ from this run's; drop --preset and model.* overrides")
