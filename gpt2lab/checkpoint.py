@@ -251,15 +251,16 @@ def hashed(marker: dict) -> bool:
     return bool(files) and all(isinstance(f, dict) and f.get("sha256") for f in files.values())
 
 
-def set_aside(folder: Path, reason: str) -> Path:
-    """Rename a corrupt checkpoint to step_N.corrupt (never deleted: the user may want to look at it)."""
-    target = folder.with_name(folder.name + ".corrupt")
+def set_aside(folder: Path, reason: str, kind: str = "corrupt") -> Path:
+    """Rename a checkpoint to step_N.corrupt (damaged) or step_N.diverged (saved while training was going wrong),
+    with KIND.txt saying why: never deleted (the user may want to look at it), never resumed from."""
+    target = folder.with_name(f"{folder.name}.{kind}")
     n = 1
     while target.exists():
         n += 1
-        target = folder.with_name(f"{folder.name}.corrupt{n}")
+        target = folder.with_name(f"{folder.name}.{kind}{n}")
     os.replace(folder, target)
-    (target / "CORRUPT.txt").write_text(reason + "\n")
+    (target / f"{kind.upper()}.txt").write_text(reason + "\n")
     return target
 
 

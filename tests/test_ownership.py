@@ -207,3 +207,30 @@ def test_altered_weights_are_never_used_silently(data_dir, tmp_path, capsys, com
     if command != "init-from":
         assert main(args + ["--skip-hash"]) in (0, 2)  # sizes only: it is the user's call
         assert "SHA-256s are not checked" in capsys.readouterr().err
+
+
+def test_resuming_on_other_data_of_the_same_shape_is_refused(data_dir, tmp_path):
+    """Resuming with --data of the same size but other content continued silently on the other data."""
+    from gpt2lab.errors import UserError
+    from tests.conftest import make_data_dir
+
+    trainer(micro_config(data_dir, "schedule.max_steps=2", "checkpoint.every=2"), tmp_path / "run",
+            echo=lambda *_: None).fit()
+    other = make_data_dir(tmp_path / "other", seed=7)  # same sizes, other tokens
+    (other / "meta.json").write_text((data_dir / "meta.json").read_text())
+    with pytest.raises(UserError, match="trained on other data"):
+        trainer(micro_config(other, "schedule.max_steps=4", "checkpoint.every=2"), tmp_path / "run", resume=True,
+                echo=lambda *_: None)
+    t = trainer(micro_config(data_dir, "schedule.max_steps=4", "checkpoint.every=2"), tmp_path / "run", resume=True,
+                echo=lambda *_: None)
+    t.fit()
+
+
+def test_a_val_file_that_is_also_a_training_input_is_refused(tmp_path, tokenizer_dir, capsys):
+    text = tmp_path / "book.txt"
+    text.write_text("A book. " * 300)
+    (tmp_path / "same").symlink_to(text)
+    args = ["prepare", str(text), "--val", str(tmp_path / "same"), "--out", str(tmp_path / "data"), "--tokenizer",
+            tokenizer_dir, "--quiet"]
+    assert main(args) == 2
+    assert "both a training input and a --val input" in capsys.readouterr().err

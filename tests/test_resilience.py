@@ -325,3 +325,25 @@ def test_resuming_past_corrupt_checkpoints_keeps_the_good_one(data_dir, tmp_path
     assert names == ["step_00000006.corrupt", "step_00000008.corrupt", "step_00000008", "step_00000010"] or \
         names == ["step_00000006.corrupt", "step_00000008", "step_00000008.corrupt", "step_00000010"]
     assert losses(tmp_path / "run")[-1][0] == 10
+
+
+def test_a_resume_after_a_rollback_that_gave_up_continues_from_the_healthy_checkpoint(data_dir, tmp_path):
+    """After the guard gave up, --resume picked the newest checkpoint (saved while going wrong), restored '3
+    rollbacks used' and stopped again at once, even with a lower LR."""
+    import gpt2lab.checkpoint as ckpt
+
+    cfg = micro_config(data_dir, "schedule.max_steps=12", "checkpoint.every=2", "guard.max_bad_steps=2",
+                       "checkpoint.asynchronous=false", "checkpoint.keep_last=none")
+    trainer = make_trainer(cfg, tmp_path / "run", **QUIET)
+    trainer.compiled = Poison(trainer, {7, 8})  # every pass goes wrong there: step 6's checkpoint is never trusted
+    with pytest.raises(UserError, match="rollbacks did not help; .* set aside as step_N.diverged"):
+        trainer.fit()
+    assert list((tmp_path / "run" / "checkpoints").glob("*.diverged"))
+    healthy = ckpt.latest_checkpoint(tmp_path / "run")
+    messages = []
+    lower = micro_config(data_dir, "schedule.max_steps=12", "checkpoint.every=2", "guard.max_bad_steps=2",
+                         "optim.lr=5e-3")
+    resumed = make_trainer(lower, tmp_path / "run", resume=True, echo=messages.append)
+    assert resumed.step == ckpt.step_of(healthy) == 4 and resumed.rollbacks == 0
+    resumed.fit()
+    assert resumed.step == 12

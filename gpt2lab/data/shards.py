@@ -163,3 +163,24 @@ def check_vocab(meta: dict, vocab_size: int) -> None:
     if n_vocab > vocab_size:
         raise UserError(f"the data's tokenizer has {n_vocab} tokens but model.vocab_size is {vocab_size}; "
                         f"set model.vocab_size to at least {n_vocab} (50304 for GPT-2)")
+
+
+def data_fingerprint(data_dir: str | os.PathLike, meta: dict) -> str:
+    """What a run was trained on: the SHA-256 of meta.json and, for each shard it lists, its size and its first and
+    last 64 KiB (a few reads, whatever the data's size). Saved in every checkpoint and compared on resume, so
+    other data of the same shape is not continued on silently."""
+    import hashlib
+
+    folder, sample = Path(data_dir), 1 << 16
+    h = hashlib.sha256((folder / META_FILE).read_bytes())
+    for split in sorted(meta.get("splits", {})):
+        for entry in meta["splits"][split].get("shards", []):
+            path = folder / entry["file"]
+            size = path.stat().st_size if path.exists() else -1
+            h.update(f"{entry['file']}:{size};".encode())
+            if size > 0:
+                with open(path, "rb") as f:
+                    h.update(f.read(sample))
+                    f.seek(max(0, size - sample))
+                    h.update(f.read(sample))
+    return h.hexdigest()

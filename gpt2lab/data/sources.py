@@ -24,6 +24,7 @@ import gzip
 import io
 import json
 import lzma
+import os
 import re
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -253,4 +254,17 @@ def open_source(item: str, text_field: str = TEXT_FIELD) -> list[Source]:
 def open_sources(inputs: list[str], val_inputs: list[str] = (), text_field: str = TEXT_FIELD) -> list[Source]:
     """The sources behind the command line's inputs, in order; --val inputs last, as validation only."""
     sources = [s for item in inputs for s in open_source(item, text_field)]
-    return sources + [ValidationOnly(s) for item in val_inputs for s in open_source(item, text_field)]
+    val = [s for item in val_inputs for s in open_source(item, text_field)]
+    _refuse_shared_files(sources, val)
+    return sources + [ValidationOnly(s) for s in val]
+
+
+def _refuse_shared_files(train: list[Source], val: list[Source]) -> None:
+    """A file that is both a training input and a --val input would train on the validation text."""
+    def files(sources):
+        return {os.path.realpath(f): f for s in sources for f in getattr(s, "files", ())}
+
+    shared = sorted(set(files(train)) & set(files(val)))
+    if shared:
+        raise UserError(f"{files(val)[shared[0]]} is both a training input and a --val input ({len(shared)} such "
+                        "file(s)); its text would be trained on and validated on: list it in one place only")

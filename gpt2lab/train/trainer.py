@@ -25,7 +25,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..config import Config
 from ..data.loader import BatchStream, Windows, document_ids
-from ..data.shards import check_vocab, read_meta
+from ..data.shards import check_vocab, data_fingerprint, read_meta
 from ..errors import UserError
 from ..files import FolderLock, absolute, file_digest, write_json_atomic
 from ..metrics.cpu_peak import cpu_peak_flops
@@ -147,6 +147,7 @@ class Trainer:
             raise UserError("no training data: pass --data DATA_DIR (a folder written by `gpt2lab prepare`)")
         meta = read_meta(cfg.data.dir)
         check_vocab(meta, cfg.model.vocab_size)
+        self.data_fingerprint = data_fingerprint(cfg.data.dir, meta)
         self.data_meta, self.eot = meta, meta["tokenizer"].get("eot")
         self.train_windows = Windows(cfg.data.dir, "train", cfg.seq_len, cfg.data.align_documents, self.eot,
                                      max_token=cfg.model.vocab_size)
@@ -280,6 +281,7 @@ class Trainer:
             "rollbacks": self.rollbacks,
             "plan": self.plan.state_dict() if self.plan else None,
             "run_id": self.run_id,
+            "data_fingerprint": self.data_fingerprint,
         }
 
     def save(self, final: bool = False) -> float:
@@ -334,6 +336,9 @@ class Trainer:
         if mismatch:
             raise UserError(f"{checkpoint.name}: {mismatch}; a resumed run keeps its model: drop --preset and model.* overrides")
         state = ckpt.load_state(checkpoint)
+        if state.get("data_fingerprint") not in (None, self.data_fingerprint):  # None: gpt2lab before 0.3
+            raise UserError(f"{checkpoint.name} was trained on other data than {self.cfg.data.dir} holds now (its "
+                            "meta.json or shard sizes differ); pass --data with the folder the run was trained on")
         if self.dist.strategy == "fsdp":
             load_sharded(checkpoint, self.model, self.optimizer)  # reshards to this world size
         else:
@@ -409,6 +414,10 @@ class Trainer:
             if self.dist.is_main:
                 truncate_metrics(self.run_dir, self.step)
             self.echo(f"resumed from {checkpoint} at step {self.step}")
+            if self.rollbacks:  # a resume is a person's decision to go on: the guard gets its rollbacks back
+                self.echo(f"note: the run had used {self.rollbacks} of its {MAX_ROLLBACKS} rollbacks; a resume starts "
+                          f"with {MAX_ROLLBACKS} again (the LR scale x{self.lr_scale:g} is kept)")
+                self.rollbacks = 0
             if self._schedule_note:
                 lr_now = self.cfg.optim.lr * lr_multiplier(self.step, self.cfg.schedule, self.total_steps(), self.floor)
                 self.echo(f"note: the LR schedule differs from the checkpoint's ({self._schedule_note}): from step "
@@ -428,7 +437,8 @@ class Trainer:
         if not g.rollback or target is None or self.rollbacks >= MAX_ROLLBACKS:
             why = ("rollback is off" if not g.rollback else "there is no healthy checkpoint to roll back to" if target is None
                    else f"{MAX_ROLLBACKS} rollbacks did not help")
-            raise UserError(f"{message}; stopping because {why}. Lower optim.lr, check the data near this step, "
+            aside = self._set_aside_diverged(target, message) if target is not None else ""
+            raise UserError(f"{message}; stopping because {why}{aside}. Lower optim.lr, check the data near this step, "
                             "or resume from an earlier checkpoint")
         rollbacks, lr_scale = self.rollbacks + 1, self.lr_scale * g.rollback_lr_factor
         try:
@@ -438,6 +448,17 @@ class Trainer:
         self.rollbacks, self.lr_scale = rollbacks, lr_scale
         logger.truncate(self.step)
         self.echo(f"warning: {message}; rolled back to {target.name}, LR now x{self.lr_scale:g}")
+
+    def _set_aside_diverged(self, healthy: Path, why: str) -> str:
+        """On giving up: the checkpoints saved after the healthy one were saved while training went wrong; set them
+        aside (renamed step_N.diverged, never deleted) so that --resume continues from the healthy one."""
+        newer = [p for p in ckpt.complete_checkpoints(self.run_dir) if ckpt.step_of(p) > ckpt.step_of(healthy)]
+        if self.dist.is_main:
+            for path in newer:
+                ckpt.set_aside(path, f"saved while training was going wrong: {why}", "diverged")
+        self.dist.barrier()
+        return (f"; {len(newer)} later checkpoint(s) were set aside as step_N.diverged, so --resume continues from "
+                f"{healthy.name}" if newer else f"; --resume continues from {healthy.name}")
 
     def rollback_target(self) -> Path | None:
         """The checkpoint every rank rolls back to: rank 0 finishes its save in flight, then decides (its write is
