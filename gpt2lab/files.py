@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -209,6 +210,11 @@ class FolderLock:
             os.close(fd)
         else:
             raise UserError(f"could not lock {self.folder}: it keeps disappearing; is another process removing it?")
+        content = os.pread(fd, 256, 0)
+        if content and not re.fullmatch(rb"gpt2lab process \d+\n?", content):  # a user's file of that name
+            os.close(fd)
+            raise UserError(f"{self.path} holds something gpt2lab did not write (a lock of gpt2lab's holds only its "
+                            "process number); move it away and run the command again")
         with contextlib.suppress(OSError):  # who holds it, for the message; a full disk must not stop the lock
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"gpt2lab process {os.getpid()}\n".encode(), 0)
