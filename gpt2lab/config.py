@@ -427,7 +427,10 @@ def from_dict(values: dict) -> Config:
 def _derive(cfg: Config) -> None:
     """Fill in what the user left to gpt2lab, and say so."""
     s = cfg.schedule
-    if s.warmup_steps is None:
+    if s.warmup_steps is None and s.time_budget_s:  # the run's length is planned as it goes: so is the warmup
+        cfg.notes.append("schedule.warmup_steps not set: 10% of the planned steps, at most 100, re-planned with the "
+                         "time budget's plan")
+    elif s.warmup_steps is None:
         s.warmup_steps = min(100, round(0.1 * s.max_steps))
         cfg.notes.append(f"schedule.warmup_steps={s.warmup_steps} (not set: 10% of max_steps, at most 100)")
 

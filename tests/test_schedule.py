@@ -100,3 +100,71 @@ def test_a_time_budget_ends_the_decay_at_the_deadline(data_dir, tmp_path):
     assert records[-1]["lr"] <= 0.1 * cfg.optim.lr  # the decay has ended (the last step is one step from the floor)
     assert records[-1]["lr"] < records[-10]["lr"] < records[len(records) // 2]["lr"] == cfg.optim.lr
     assert max(r["lr"] for r in records) == pytest.approx(cfg.optim.lr)
+
+
+class SimulatedRun:
+    """A run under a simulated clock: each step takes `step_s`, each evaluation the next of `eval_s` seconds."""
+
+    def __init__(self, t, now, step_s, eval_s):
+        real_step, self.evaluators = t.train_step, t.evaluators
+        evals = iter(eval_s)
+
+        class Timed:
+            def __init__(self, inner):
+                self.inner, self.name, self.metrics, self.due = inner, inner.name, inner.metrics, inner.due
+
+            def __call__(self, *args, **kwargs):
+                now[0] += next(evals, eval_s[-1])
+                return self.inner(*args, **kwargs)
+
+        def step():
+            now[0] += step_s(t.step)
+            return real_step()
+
+        t.train_step, t.evaluators = step, [Timed(e) for e in t.evaluators]
+
+
+@pytest.mark.parametrize("source", [("preset", "gpt2-15m"), *[pytest.param(("recipe", r), marks=pytest.mark.slow) for r in
+                                    ("speedrun-cpu", "gpt2-124m-speedrun", "gpt2-124m-modern-fineweb10b")]])
+def test_a_time_budget_warms_up_decays_monotonely_and_ends_at_the_budget(data_dir, tmp_path, source):
+    """Issue 27, items 1-2: with a preset the warmup (10% of the 1,000-step cap) outlived a 74-step plan and the LR
+    never decayed; with the speedrun recipe the LR fell, then jumped up 84% mid-cooldown (a slow first evaluation,
+    then faster ones). Here: a slow machine whose steps also slow down, a slow first evaluation then fast ones."""
+    from gpt2lab.commands.train import make_trainer
+    from gpt2lab.config import build_config
+    from gpt2lab.metrics.logger import read_metrics
+    from gpt2lab.report.diagnose import diagnose
+    from tests.conftest import MICRO_MODEL
+
+    kind, name = source
+    sets = [*MICRO_MODEL, f"data.dir={data_dir}", "run.device=cpu", "run.precision=fp32", "run.micro_batch=4",
+            "run.batch_tokens=none", "log.every=none", "eval.every=16", "eval.batches=1", "checkpoint.every=none",
+            "schedule.max_steps=1000", "schedule.time_budget_s=60", "schedule.warmup_steps=none", "eval.hellaswag_every=none"]
+    if name == "gpt2-15m":
+        sets.remove("schedule.warmup_steps=none")  # the preset's own default: unset
+    cfg = build_config(**{kind: name}, sets=sets)
+    now = [0.0]
+    t = make_trainer(cfg, str(tmp_path / "run"), echo=lambda *_: None, clock=lambda: now[0])
+    SimulatedRun(t, now, step_s=lambda step: 0.6 if step < 40 else 0.8, eval_s=[6.0, 0.5])
+    t.fit()
+    records = read_metrics(tmp_path / "run")
+    lrs = [r["lr"] for r in records]
+    peak_at = lrs.index(max(lrs))
+    assert peak_at < len(lrs) // 4, "the warmup ended early in the run"
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(lrs[peak_at:], lrs[peak_at + 1:])), "the decay went back up"
+    assert lrs[-1] <= 0.15 * max(lrs), "the decay reached (near) its floor"
+    assert abs(records[-1]["elapsed"] - 60.0) <= 3.0, records[-1]["elapsed"]  # within 5% of the budget
+    assert {"planned_steps"} <= records[-1].keys()
+    assert not [f for f in diagnose(records, cfg.to_dict(), {}) if f.code.startswith("lr-")]
+
+
+def test_report_flags_a_schedule_that_never_decayed_or_went_up():
+    from gpt2lab.report.diagnose import diagnose
+
+    config = {"schedule": {"decay": "cosine", "warmup_steps": 100}, "optim": {"lr": 6e-4}}
+    rising = [{"step": s, "lr": 6e-4 * s / 100, "loss": 5.0} for s in range(1, 75)]  # warmup never ended
+    assert [f.code for f in diagnose(rising, config, {})][:1] == ["lr-never-decayed"]
+    jumpy = [{"step": s, "lr": 4e-3 if s < 65 else 2.2e-3 if s < 129 else 1.46e-3 * (0 if s > 129 else 1) + 7.9e-4,
+              "loss": 4.0} for s in range(1, 200)]
+    jumpy[128]["lr"], jumpy[127]["lr"] = 1.46e-3, 7.9e-4  # down to 7.9e-4, then +84% (the reported run)
+    assert "lr-schedule-broken" in [f.code for f in diagnose(jumpy, config, {})]

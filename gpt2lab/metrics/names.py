@@ -45,7 +45,7 @@ def eval_metrics_of(records: list[dict], declared: list[Metric] | None) -> list[
         return declared
     core = {m.key for m in TRAINING} | {"step", "tokens", "step_time", "epoch", "elapsed", "checkpoint_time",
                                         "mem_gb", "peak_mem_gb", "gpu_util", "data_time", "forward_time",
-                                        "backward_time", "optimizer_time"}
+                                        "backward_time", "optimizer_time", "planned_steps", "compile_time"}
     counts: dict[str, int] = {}
     for r in records:
         for k, v in r.items():

@@ -2,6 +2,8 @@
 cites the numbers that show it and says what to change. A healthy run gets no findings.
 
 Rules and thresholds:
+  lr-schedule-broken  the LR rose by more than 1% after its peak (a decaying schedule only comes down)
+  lr-never-decayed    a decaying schedule whose last LR is still 90% of its peak or more
   lr-decayed-early    the LR is below 5% of its peak for more than the last 20% of the run
   train-val-gap       val loss minus train loss (last 10 steps) grows by more than 0.1 nats from the first to the
                       last third of the evals after the first 20% of the run
@@ -41,8 +43,36 @@ class Finding:
 
 
 def _after_warmup(records: list[dict], config: dict) -> list[dict]:
-    warmup = config.get("schedule", {}).get("warmup_steps") or 0
+    warmup = config.get("schedule", {}).get("warmup_steps")
+    if warmup is None:  # a time-budgeted run plans its warmup as it goes: it ended where the LR peaked
+        lrs = [r.get("lr") for r in records]
+        known = [i for i, v in enumerate(lrs) if isinstance(v, (int, float))]
+        warmup = records[max(known, key=lambda i: lrs[i])]["step"] if known else 0
     return [r for r in records if r["step"] > warmup]
+
+
+def lr_schedule_broken(records, config, **_):
+    """A schedule meant to decay that never came down, or that went back up after its peak (a time budget whose
+    warmup outlived the run, a plan whose estimate jumped)."""
+    decay = config.get("schedule", {}).get("decay", "cosine")
+    lrs = [r["lr"] for r in records if isinstance(r.get("lr"), (int, float))]
+    if decay == "constant" or len(lrs) < 10:
+        return None
+    peak_at = max(range(len(lrs)), key=lrs.__getitem__)
+    rises = [(records[i]["step"], lrs[i - 1], lrs[i]) for i in range(peak_at + 1, len(lrs)) if lrs[i] > lrs[i - 1] * 1.01]
+    if rises:
+        step, before, after = rises[0]
+        return Finding("lr-schedule-broken", "The learning rate went back up after its peak",
+                       f"at step {step:,} it rose from {before:.3g} to {after:.3g} ({len(rises)} such rise(s)); a "
+                       f"{decay} schedule only comes down after warmup",
+                       "report it (a time budget's plan must never move the decay backwards); meanwhile set "
+                       "schedule.warmup_steps and --max-steps instead of --time-budget")
+    if peak_at >= len(lrs) - 2 or lrs[-1] >= 0.9 * lrs[peak_at]:
+        return Finding("lr-never-decayed", "The learning rate never decayed",
+                       f"the LR was {lrs[-1]:.3g} at the last step, {lrs[-1] / max(lrs):.0%} of its peak {max(lrs):.3g}: "
+                       f"the {decay} decay did not happen (a warmup as long as the run, or a stopped run)",
+                       "set schedule.warmup_steps well below the run's steps, or let the run finish its schedule")
+    return None
 
 
 def lr_decayed_early(records, config, **_):
@@ -232,7 +262,7 @@ def schedule_changed(records, **_):
     )
 
 
-RULES = [lr_decayed_early, train_val_gap, data_wait, low_mfu, loss_spikes, checkpoint_time, val_overlap, low_gpu_memory,
+RULES = [lr_schedule_broken, lr_decayed_early, train_val_gap, data_wait, low_mfu, loss_spikes, checkpoint_time, val_overlap, low_gpu_memory,
          undertrained, schedule_changed]
 
 

@@ -18,11 +18,20 @@ import math
 from ..config import ScheduleConfig
 
 
-def lr_multiplier(step: float, schedule: ScheduleConfig, total_steps: int, floor: float) -> float:
+def warmup_of(schedule: ScheduleConfig, total_steps: int) -> int:
+    """schedule.warmup_steps, or where it was left unset (a time-budgeted run), 10% of the planned steps, at most
+    100: a warmup that follows the plan, so that it always ends inside the run."""
+    if schedule.warmup_steps is not None:
+        return schedule.warmup_steps
+    return min(100, round(0.1 * total_steps))
+
+
+def lr_multiplier(step: float, schedule: ScheduleConfig, total_steps: int, floor: float,
+                  warmup: int | None = None) -> float:
     """The multiplier for optimizer step `step` (0-based; fractional for a time-budgeted run) of a run of
-    total_steps. Warmup reaches 1 at step warmup_steps - 1; the decay reaches `floor` at step total_steps and
-    stays there."""
-    warmup = schedule.warmup_steps or 0
+    total_steps. Warmup reaches 1 at step warmup_steps - 1 (`warmup` overrides it: a time plan's, fixed once
+    it ended); the decay reaches `floor` at step total_steps and stays there."""
+    warmup = warmup_of(schedule, total_steps) if warmup is None else warmup
     if step < warmup:
         return (step + 1) / warmup
     if schedule.decay == "constant":
@@ -59,6 +68,29 @@ class TimePlan:
         self.planned = cap
         self._ref: tuple[int, float] | None = None
         self._seen = 0
+        # the schedule's course after warmup, in time: where warmup ended (step, share of the usable time), how
+        # far the decay has come (only grows), the time kept for evaluations (only grows)
+        self.warmup_end: tuple[int, float] | None = None
+        self.progress = 0.0
+        self.reserve_s = 0.0
+
+    def position(self, step: int, warmup: int, elapsed: float, eval_seconds: float) -> tuple[float, int]:
+        """(schedule position in steps, the warmup in force). Warmup goes by steps; after it, the decay goes by
+        the share of the usable time spent since warmup ended, which only grows: a step-time estimate that drifts
+        or an evaluation faster than the last never turns the decay back up, and the decay still ends at the
+        deadline. The warmup is fixed at the step it ended."""
+        if self.warmup_end is None and step < warmup:
+            return float(step), warmup
+        self.reserve_s = max(self.reserve_s, eval_seconds)
+        share = min(1.0, elapsed / max(1e-9, self.budget_s - self.reserve_s))
+        if self.warmup_end is None:
+            self.warmup_end = (step, share)
+        ended, share0 = self.warmup_end
+        if share0 < 1.0:
+            self.progress = max(self.progress, min(1.0, (share - share0) / (1.0 - share0)))
+        else:
+            self.progress = 1.0
+        return ended + self.progress * max(0, self.planned - ended), ended
 
     def update(self, step: int, elapsed: float, reserve_s: float = 0.0) -> int:
         """The planned total after `step` steps and `elapsed` seconds of training (this and earlier processes)."""
@@ -74,8 +106,12 @@ class TimePlan:
         return self.planned
 
     def state_dict(self) -> dict:
-        return {"planned": self.planned, "budget_s": self.budget_s}
+        return {"planned": self.planned, "budget_s": self.budget_s, "warmup_end": self.warmup_end,
+                "progress": self.progress, "reserve_s": self.reserve_s}
 
     def load_state_dict(self, state: dict) -> None:
         if state and state.get("budget_s") == self.budget_s:
             self.planned = state["planned"]
+            end = state.get("warmup_end")
+            self.warmup_end = (int(end[0]), float(end[1])) if end else None
+            self.progress, self.reserve_s = float(state.get("progress", 0.0)), float(state.get("reserve_s", 0.0))

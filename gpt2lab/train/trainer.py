@@ -43,7 +43,7 @@ from .distributed import (full_value, full_weights, gradient_sync, init_distribu
 from .guards import LossGuard, UtilizationGuard, check_placement, check_step_placement
 from .optim import build_optimizer, load_named_state_dict, named_state_dict, set_lr_multiplier
 from .saver import CheckpointSaver
-from .schedule import TimePlan, floor_of, lr_multiplier
+from .schedule import TimePlan, floor_of, lr_multiplier, warmup_of
 from .loop import Loop
 from .step import Clock, Pending, train_step
 
@@ -485,16 +485,14 @@ class Trainer:
             self._placement_checked = True
         return x, y, (document_ids(x, self.doc_eot) if self.doc_eot is not None else None)
 
-    def _schedule_position(self) -> float:
-        """Where the run is on its schedule, in steps. With a time budget, past warmup, it advances with the time
-        spent out of the time usable for steps, so the decay reaches its floor at the deadline however the
-        step time drifts; the plan's step count only decides when to stop."""
-        warmup = self.cfg.schedule.warmup_steps or 0
-        if not self.plan or self.step < warmup:
-            return self.step
-        elapsed, eval_seconds = self.clock_view()
-        usable = max(1e-9, self.plan.budget_s - eval_seconds)
-        return max(warmup, min(1.0, elapsed / usable) * self.plan.planned)
+    def _schedule_position(self) -> tuple[float, int]:
+        """(where the run is on its schedule in steps, the warmup in force). With a time budget, past warmup, it
+        advances with the share of the usable time spent (TimePlan.position: never backwards), so the decay
+        reaches its floor at the deadline however the step time drifts; the plan's step count decides when to stop."""
+        warmup = warmup_of(self.cfg.schedule, self.total_steps())
+        if not self.plan:
+            return self.step, warmup
+        return self.plan.position(self.step, warmup, *self.clock_view())
 
     def clock_view(self) -> tuple[float, float]:
         """(seconds trained, seconds of the last evaluation) as the time budget sees them: this process's own
@@ -507,8 +505,8 @@ class Trainer:
     def train_step(self) -> Pending:
         """One optimizer step (or a skipped one, when the guards say the update is unsafe), not yet read."""
         cfg = self.cfg
-        position = self._schedule_position()
-        multiplier = lr_multiplier(position, cfg.schedule, self.total_steps(), self.floor) * self.lr_scale
+        position, warmup = self._schedule_position()
+        multiplier = lr_multiplier(position, cfg.schedule, self.total_steps(), self.floor, warmup) * self.lr_scale
         set_lr_multiplier(self.optimizer, multiplier)
         started = self.clock()
         stats, timing = train_step(
@@ -520,6 +518,8 @@ class Trainer:
         self.step += 1
         record = {"step": self.step, "tokens": self.step * self.tokens_per_step, "lr": cfg.optim.lr * multiplier,
                   "epoch": self.stream.epoch}
+        if self.plan:  # the plan's revisions, step by step
+            record["planned_steps"] = self.plan.planned
         if self._schedule_note:
             record["schedule_change"], self._schedule_note = self._schedule_note, None
         return Pending(record, stats, timing, started=started)
