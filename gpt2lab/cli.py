@@ -23,6 +23,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"gpt2lab: error: {where + ': ' if where else ''}{message}; see {self.prog} --help\n")
 
 
+class Once(argparse.Action):
+    """An option that may be given once: a second value is refused, not silently put in the first one's place."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} was given twice; evaluate one file per run (or concatenate them)")
+        setattr(namespace, self.dest, values)
+
+
 def _catalogue() -> str:
     presets = "\n".join(f"  {name}" for name in PRESETS)
     recipes = "\n".join(f"  {name}: {entry['description']}" for name, entry in RECIPES.items())
@@ -58,7 +67,8 @@ def cmd_train(args) -> int:
         "schedule": {k: v for k, v in {"max_steps": args.max_steps, "time_budget_s": parse_duration(args.time_budget)
                                        if args.time_budget else None}.items() if v is not None},
         "run": {k: v for k, v in {"seed": args.seed, "device": args.device, "micro_batch": args.micro_batch,
-                                  "auto_batch": True if args.auto_batch else None}.items() if v is not None},
+                                  "auto_batch": True if args.auto_batch else None, "threads": args.threads}.items()
+                if v is not None},
         "eval": {"every": run["eval_every"]} if run["eval_every"] is not None else {},
         "checkpoint": {"every": run["checkpoint_every"]} if run["checkpoint_every"] is not None else {},
         "log": {"profile_steps": args.profile} if args.profile is not None else {},
@@ -228,6 +238,8 @@ def _add_train(sub) -> None:
     p.add_argument("--eval-every", type=int, help="steps between validation passes (eval.every; default 250)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (checkpoint.every; default 1000)")
     p.add_argument("--micro-batch", type=int, help="sequences per forward pass (run.micro_batch; default 8)")
+    p.add_argument("--threads", type=int, help="CPU threads (run.threads; default one per core; 1 on a busy "
+                   "shared machine is often faster)")
     p.add_argument("--seed", type=int, help="run.seed (default 1337)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (never a silent fallback; default auto)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -248,7 +260,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--max-batches", type=int, default=None, help="evaluate only this many batches (default: all)")
     p.add_argument("--hellaswag", metavar="FILE", help="the original hellaswag_val.jsonl: acc and acc_norm")
     p.add_argument("--limit", type=int, default=None, help="HellaSwag: only the first N examples (default: all)")
-    p.add_argument("--text", metavar="FILE", help="a UTF-8 text file: loss, perplexity, bits per byte")
+    p.add_argument("--text", metavar="FILE", action=Once, help="a UTF-8 text file: loss, perplexity, bits per byte")
     p.add_argument("--stride", type=int, default=None, help="text: slide windows by this many tokens (default: the context)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)

@@ -87,6 +87,8 @@ class RunConfig:
     loss_chunk: int | None = optional()  # head loss in chunks of this many tokens (never all logits); None: 512 on CPUs, whole on GPUs
     auto_batch: bool = False  # on CUDA, find the largest micro-batch that fits (keeping batch_tokens)
     peak_tflops: float | None = optional()  # the device's dense peak for MFU; None: table (GPU) or measured (CPU)
+    threads: int | None = optional()  # CPU threads for torch; None: torch's default (one per core)
+    deterministic: bool = False  # bit-exact runs and resumes: deterministic kernels, compile off (slower)
 
 
 @dataclass
@@ -208,6 +210,7 @@ def _checks(c: Config) -> list[tuple[bool, str]]:
         (1 <= r.dist_timeout_s <= 86400, f"run.dist_timeout_s must be between 1 and 86400, got {r.dist_timeout_s}"),
         (_positive(r.loss_chunk), f"run.loss_chunk must be positive (or none: the whole head at once), got {r.loss_chunk}"),
         (r.peak_tflops is None or 0 < r.peak_tflops <= 1e6, f"run.peak_tflops must be positive, got {r.peak_tflops}"),
+        (r.threads is None or 1 <= r.threads <= 1024, f"run.threads must be between 1 and 1,024, got {r.threads}"),
         (_positive(e.every) and _positive(e.batches) and _positive(e.hellaswag_every) and _positive(e.hellaswag_limit),
          "eval.every, eval.batches, eval.hellaswag_every and eval.hellaswag_limit must be at least 1 (or none)"),
         (_positive(k.every) and _positive(k.keep_last) and _positive(k.keep_every),
@@ -424,9 +427,18 @@ def from_dict(values: dict) -> Config:
     return cfg
 
 
-def _derive(cfg: Config) -> None:
-    """Fill in what the user left to gpt2lab, and say so."""
+EVAL_POINTS = 20  # validation passes a run gets when eval.every is left to gpt2lab
+
+
+def _derive(cfg: Config, layer: dict | None = None) -> None:
+    """Fill in what the user left to gpt2lab, and say so. `layer`: the merged settings, to tell what was set."""
     s = cfg.schedule
+    if layer is not None and "every" not in (layer.get("eval") or {}):  # about EVAL_POINTS validation points
+        every = max(1, min(250, round(s.max_steps / EVAL_POINTS)))
+        if every != cfg.eval.every:
+            cfg.eval.every = every
+            cfg.notes.append(f"eval.every={every} (not set: about {EVAL_POINTS} validation points over "
+                             f"{s.max_steps:,} steps, at most every 250)")
     if s.warmup_steps is None and s.time_budget_s:  # the run's length is planned as it goes: so is the warmup
         cfg.notes.append("schedule.warmup_steps not set: 10% of the planned steps, at most 100, re-planned with the "
                          "time budget's plan")
@@ -468,7 +480,7 @@ def build_config(
         layer = merge(layer, flags, notes=notes)
     cfg = Config(**{s: _SECTION_TYPES[s](**layer[s]) for s in SECTIONS})
     cfg.notes = _dedupe(notes)
-    _derive(cfg)
+    _derive(cfg, layer)
     cfg.validate()
     return cfg
 

@@ -244,6 +244,17 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", compile: str 
                    notes=[note] if note else [], loss_chunk=loss_chunk)
 
 
+def deterministic_algorithms() -> None:
+    """run.deterministic: kernels that give the same bits every run (torch raises where an op has none), and the
+    cuBLAS workspace setting CUDA needs for that. Together with the seed and compile off, two runs and a resume
+    match bit for bit on the same machine."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    torch.backends.cudnn.benchmark = False
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -179,3 +179,22 @@ def test_eval_text_counts_every_byte_of_a_crlf_file(tmp_path, tokenizer_dir, gpt
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["text"]
     assert result["bytes"] == len(text.encode()) == 27 * 40
     assert result["tokens"] == len(load_tokenizer(tokenizer_dir).encode(text))  # the \r are tokens too
+
+
+def test_a_second_text_is_refused_not_silently_used(capsys):
+    """Issue 27 item 10: `eval --text a --text b` evaluated b alone, without a word."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "run", "--text", "a.txt", "--text", "b.txt"])
+    assert exit_info.value.code == 2 and "--text was given twice" in capsys.readouterr().err
+
+
+def test_each_roles_lr_is_logged_when_roles_differ(data_dir, tmp_path):
+    """Issue 27 item 10: with Muon's per-role LRs the `lr` column showed a rate no parameter group used."""
+    from gpt2lab.metrics.logger import read_metrics
+    from tests.conftest import micro_config, trainer
+
+    cfg = micro_config(data_dir, "schedule.max_steps=3", "optim.name=muon", "optim.matrix_lr=0.02",
+                       "optim.embedding_lr=0.2", "optim.head_lr=0.008", "optim.gain_lr=0.02", "model.tie_embeddings=false")
+    trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+    last = read_metrics(tmp_path / "run")[-1]
+    assert last["lr_embedding"] / last["lr_matrix"] == pytest.approx(10) and "lr_head" in last

@@ -173,3 +173,17 @@ def test_an_fsdp_ranks_sharded_peak_is_not_called_a_cpu_fallback():
     assert low_gpu_memory(records, {**device, "parallel": "ddp"}).code == "low-gpu-memory"
     tiny_peak = [{"step": 1, "peak_mem_gb": 0.2}]
     assert low_gpu_memory(tiny_peak, device).code == "low-gpu-memory"  # a real fallback is still found
+
+
+def test_low_mfu_speaks_of_the_device_it_ran_on_and_advises_only_what_is_off():
+    """Issue 27 item 10: the low-mfu finding used GPU wording on a CPU and advised compile and bf16 when both were on."""
+    from gpt2lab.report.diagnose import low_mfu
+
+    records = [{"step": s, "mfu": 0.05} for s in range(1, 60)]
+    cpu = {"device": "cpu", "name": "AMD EPYC", "precision": "bf16", "compile": True, "peak_tflops": 0.4}
+    found = low_mfu(records, cpu)
+    assert "CPU" in found.title and "GPU" not in found.title
+    assert "compile" not in found.advice and "bf16" not in found.advice and "--threads 1" in found.advice
+    gpu = {"device": "cuda:0", "name": "NVIDIA H100", "precision": "fp32", "compile": False, "peak_tflops": 494.7}
+    found = low_mfu(records, gpu)
+    assert "GPU" in found.title and "run.compile" in found.advice and "bf16" in found.advice

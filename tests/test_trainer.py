@@ -250,3 +250,64 @@ def test_bf16_autocast_and_fp32_reach_the_same_val_loss(data_dir, tmp_path):
         losses[precision] = result["val"]["loss"]
     assert losses["fp32"] < 0.5 * math.log(512)  # learned well past the uniform loss, so agreement means something
     assert abs(losses["bf16"] - losses["fp32"]) / losses["fp32"] < 0.01, losses
+
+
+def test_a_run_resumed_from_another_folder_finds_its_data_or_names_data(data_dir, tmp_path, monkeypatch):
+    """Issue 27 item 7: data.dir was stored relative; a resume from another working folder then advised re-running
+    prepare instead of passing --data."""
+    import json
+    import shutil
+
+    from gpt2lab.commands.train import train
+    from gpt2lab.errors import UserError
+    from tests.conftest import MICRO_MODEL
+
+    monkeypatch.chdir(data_dir.parent)
+    sets = [*MICRO_MODEL, "run.device=cpu", "run.precision=fp32", "schedule.max_steps=2", "checkpoint.every=2",
+            "log.every=none"]
+    train(str(tmp_path / "run"), sets=sets, flags={"data": {"dir": "data"}}, echo=lambda *_: None)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["dir"] == str(data_dir)
+    monkeypatch.chdir(tmp_path)  # elsewhere
+    train(str(tmp_path / "run"), resume=True, sets=["schedule.max_steps=4"], echo=lambda *_: None)
+    shutil.move(data_dir, tmp_path / "moved")
+    with pytest.raises(UserError, match="pass --data with the folder"):
+        train(str(tmp_path / "run"), resume=True, sets=["schedule.max_steps=6"], echo=lambda *_: None)
+
+
+def test_threads_are_set_and_a_shared_cpu_is_named(data_dir, tmp_path, monkeypatch):
+    """Issue 27 item 4: with 2 threads on a busy machine a step took 10x one thread's, silently."""
+    import gpt2lab.metrics.steal as steal
+    import torch
+
+    readings = iter([(1000, 2000), (1000, 4000)])  # every tick of the run's time busy, none of it this process's
+    monkeypatch.setattr(steal, "idle_ticks", lambda path=None: next(readings, (1000, 4000)))
+    monkeypatch.setattr(steal, "cpu_ticks", lambda path=None: None)
+    before = torch.get_num_threads()
+    messages = []
+    try:
+        make_trainer(micro_config(data_dir, "schedule.max_steps=12", "run.threads=1", "run.peak_tflops=1"), tmp_path / "run",
+                echo=messages.append).fit()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert any("other processes used" in m and "--threads 1" in m for m in messages)
+
+
+def test_deterministic_runs_match_bit_for_bit(data_dir, tmp_path):
+    """Issue 27 item 8: two identical fresh runs (compile on, bf16) differed from step 3 on; run.deterministic
+    turns compile off and uses deterministic kernels, and two runs then agree to the last bit."""
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        losses = []
+        for name in ("a", "b"):
+            cfg = micro_config(data_dir, "schedule.max_steps=6", "run.deterministic=true", "run.compile=on",
+                               "run.precision=auto")
+            t = make_trainer(cfg, tmp_path / name, echo=lambda *_: None)
+            assert not t.runtime.compile and "deterministic" in t.runtime.compile_why
+            t.fit()
+            losses.append([r["loss"] for r in read_metrics(tmp_path / name)])
+        assert losses[0] == losses[1]
+    finally:
+        torch.use_deterministic_algorithms(before)

@@ -45,7 +45,8 @@ def eval_metrics_of(records: list[dict], declared: list[Metric] | None) -> list[
         return declared
     core = {m.key for m in TRAINING} | {"step", "tokens", "step_time", "epoch", "elapsed", "checkpoint_time",
                                         "mem_gb", "peak_mem_gb", "gpu_util", "data_time", "forward_time",
-                                        "backward_time", "optimizer_time", "planned_steps", "compile_time"}
+                                        "backward_time", "optimizer_time", "planned_steps", "compile_time",
+                                        "lr_matrix", "lr_embedding", "lr_head", "lr_gain"}
     counts: dict[str, int] = {}
     for r in records:
         for k, v in r.items():

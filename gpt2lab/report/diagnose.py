@@ -145,11 +145,23 @@ def low_mfu(records, device, **_):
     median = statistics.median(mfus)
     if median >= 0.2:
         return None
+    cpu = not str(device.get("device", "")).startswith(("cuda", "mps"))
+    advice = ["raise run.micro_batch" + ("" if cpu else " (check with `gpt2lab plan`)")]
+    if not device.get("compile"):
+        advice.append("turn on run.compile")
+    if device.get("precision") not in ("bf16", "fp16"):
+        advice.append("train in bf16" + (" (on a CPU with AVX512-BF16 or AMX)" if cpu else ""))
+    advice.append("use a context of 512-1024 for small models" if not cpu else
+                  "on a shared machine try --threads 1 (the CPU's own peak is what MFU is measured against)")
+    what = "The CPU is far from its measured matmul peak" if cpu else "The GPU is far from its peak"
+    typical = ("a small model's step on a CPU spends much of its time outside the matmuls (softmax over the "
+               "vocabulary, attention): 20-30% is what this project measures" if cpu
+               else "well-tuned GPT-2 training reaches 35-50% on datacenter GPUs")
     return Finding(
-        "low-mfu", "The GPU is far from its peak (low MFU)",
-        f"median MFU {median:.1%} on {device.get('name', 'the device')} (dense peak {device.get('peak_tflops') or 0:.0f} TFLOPS, "
-        f"{device.get('peak_source', '')}); well-tuned GPT-2 training reaches 35-50% on datacenter GPUs",
-        "raise run.micro_batch (check with `gpt2lab plan`), turn on run.compile, train in bf16, and use a context of 512-1024 for small models",
+        "low-mfu", f"{what} (low MFU)",
+        f"median MFU {median:.1%} on {device.get('name', 'the device')} (peak {device.get('peak_tflops') or 0:.2f} TFLOP/s, "
+        f"{device.get('peak_source', '')}); {typical}",
+        ", ".join(advice),
     )
 
 

@@ -4,6 +4,8 @@ step's numbers (stop, roll back, trust a checkpoint) are taken when they are rea
 
 from __future__ import annotations
 
+import os
+import time
 from typing import TYPE_CHECKING
 
 import torch
@@ -11,6 +13,26 @@ import torch
 from ..errors import UserError
 from ..metrics.console import format_record
 from .step import Pending
+
+OVERSUBSCRIPTION_STEPS = 10  # steps watched before judging whether the CPU was shared
+
+
+class CpuWatch:
+    """Other processes' and the hypervisor's share of the CPU since it was started (Linux /proc/stat)."""
+
+    def __init__(self):
+        from ..metrics.steal import cpu_ticks, idle_ticks
+
+        self.ticks, self.idle, self.own = cpu_ticks(), idle_ticks(), time.process_time()
+
+    def verdict(self) -> str | None:
+        from ..metrics.cpu_peak import busy_reason
+        from ..metrics.steal import cpu_ticks, idle_ticks, others_share, steal_share
+
+        reason = busy_reason(steal_share(self.ticks, cpu_ticks()),
+                             others_share(self.idle, idle_ticks(), time.process_time() - self.own))
+        return reason.replace(" while probing", "") if reason else None
+
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -29,9 +51,12 @@ class Loop:
         self.start, self.start_step, self.elapsed_before = trainer.clock(), trainer.step, trainer.elapsed
         self.first_step_time: float | None = None
         self.eta_from: tuple[float, int] | None = None
+        self.cpu_watch = CpuWatch() if trainer.runtime.device.type == "cpu" else None
 
     def run(self, profiler) -> None:
         t = self.t
+        if t.runtime.compile and t.step < t.total_steps():
+            t.echo("compiling the model (the first step; this takes a while, once)...")
         while t.step < t.total_steps():
             try:
                 with profiler.step():
@@ -108,6 +133,7 @@ class Loop:
         self.stopping = self.stopping or r.pop("stop_requested")
         self.logger.log(r)
         self.last_record = r
+        self._note_oversubscription(r["step"])
         evaluations = tuple(m for e in t.evaluators for m in e.metrics)
         if self.eta_from is None:  # the rate is measured from the end of the first step (compilation excluded)
             self.eta_from = (t.clock(), r["step"])
@@ -116,6 +142,17 @@ class Loop:
             eta = (t.clock() - since) / (r["step"] - step0) * (t.total_steps() - r["step"]) if r["step"] > step0 else None
             t.echo(format_record(r, t.total_steps(), eta, evaluations, t.dist.world_size))
         return r
+
+    def _note_oversubscription(self, step: int) -> None:
+        """On a CPU, once: say so when other processes (or the hypervisor) took a large share of the CPU while
+        this run trained with torch's threads on every core: its step time is then mostly waiting."""
+        if self.cpu_watch is None or step - self.start_step < OVERSUBSCRIPTION_STEPS:
+            return
+        note, self.cpu_watch = self.cpu_watch.verdict(), None
+        if note:
+            self.t.echo(f"warning: {note} while training with {torch.get_num_threads()} threads on "
+                        f"{os.cpu_count()} cores: steps are slowed by waiting; try --threads 1 (or fewer) or a "
+                        "quieter machine")
 
     def _note_compile(self, r: dict) -> None:
         """With torch.compile the first step includes compilation: say how long it took, apart from step time."""

@@ -36,7 +36,7 @@ from ..metrics.memory import GB, largest_micro_batch, memory_plan
 from ..metrics.profiler import Profiler
 from ..metrics.timing import StepTimer, memory_stats
 from ..model import GPT
-from ..runtime import resolve_runtime, rng_state, seed_everything, set_rng_state
+from ..runtime import deterministic_algorithms, resolve_runtime, rng_state, seed_everything, set_rng_state
 from .autobatch import tune_micro_batch
 from .distributed import (full_value, full_weights, gradient_sync, init_distributed, load_sharded, local_device,
                           save_sharded, shutdown, wrap_model)
@@ -80,9 +80,18 @@ class Trainer:
             raise UserError(f"--resume: the run folder {self.run_dir} does not exist; check --out")
         self.dist = init_distributed(cfg.run.parallel, cfg.run.device, cfg.run.dist_timeout_s)
         self.echo = echo if self.dist.is_main else (lambda *_: None)
-        self.runtime = resolve_runtime(local_device(self.dist, cfg.run.device), cfg.run.precision, cfg.run.compile,
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        compile_mode = cfg.run.compile
+        if cfg.run.deterministic:  # compiled kernels may reduce in another order from run to run
+            deterministic_algorithms()
+            compile_mode = "off"
+        self.runtime = resolve_runtime(local_device(self.dist, cfg.run.device), cfg.run.precision, compile_mode,
                                        run_tokens(cfg), cfg.run.loss_chunk)
+        if cfg.run.deterministic:
+            self.runtime.compile_why = "off: run.deterministic"
         self.lock = FolderLock(self.run_dir, "the run directory").acquire() if self.dist.is_main else None
+        self._resuming = resume
         try:
             candidates = self._check_run_dir(resume)
             self._open_data()
@@ -145,6 +154,10 @@ class Trainer:
         cfg = self.cfg
         if not cfg.data.dir:
             raise UserError("no training data: pass --data DATA_DIR (a folder written by `gpt2lab prepare`)")
+        cfg.data.dir = str(absolute(cfg.data.dir))  # saved absolute: a resume from another folder finds it
+        if not Path(cfg.data.dir).is_dir() and self._resuming:
+            raise UserError(f"the run was trained on {cfg.data.dir}, which is not there now; pass --data with the "
+                            "folder of its prepared data")
         meta = read_meta(cfg.data.dir)
         check_vocab(meta, cfg.model.vocab_size)
         self.data_fingerprint = data_fingerprint(cfg.data.dir, meta)
@@ -520,9 +533,18 @@ class Trainer:
                   "epoch": self.stream.epoch}
         if self.plan:  # the plan's revisions, step by step
             record["planned_steps"] = self.plan.planned
+        for role, lr in self._role_lrs().items():  # groups on their own LRs (Muon's roles): each one's rate
+            record[f"lr_{role}"] = lr
         if self._schedule_note:
             record["schedule_change"], self._schedule_note = self._schedule_note, None
         return Pending(record, stats, timing, started=started)
+
+    def _role_lrs(self) -> dict[str, float]:
+        """Each role's LR this step, when some role's base LR differs from optim.lr (else `lr` says it all)."""
+        groups = [g for g in self.optimizer.param_groups if "role" in g]
+        if all(g["base_lr"] == self.cfg.optim.lr for g in groups):
+            return {}
+        return {g["role"]: g["lr"] for g in groups}
 
     def _complete(self, pending: Pending, step_seconds: float) -> dict:
         """The record of a finished step: its device values read, rates and memory added."""
