@@ -172,3 +172,34 @@ def test_a_second_import_into_the_same_out_is_refused(tmp_path, capsys):
         assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 2
     assert "in use by" in capsys.readouterr().err
     assert main(["import", str(folder), "--out", str(tmp_path / "ckpt")]) == 0
+
+
+@pytest.mark.parametrize("switches", [
+    dict(pos="rope", norm="rmsnorm", bias=False, mlp="relu2", qk_norm=True, zero_init_proj=True, tie_embeddings=False,
+         logit_softcap=30.0),  # the speedrun recipes' shape
+    dict(pos="rope"),  # classic GPT-2 with RoPE, tied head: no transformers architecture either
+])
+def test_a_model_without_a_transformers_architecture_exports_as_custom_code(tmp_path, switches):
+    """Issue 27 item 3: the recipe users are told to prefer could not leave gpt2lab (export refused relu2)."""
+    transformers = pytest.importorskip("transformers")
+    from gpt2lab.checkpoint import load_model_from_checkpoint
+    from gpt2lab.config import Config
+    from gpt2lab.interop.hf import export_hf
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**BASE, **switches))
+    with torch.no_grad():  # weights away from their initial values, so a wrong mapping shows
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    from gpt2lab.checkpoint import write_checkpoint
+
+    write_checkpoint(tmp_path / "ckpt", model, Config(model=model.config), {"step": 1})
+    info = export_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"))
+    assert "trust_remote_code" in info["architecture"]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True).eval()
+    ours, _, _ = load_model_from_checkpoint(tmp_path / "ckpt", torch.device("cpu"))
+    x = torch.randint(0, BASE["vocab_size"], (2, 24))
+    with torch.no_grad():
+        assert (ours(x)[0] - hf(input_ids=x).logits).abs().max().item() <= 1e-4
+        out = hf(input_ids=x, labels=x)
+    assert torch.isfinite(out.loss)

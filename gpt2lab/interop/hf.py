@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 
 from ..checkpoint import load_model_from_checkpoint, write_checkpoint
+from .remote_code import write_custom_architecture
 from ..config import Config
 from ..errors import UserError
 from ..files import FolderLock, absolute, clear_folder, copy_mode_from_umask, foreign_entries, publish_folder, write_error
@@ -249,9 +250,14 @@ def _write_tokenizer(out: Path, tokenizer_folder: str | None, block_size: int) -
 
 def export_hf(checkpoint: str, out_dir: str, tokenizer: str | None = None, hashes: bool = True) -> dict:
     """Write a transformers model folder (safetensors + config, tokenizer files when available) into a new or
-    empty folder; built in a working sibling and renamed, so a failure leaves nothing behind."""
+    empty folder; built in a working sibling and renamed, so a failure leaves nothing behind. A model transformers
+    has an architecture for becomes that architecture (GPT-2, Llama, Qwen3); any other (the speedrun recipes'
+    ReLU^2, QK-norm with learned positions, a soft-capped head...) a custom one, loaded with trust_remote_code."""
     model, config, path = load_model_from_checkpoint(checkpoint, torch.device("cpu"), hashes)
-    hf = to_hf_model(model)
+    try:
+        hf = to_hf_model(model)
+    except UserError:
+        hf = None  # no exact transformers architecture: gpt2lab's own, as remote code
     out = absolute(out_dir)
     if out.exists() and (not out.is_dir() or foreign_entries(out, set())):
         raise UserError(f"{out} already exists and is not empty; choose another --out (export replaces nothing)")
@@ -259,7 +265,11 @@ def export_hf(checkpoint: str, out_dir: str, tokenizer: str | None = None, hashe
     with FolderLock(work, "export's working folder", private=True):
         clear_folder(work)
         try:
-            hf.save_pretrained(str(work), safe_serialization=True)
+            if hf is not None:
+                hf.save_pretrained(str(work), safe_serialization=True)
+                architecture = type(hf).__name__
+            else:
+                architecture = write_custom_architecture(model, work)
             has_tokenizer = _write_tokenizer(work, tokenizer, config.model.block_size)
             for p in work.iterdir():
                 copy_mode_from_umask(p)
@@ -267,7 +277,7 @@ def export_hf(checkpoint: str, out_dir: str, tokenizer: str | None = None, hashe
         except (OSError, RuntimeError, SafetensorError) as exc:
             clear_folder(work)
             raise write_error("the exported model", out, exc) from None
-    return {"checkpoint": str(path), "out": str(out), "architecture": type(hf).__name__, "tokenizer": has_tokenizer}
+    return {"checkpoint": str(path), "out": str(out), "architecture": architecture, "tokenizer": has_tokenizer}
 
 
 def import_hf(hf_dir: str, out: str) -> dict:
