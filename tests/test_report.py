@@ -137,7 +137,7 @@ def test_compare_writes_its_plot_and_table(data_dir, tmp_path, capsys):
     from gpt2lab.report.compare import reach
 
     for name, lr in (("slow", "1e-3"), ("fast", "1e-2")):
-        cfg = micro_config(data_dir, "schedule.max_steps=12", "eval.every=3", f"optim.lr={lr}")
+        cfg = micro_config(data_dir, "schedule.max_steps=12", "eval.every=2", f"optim.lr={lr}")
         make_trainer(cfg, tmp_path / name, echo=lambda *_: None).fit()
     assert main(["compare", str(tmp_path / "slow"), str(tmp_path / "fast"), "--out", str(tmp_path / "cmp"),
                  "--names", "slow", "fast"]) == 0
@@ -148,6 +148,11 @@ def test_compare_writes_its_plot_and_table(data_dir, tmp_path, capsys):
     assert float(fast_row.split("|")[7]) < 1.0  # the higher LR reaches the slow run's final loss sooner
     assert reach([10, 20, 30], [5.0, 4.0, 3.0], 3.5) == 25.0 and reach([10, 20], [5.0, 4.0], 3.0) is None
     assert main(["compare", str(tmp_path / "slow"), "--out", str(tmp_path / "c2"), "--names", "a", "b"]) == 2
+    assert "fewer than" not in table  # 6 points each
+    short = micro_config(data_dir, "schedule.max_steps=12", "eval.every=12")
+    make_trainer(short, tmp_path / "one", echo=lambda *_: None).fit()  # a single validation point
+    assert main(["compare", str(tmp_path / "slow"), str(tmp_path / "one"), "--out", str(tmp_path / "c3")]) == 0
+    assert "one has fewer than 5 validation points" in (tmp_path / "c3" / "compare.md").read_text()
 
 
 def test_undertraining_is_diagnosed_and_short_runs_skip_the_timing_rules():

@@ -103,12 +103,21 @@ def plot_curves(curves: list[Curve], path: Path, title: str = "validation loss")
     plt.close(fig)
 
 
+MIN_POINTS = 5  # validation points below which a token or time ratio is called out as resting on too few
+
+
 def compare_runs(run_dirs: list[str], out: str, names: list[str] | None = None) -> dict:
     if names and len(names) != len(run_dirs):
         raise UserError(f"--names gives {len(names)} labels for {len(run_dirs)} runs; give one per run")
     curves = [curve_of(d, names[i] if names else None) for i, d in enumerate(run_dirs)]
     rows = comparison(curves)
     table = markdown_table(rows)
+    thin = [c.name for c in curves if len(c.loss) < MIN_POINTS]
+    warnings = [f"{', '.join(thin)} {'has' if len(thin) == 1 else 'have'} fewer than {MIN_POINTS} validation points: "
+                "a ratio there rests on a coarse interpolation between them (or on the first evaluation alone); "
+                "evaluate more often (eval.every)"] if thin else []
+    if warnings:
+        table += "\n\n" + "\n".join(f"Note: {w}" for w in warnings)
     folder = absolute(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -116,4 +125,5 @@ def compare_runs(run_dirs: list[str], out: str, names: list[str] | None = None) 
     except OSError as exc:
         raise write_error("the comparison", folder, exc) from None
     write_text_atomic(folder / "compare.md", table + "\n", "the comparison table")
-    return {"rows": rows, "table": table, "png": str(folder / "compare.png"), "markdown": str(folder / "compare.md")}
+    return {"rows": rows, "table": table, "png": str(folder / "compare.png"), "markdown": str(folder / "compare.md"),
+            "warnings": warnings}
