@@ -35,6 +35,7 @@ COMPILE_MODES = ("auto", "on", "off")
 # it pays back after 40k (gpt2-15m) to 95k (tiny) tokens (bench/NOTES.md); the demo's 61k stay eager
 COMPILE_MIN_TOKENS = 100_000
 CPU_LOSS_CHUNK = 512  # tokens per chunk of the head's loss on CPUs (bench/NOTES.md)
+COMPILE_MIN_BUDGET_S = 300  # compile takes 10-100 s on a CPU: a shorter time budget would spend itself compiling
 
 
 def cpu_bf16_native() -> tuple[bool, str]:
@@ -201,7 +202,8 @@ def _precision(dev: torch.device, precision: str) -> tuple[str, str]:
     return "fp16", "auto: no bf16 tensor cores on this GPU (emulated bf16 is slow): fp16 with a grad scaler"
 
 
-def _compile(mode: str, dev: torch.device, precision: str, run_tokens: int | None) -> tuple[bool, str, str | None]:
+def _compile(mode: str, dev: torch.device, precision: str, run_tokens: int | None,
+             budget_s: float | None = None) -> tuple[bool, str, str | None]:
     """(compile or not, why, a note for the user)."""
     if mode not in COMPILE_MODES:
         raise UserError(f"run.compile={mode!r} is not one of {', '.join(COMPILE_MODES)}")
@@ -213,13 +215,16 @@ def _compile(mode: str, dev: torch.device, precision: str, run_tokens: int | Non
             return False, "auto: off except on a bf16 CPU", None
         if run_tokens is not None and run_tokens < COMPILE_MIN_TOKENS:
             return False, f"auto: a run of {run_tokens:,} tokens does not earn back the compile time", None
+        if budget_s is not None and budget_s < COMPILE_MIN_BUDGET_S:
+            return False, f"auto: a {budget_s:,.0f} s time budget does not earn back the compile time", None
     if needs_cxx and cxx_compiler() is None:
         return False, "no C++ compiler", "torch.compile needs a C++ compiler on the CPU (apt install g++); running uncompiled"
     return True, "asked for" if mode == "on" else "auto: a bf16 CPU with a C++ compiler", None
 
 
 def resolve_runtime(device: str = "auto", precision: str = "auto", compile: str = "off",
-                    run_tokens: int | None = None, loss_chunk: int | None = None) -> Runtime:
+                    run_tokens: int | None = None, loss_chunk: int | None = None,
+                    budget_s: float | None = None) -> Runtime:
     """Turn the user's device, precision, compile and loss-chunk choices into a Runtime, or explain why it cannot
     be had.
 
@@ -236,7 +241,7 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", compile: str 
         if resolved == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
             raise UserError(f"{torch.cuda.get_device_name(dev)} has no bf16 tensor cores; use --set run.precision=fp16 "
                             "(or auto)")
-    compiled, compile_why, note = _compile(compile, dev, resolved, run_tokens)
+    compiled, compile_why, note = _compile(compile, dev, resolved, run_tokens, budget_s)
     if dev.type == "cpu":
         keep_freed_memory()
         loss_chunk = loss_chunk or CPU_LOSS_CHUNK

@@ -60,6 +60,9 @@ def test_cpu_compile_auto_needs_a_long_enough_run_and_a_compiler(monkeypatch):
     assert resolve_runtime("cpu", "auto", "auto", run_tokens=10**8).compile
     assert resolve_runtime("cpu", "auto", "auto", run_tokens=163_840).compile  # 80 gpt2-15m steps: 2x faster compiled
     assert not resolve_runtime("cpu", "fp32", "auto", run_tokens=10**8).compile  # fp32 eager was as fast
+    short = resolve_runtime("cpu", "auto", "auto", run_tokens=10**8, budget_s=120)  # a 2-minute time budget
+    assert not short.compile and "time budget" in short.compile_why
+    assert resolve_runtime("cpu", "auto", "auto", run_tokens=10**8, budget_s=3600).compile
     monkeypatch.setattr(runtime, "cxx_compiler", lambda: None)
     rt = resolve_runtime("cpu", "auto", "on")
     assert not rt.compile and "C++ compiler" in rt.notes[0]

@@ -87,7 +87,7 @@ class Trainer:
             deterministic_algorithms()
             compile_mode = "off"
         self.runtime = resolve_runtime(local_device(self.dist, cfg.run.device), cfg.run.precision, compile_mode,
-                                       run_tokens(cfg), cfg.run.loss_chunk)
+                                       run_tokens(cfg), cfg.run.loss_chunk, cfg.schedule.time_budget_s)
         if cfg.run.deterministic:
             self.runtime.compile_why = "off: run.deterministic"
         self.lock = FolderLock(self.run_dir, "the run directory").acquire() if self.dist.is_main else None
