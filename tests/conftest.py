@@ -16,17 +16,45 @@ SHARED = Path(os.environ.get("GPT2LAB_SHARED") or Path(__file__).resolve().paren
 TOKENIZER_DIR = SHARED / "data" / "gpt2_tokenizer"
 
 
+GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
+
+
+def _from_tiktoken_cache(folder: Path) -> bool:
+    """GPT-2's encoder.json and vocab.bpe from a tiktoken cache (TIKTOKEN_CACHE_DIR: README's offline route), where
+    tiktoken keeps each download under the SHA-1 of its address; False when the cache does not hold them."""
+    import hashlib
+    import shutil
+
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if not cache:
+        return False
+    files = {name: Path(cache) / hashlib.sha1((GPT2_URL + name).encode()).hexdigest() for name in ("encoder.json", "vocab.bpe")}
+    if not all(p.is_file() for p in files.values()):
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path in files.items():
+        shutil.copy(path, folder / name)
+    return True
+
+
 @pytest.fixture(scope="session")
-def tokenizer_dir() -> str:
-    if not (TOKENIZER_DIR / "encoder.json").is_file():
-        pytest.skip(f"GPT-2 tokenizer files not found at {TOKENIZER_DIR} (../shared is absent)")
-    return str(TOKENIZER_DIR)
+def tokenizer_dir(tmp_path_factory) -> str:
+    """GPT-2's BPE files: from ../shared, or, without it, from a tiktoken cache named by TIKTOKEN_CACHE_DIR."""
+    if (TOKENIZER_DIR / "encoder.json").is_file():
+        return str(TOKENIZER_DIR)
+    folder = tmp_path_factory.mktemp("gpt2_tokenizer")
+    if _from_tiktoken_cache(folder):
+        return str(folder)
+    pytest.skip(f"GPT-2 tokenizer files not found at {TOKENIZER_DIR} (../shared is absent) nor in a tiktoken cache "
+                "(set TIKTOKEN_CACHE_DIR)")
 
 
 @pytest.fixture
 def offline_tokenizer(tokenizer_dir, monkeypatch):
-    """Points tiktoken's cache at the shared copy so that the default (no folder) path works offline."""
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(TOKENIZER_DIR / "tiktoken_cache"))
+    """Points tiktoken's cache at the shared copy (or keeps the user's TIKTOKEN_CACHE_DIR) so that the default (no
+    folder) path works offline."""
+    if (TOKENIZER_DIR / "tiktoken_cache").is_dir():
+        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(TOKENIZER_DIR / "tiktoken_cache"))
     monkeypatch.delenv("GPT2LAB_TOKENIZER", raising=False)
     return tokenizer_dir
 

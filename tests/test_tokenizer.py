@@ -24,10 +24,10 @@ def test_env_variable_names_a_folder(tokenizer_dir, monkeypatch):
     assert load_tokenizer().encode("Hello world") == [15496, 995]
 
 
-def test_tiktoken_file_alone_is_enough(tokenizer_dir, tmp_path):
+def test_tiktoken_file_alone_is_enough(shared_file, tmp_path):
     import shutil
 
-    shutil.copy(f"{tokenizer_dir}/r50k_base.tiktoken", tmp_path)
+    shutil.copy(shared_file("data", "gpt2_tokenizer", "r50k_base.tiktoken"), tmp_path)
     assert load_tokenizer(tmp_path).encode("Hello world") == [15496, 995]
 
 
