@@ -311,3 +311,16 @@ def test_deterministic_runs_match_bit_for_bit(data_dir, tmp_path):
         assert losses[0] == losses[1]
     finally:
         torch.use_deterministic_algorithms(before)
+
+
+def test_compiling_is_announced_before_the_first_step(data_dir, tmp_path):
+    """Issue 27 item 6: nothing was printed for 99-116 s while the model compiled."""
+    messages = []
+    t = make_trainer(micro_config(data_dir, "schedule.max_steps=3", "run.compile=on"), tmp_path / "run",
+                     echo=messages.append)
+    assert t.runtime.compile
+    t.compiled = t.wrapped  # the announcement is what is tested here, not inductor's work
+    t.fit()
+    first_step = next(i for i, m in enumerate(messages) if m.startswith("step"))
+    assert any("compiling the model" in m for m in messages[:first_step])
+    assert any(m.startswith("compile: about") for m in messages)
