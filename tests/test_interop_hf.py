@@ -6,19 +6,15 @@ from gpt2lab.errors import UserError
 from gpt2lab.interop.hf import (
     export_hf, from_hf_gpt2_state_dict, hf_architecture, hf_gpt2_config, import_hf, to_hf_gpt2_state_dict,
 )
-from gpt2lab.model import GPT, GPTConfig
 from gpt2lab.checkpoint import load_model_from_checkpoint, write_checkpoint
+from gpt2lab.model import GPT, GPTConfig
+from tests.switches import CUSTOM, MODERN, SWITCHES
 
 transformers = pytest.importorskip("transformers")
 
 BASE = dict(vocab_size=320, block_size=64, n_layer=3, n_head=4, n_embd=64)
-MODERN = dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False)
-EXPORTABLE = {
-    "classic": ({}, "GPT2LMHeadModel"),
-    "modern": (MODERN, "LlamaForCausalLM"),
-    "modern+qk_norm": ({**MODERN, "qk_norm": True}, "Qwen3ForCausalLM"),
-    "modern untied, theta 500": ({**MODERN, "tie_embeddings": False, "rope_theta": 500.0}, "LlamaForCausalLM"),
-}
+EXPORTABLE = {**SWITCHES,  # tests/switches.py: every switch combination the project tests
+              "modern untied, theta 500": ({**MODERN, "tie_embeddings": False, "rope_theta": 500.0}, "LlamaForCausalLM")}
 
 
 def random_model(seed=0, **kw):
@@ -61,11 +57,16 @@ def test_export_loads_in_transformers_with_equal_logits_and_imports_back(name, t
     model = random_model(**switches)
     write_checkpoint(tmp_path / "ckpt", model, Config(model=model.config), {"step": 0})
     info = export_hf(str(tmp_path / "ckpt"), str(tmp_path / "hf"))
-    assert info["architecture"] == architecture
-    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").float().eval()
+    assert info["architecture"].split(" ")[0] == architecture
+    custom = architecture == CUSTOM  # no transformers architecture: gpt2lab's own code beside the weights
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", trust_remote_code=custom).float().eval()
     assert type(hf).__name__ == architecture
     x = torch.randint(0, 320, (2, 64))
     assert (logits(model, x) - logits(hf, x)).abs().max().item() <= 1e-5
+    if custom:  # import reads transformers' own architectures only, and says so
+        with pytest.raises(UserError, match="gpt2lab imports gpt2, llama and qwen3"):
+            import_hf(str(tmp_path / "hf"), str(tmp_path / "back"))
+        return
     # and back: import gives the same logits again
     import_hf(str(tmp_path / "hf"), str(tmp_path / "back"))
     again, cfg, _ = load_model_from_checkpoint(tmp_path / "back", torch.device("cpu"))

@@ -6,14 +6,9 @@ import torch
 from gpt2lab.model import GPT, GPTConfig
 from gpt2lab.recipes import PRESETS
 
-MODERN = dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False)
-VARIANTS = {
-    "classic": {},
-    "modern": MODERN,
-    "modern+qknorm": {**MODERN, "qk_norm": True},
-    "rope-only": {"pos": "rope"},
-    "swiglu-only": {"mlp": "swiglu"},
-}
+from tests.switches import MODERN, SWITCHES
+
+VARIANTS = {name: switches for name, (switches, _) in SWITCHES.items()}  # one table for model, plan and export
 
 
 def small(**kw) -> GPTConfig:

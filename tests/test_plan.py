@@ -10,7 +10,7 @@ from gpt2lab.model import GPT, GPTConfig
 from gpt2lab.commands.plan import make_plan
 from gpt2lab.metrics.memory import GB, block_activation_bytes, head_bytes, largest_micro_batch, memory_plan
 
-MODERN = dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False)
+from tests.switches import MODERN, SWITCHES
 
 
 def saved_activation_bytes(model, x, autocast_dtype):
@@ -30,7 +30,7 @@ def saved_activation_bytes(model, x, autocast_dtype):
     return sum(seen.values())
 
 
-@pytest.mark.parametrize("switches", [{}, MODERN, {**MODERN, "qk_norm": True}], ids=["classic", "modern", "qk_norm"])
+@pytest.mark.parametrize("switches", [s for s, _ in SWITCHES.values()], ids=list(SWITCHES))
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_activation_estimate_matches_autograds_saved_tensors(switches, precision):
     config = GPTConfig(vocab_size=2048, block_size=128, n_layer=4, n_head=4, n_embd=128, **switches)

@@ -289,6 +289,10 @@ def import_hf(hf_dir: str, out: str) -> dict:
         raise UserError(f"{hf_dir} is not a transformers model folder (no config.json)")
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"{target} is not empty; import writes a new checkpoint folder and replaces nothing: choose another --out")
+    kind = _model_type(source / "config.json")
+    if kind not in ("gpt2", "llama", "qwen3"):  # before transformers reads it: a custom-code folder runs nothing
+        raise UserError(f"cannot import a {kind!r} model: gpt2lab imports gpt2, llama and qwen3 models"
+                        + (" (this folder is a gpt2lab export: import the checkpoint it came from)" if kind == "gpt2lab" else ""))
     _config_of(_load(hf_dir, lambda: t.AutoConfig.from_pretrained(str(source))))  # sizes first: nothing is built yet
     # one import at a time into one --out: the second is refused, not interleaved with the first
     with FolderLock(target.with_name(f".{target.name}.import"), "import's working folder", private=True):
@@ -301,6 +305,14 @@ def import_hf(hf_dir: str, out: str) -> dict:
         config = Config(model=model.config)
         path = write_checkpoint(target, model, config, {"step": 0, "imported_from": str(source)}, replace=False)
     return {"out": str(path), "architecture": hf.config.model_type, "parameters": model.num_params()}
+
+
+def _model_type(path: Path) -> str | None:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path} ({exc})") from None
+    return config.get("model_type") if isinstance(config, dict) else None
 
 
 def _load(hf_dir: str, load):

@@ -39,14 +39,18 @@ def block_activation_bytes(config: GPTConfig, precision: str) -> float:
     tensors in tests/test_plan.py)."""
     a, d, h = _act_bytes(precision), config.n_embd, config.hidden_dim
     attention = 4 * d * a + (2 * d * a if config.pos == "rope" else 0) + (4 * d * a if config.qk_norm else 0)
-    mlp = (4 * h * a) if config.mlp == "swiglu" else (2 * h * a)
+    # saved hidden-width tensors: SwiGLU 4 (gate, up, silu(gate), product); GELU 2 (its input, c_proj's input);
+    # ReLU^2 2 (relu's output, which its backward and the square's share, and c_proj's input)
+    mlp = (4 if config.mlp == "swiglu" else 2) * h * a
     return 2 * _norm_bytes(config, a) + attention + mlp
 
 
 def head_bytes(config: GPTConfig, precision: str, peak: bool) -> float:
-    """Per token: final norm and log-softmax saved; at the peak also the logits' gradients."""
+    """Per token: final norm and log-softmax saved (and a soft cap's tanh output); at the peak also the logits'
+    gradients."""
     a, V = _act_bytes(precision), config.vocab_size
-    return _norm_bytes(config, a) + 4 * V + ((4 + a) * V if peak else 0)
+    softcap = a * V if config.logit_softcap is not None else 0
+    return _norm_bytes(config, a) + 4 * V + softcap + ((4 + a) * V if peak else 0)
 
 
 @dataclass
@@ -71,6 +75,13 @@ class MemoryPlan:
         return self.static + self.activations_checkpointed
 
 
+def _looked_up(config: GPTConfig) -> int:
+    """Parameters only ever looked up, never multiplied, so never cast to 16 bits: the position table, and the
+    token table when the head has its own weight."""
+    d = config.n_embd
+    return (config.block_size * d if config.pos == "learned" else 0) + (0 if config.tie_embeddings else config.vocab_size * d)
+
+
 def memory_plan(config: GPTConfig, n_params: int, micro_batch: int, seq_len: int, precision: str,
                 optimizer_bytes: float | None = None) -> MemoryPlan:
     """Bytes of one training process. optimizer_bytes: the optimizer's state in all (default: AdamW's 8 per parameter)."""
@@ -82,7 +93,7 @@ def memory_plan(config: GPTConfig, n_params: int, micro_batch: int, seq_len: int
     return MemoryPlan(
         weights=4 * n_params, gradients=4 * n_params,
         optimizer=8 * n_params if optimizer_bytes is None else optimizer_bytes,
-        weight_casts=(2 * n_params if precision != "fp32" else 0), activations=full,
+        weight_casts=(2 * (n_params - _looked_up(config)) if precision != "fp32" else 0), activations=full,
         activations_checkpointed=checkpointed,
     )
 
