@@ -204,3 +204,20 @@ def test_a_model_without_a_transformers_architecture_exports_as_custom_code(tmp_
         assert (ours(x)[0] - hf(input_ids=x).logits).abs().max().item() <= 1e-4
         out = hf(input_ids=x, labels=x)
     assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("row", ["classic", "modern", "speedrun"])
+def test_export_of_a_checkpoint_with_an_extra_weight_is_one_line(tmp_path, row, capsys):
+    """A weight gpt2lab's model does not define must not be dropped by export, whichever format it would take."""
+    from gpt2lab.cli import main
+
+    model = random_model(**SWITCHES[row][0])
+    from gpt2lab.checkpoint import unique_tensors
+
+    state = unique_tensors(model.state_dict())
+    state["transformer.h.0.attn.value_embed.weight"] = torch.zeros(BASE["vocab_size"], BASE["n_embd"])
+    write_checkpoint(tmp_path / "ckpt", state, Config(model=model.config), {"step": 0})
+    assert main(["export", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert "value_embed" in err or "does not match the model" in err
+    assert not (tmp_path / "hf").exists()

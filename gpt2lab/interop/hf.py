@@ -255,9 +255,11 @@ def export_hf(checkpoint: str, out_dir: str, tokenizer: str | None = None, hashe
     ReLU^2, QK-norm with learned positions, a soft-capped head...) a custom one, loaded with trust_remote_code."""
     model, config, path = load_model_from_checkpoint(checkpoint, torch.device("cpu"), hashes)
     try:
-        hf = to_hf_model(model)
+        hf_architecture(model.config)
     except UserError:
-        hf = None  # no exact transformers architecture: gpt2lab's own, as remote code
+        hf = None  # no transformers architecture for these switches: gpt2lab's own, as custom code
+    else:
+        hf = to_hf_model(model)  # a tensor that does not map is a one-line error, never a fallback
     out = absolute(out_dir)
     if out.exists() and (not out.is_dir() or foreign_entries(out, set())):
         raise UserError(f"{out} already exists and is not empty; choose another --out (export replaces nothing)")

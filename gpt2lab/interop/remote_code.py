@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ..errors import UserError
 from ..model import GPT
 
 ARCHITECTURE = "Gpt2labForCausalLM"
@@ -82,7 +83,14 @@ class Gpt2labForCausalLM(PreTrainedModel):
 
 
 def write_custom_architecture(model: GPT, folder: Path) -> str:
-    """Write model as a trust_remote_code architecture into folder; returns the architecture's name."""
+    """Write model as a trust_remote_code architecture into folder; returns the architecture's name. The copied
+    model file must hold every tensor of this model: one it does not know is a one-line error."""
+    with torch.device("meta"):
+        known = set(GPT(model.config).state_dict())
+    unknown = sorted(set(model.state_dict()) - known)
+    if unknown:
+        raise UserError(f"the model has {len(unknown)} tensor(s) gpt2lab's model file does not define (e.g. "
+                        f"{unknown[0]}); it cannot be exported")
     source = Path(__file__).resolve().parents[1] / "model"
     (folder / "gpt2lab_loss.py").write_text((source / "loss.py").read_text())
     (folder / "gpt2lab_model.py").write_text((source / "gpt.py").read_text().replace("from .loss import",
