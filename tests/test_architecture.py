@@ -91,6 +91,7 @@ def test_a_planted_upward_import_is_caught(tmp_path, monkeypatch):
     ("sample", ("gpt2lab.train", "gpt2lab.metrics", "gpt2lab.eval", "gpt2lab.report")),
     ("eval", ("gpt2lab.train", "gpt2lab.report")),
 ])
+@pytest.mark.slow
 def test_commands_load_only_what_they_use(command, forbidden):
     """`gpt2lab sample` (and eval) with a bad path stops after imports: which gpt2lab modules got loaded?"""
     code = ("import sys; from gpt2lab.cli import main; main([%r, '/nonexistent', '--device', 'cpu', '--data', '/x'] "

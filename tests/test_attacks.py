@@ -119,6 +119,7 @@ def test_report_reads_what_a_kill_or_a_stranger_leaves(world, capsys, tmp_path):
     assert "n/a" in (run / "report.md").read_text() or "nan" in (run / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_dot_as_out(world, capsys, tmp_path, monkeypatch, tokenizer_dir):
     base, _ = world
     (tmp_path / "corpus.txt").write_text("a small corpus\n" * 50)

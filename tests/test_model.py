@@ -15,6 +15,7 @@ def small(**kw) -> GPTConfig:
     return GPTConfig(**{**dict(vocab_size=97, block_size=32, n_layer=2, n_head=4, n_embd=64), **kw})
 
 
+@pytest.mark.slow
 def test_gpt2_124m_parameter_count_matches_hf():
     transformers = pytest.importorskip("transformers")
     ours = GPT(GPTConfig(**PRESETS["gpt2-124m"])).num_params()

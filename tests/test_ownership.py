@@ -75,6 +75,7 @@ def test_a_run_stopped_before_its_first_checkpoint_still_starts_over(data_dir, t
     assert json.loads((run / ".gpt2lab-run.json").read_text())["files"]["config.json"]
 
 
+@pytest.mark.slow
 def test_a_second_demo_keeps_the_first(tmp_path, monkeypatch, offline_tokenizer):
     import gpt2lab.commands.demo as demo
 
@@ -167,6 +168,7 @@ trainer(cfg, sys.argv[2], echo=lambda *_: None).fit()
 """
 
 
+@pytest.mark.slow
 def test_a_kill_right_after_a_checkpoint_keeps_that_steps_record(data_dir, tmp_path):
     """Data loss 8: records are published one step late, so a kill -9 right after the checkpoint of step 2 lost
     step 2's record for good (the resume continues at step 3)."""

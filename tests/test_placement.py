@@ -16,8 +16,9 @@ from gpt2lab.train.optim.muon import Muon
 from gpt2lab.train.step import train_step
 
 META = torch.device("meta")
-CASES = [("preset", "tiny"), ("preset", "gpt2-124m"), ("preset", "gpt2-124m-modern"),
-         ("recipe", "speedrun-cpu"), ("recipe", "gpt2-124m-speedrun")]
+CASES = [("preset", "tiny"), ("recipe", "speedrun-cpu"),
+         *[pytest.param(*case, marks=pytest.mark.slow) for case in  # the full-size ones: 2-5 s each
+           (("preset", "gpt2-124m"), ("preset", "gpt2-124m-modern"), ("recipe", "gpt2-124m-speedrun"))]]
 
 
 def _config(kind, name, *sets):

@@ -278,6 +278,7 @@ def test_a_lost_shard_is_noticed_not_trusted(tmp_path, tokenizer_dir, capsys):
     split_shards(tmp_path / "out", "train")  # whole again
 
 
+@pytest.mark.slow
 def test_a_broken_interrupted_prepare_starts_over(tmp_path, tokenizer_dir, monkeypatch):
     import importlib
 

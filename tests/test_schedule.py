@@ -124,8 +124,9 @@ class SimulatedRun:
         t.train_step, t.evaluators = step, [Timed(e) for e in t.evaluators]
 
 
-@pytest.mark.parametrize("source", [("preset", "gpt2-15m"), *[pytest.param(("recipe", r), marks=pytest.mark.slow) for r in
-                                    ("speedrun-cpu", "gpt2-124m-speedrun", "gpt2-124m-modern-fineweb10b")]])
+@pytest.mark.slow
+@pytest.mark.parametrize("source", [("preset", "gpt2-15m"), ("recipe", "speedrun-cpu"), ("recipe", "gpt2-124m-speedrun"),
+                                    ("recipe", "gpt2-124m-modern-fineweb10b")])
 def test_a_time_budget_warms_up_decays_monotonely_and_ends_at_the_budget(data_dir, tmp_path, source):
     """Issue 27, items 1-2: with a preset the warmup (10% of the 1,000-step cap) outlived a 74-step plan and the LR
     never decayed; with the speedrun recipe the LR fell, then jumped up 84% mid-cooldown (a slow first evaluation,

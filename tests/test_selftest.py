@@ -1,8 +1,11 @@
 """`gpt2lab selftest` on the CPU, as CI runs it: every check passes, and a device that cannot be had fails in one line."""
 
+import pytest
+
 from gpt2lab.cli import main
 
 
+@pytest.mark.slow
 def test_selftest_passes_every_check_on_the_cpu(capsys):
     assert main(["selftest", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
