@@ -85,3 +85,12 @@ def test_seed_recipes_match_their_reports():
     small = build_config(recipe="gpt2-25m-wikitext103")
     assert (small.model.n_layer, small.model.n_embd, small.model.n_head, small.seq_len) == (6, 256, 8, 512)
     assert (small.run.micro_batch, small.run.precision, small.optim.lr) == (16, "fp16", 3e-4)
+
+
+def test_an_unset_eval_interval_gives_about_20_validation_points():
+    """Issue 27 item 5: the default 250-step interval gave a 128-step run one validation point."""
+    cfg = build_config(preset="tiny", sets=["schedule.max_steps=128"])
+    assert cfg.eval.every == 6 and any("about 20 validation points" in n for n in cfg.notes)
+    assert build_config(preset="tiny", sets=["schedule.max_steps=100000"]).eval.every == 250
+    assert build_config(preset="tiny", sets=["schedule.max_steps=128", "eval.every=250"]).eval.every == 250
+    assert build_config(recipe="speedrun-cpu").eval.every == 64  # a recipe's own interval stays
