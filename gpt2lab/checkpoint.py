@@ -17,7 +17,6 @@ of the four NumPy names their RNG state needs, so a planted payload fails to loa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -33,7 +32,7 @@ from safetensors.torch import load_file, load_model, save_file
 
 from .config import Config, from_dict
 from .errors import UserError
-from .files import copy_mode_from_umask, fsync_dir, write_error
+from .files import copy_mode_from_umask, file_digest, fsync_dir, write_error
 from .model import GPT
 
 CHECKPOINTS = "checkpoints"
@@ -110,11 +109,7 @@ def model_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _digest(path: Path) -> dict:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"bytes": path.stat().st_size, "sha256": file_digest(path)}
 
 
 def _manifest(folder: Path) -> dict[str, dict]:

@@ -66,7 +66,7 @@ class Muon(torch.optim.Optimizer):
                  fused_adamw: bool, mlp: str):
         defaults = dict(momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas, eps=eps, fused=fused_adamw)
         super().__init__(groups, defaults)
-        self.fused_adamw, self.mlp = fused_adamw, mlp
+        self.mlp = mlp
         self.orthogonalized = 0  # matrices this rank has orthogonalised (under DDP: its share)
         self.found_inf: torch.Tensor | None = None  # set by the trainer: 1 skips this step's update, on the device
 
