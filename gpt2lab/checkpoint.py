@@ -33,6 +33,9 @@ from safetensors.torch import load_file, load_model, save_file
 from .config import Config, from_dict
 from .errors import UserError
 from .files import copy_mode_from_umask, file_digest, fsync_dir, write_error
+from .formats import BadFile, check, read_json
+from .formats.json_file import MB
+from .formats.schemas import Manifest, TrainingState
 from .model import GPT
 
 CHECKPOINTS = "checkpoints"
@@ -205,21 +208,19 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 def read_marker(folder: Path) -> dict:
-    """The COMPLETE manifest; a 0.1 marker (just the step) reads as format 0 with no file list."""
+    """The COMPLETE manifest, checked (schemas.Manifest); a 0.1 marker (just the step) reads as format 0 with no
+    file list. Anything else makes the checkpoint corrupt."""
+    path = folder / MARKER
     try:
-        text = (folder / MARKER).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorruptCheckpoint(f"cannot read {MARKER} ({exc})") from None
-    try:
-        marker = json.loads(text)
-    except json.JSONDecodeError:
-        marker = None
-    if isinstance(marker, int) or marker is None:
-        if text.strip().isdigit():
-            return {"format": 0, "step": int(text.strip()), "files": None, "health": {}}
-        raise CorruptCheckpoint(f"{MARKER} is neither a manifest nor a step number")
-    if not isinstance(marker, dict) or not isinstance(marker.get("files"), dict):
-        raise CorruptCheckpoint(f"{MARKER} is not a checkpoint manifest")
+        head = path.read_bytes()[:32] if path.is_file() and path.stat().st_size <= 32 else b""
+        if head.strip().isdigit():
+            return {"format": 0, "step": int(head.strip()), "files": None, "health": {}}
+        marker = read_json(path, max_bytes=16 * MB, max_depth=8)
+        marker = check(marker, Manifest, MARKER)
+    except (BadFile, OSError) as exc:
+        raise CorruptCheckpoint(str(exc).replace(str(folder) + "/", "")) from None
+    if marker["files"] is None and marker["format"] != 0:
+        raise CorruptCheckpoint(f"{MARKER} lists no files")
     return marker
 
 
@@ -229,10 +230,12 @@ def verify(folder: Path, deep: bool = False) -> dict:
     marker = read_marker(folder)
     for name, expected in (marker["files"] or {}).items():
         path = folder / name
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            raise CorruptCheckpoint(f"{MARKER} names {name!r}, outside the checkpoint folder")
         if not path.is_file():
             raise CorruptCheckpoint(f"{name} is missing")
-        if path.stat().st_size != expected.get("bytes"):
-            raise CorruptCheckpoint(f"{name} has {path.stat().st_size} bytes, the manifest says {expected.get('bytes')}")
+        if path.stat().st_size != expected["bytes"]:
+            raise CorruptCheckpoint(f"{name} has {path.stat().st_size} bytes, the manifest says {expected['bytes']}")
         if deep and _digest(path)["sha256"] != expected.get("sha256"):
             raise CorruptCheckpoint(f"{name} does not match its SHA-256 in the manifest (altered or damaged)")
     if marker["files"] is None and not ((folder / LEGACY_STATE).is_file() or (folder / STATE_JSON).is_file()):
@@ -275,12 +278,11 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 # --- reading ---------------------------------------------------------------------------------------------------
 
 def load_config(checkpoint: Path) -> Config:
-    try:
-        values = json.loads((checkpoint / CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read {checkpoint / CONFIG} ({exc}); the checkpoint is incomplete or corrupt") from None
+    """The checkpoint's config.json: size- and depth-limited, then checked as every config is (from_dict)."""
+    values = read_json(checkpoint / CONFIG, max_bytes=MB, max_depth=8,
+                       fix="the checkpoint is incomplete or corrupt; use another checkpoint")
     if not isinstance(values, dict):
-        raise UserError(f"{checkpoint / CONFIG} is not a config; the checkpoint is corrupt")
+        raise BadFile(f"{checkpoint / CONFIG} is not a config (a JSON object of sections); the checkpoint is corrupt")
     return from_dict(values)
 
 
@@ -350,18 +352,25 @@ def _legacy_state(path: Path) -> dict:
 
 
 def load_state(checkpoint: Path) -> dict:
-    """The training state of a checkpoint; CorruptCheckpoint if it cannot be read."""
+    """The training state of a checkpoint, checked (schemas.TrainingState); CorruptCheckpoint if it cannot be read
+    or has the wrong shape."""
     try:
-        if (checkpoint / STATE_JSON).is_file():
+        if (checkpoint / STATE_JSON).exists():
+            packed = read_json(checkpoint / STATE_JSON, max_bytes=256 * MB, max_depth=64)
             tensors = read_tensors(checkpoint / TENSORS)
-            state = unpack(json.loads((checkpoint / STATE_JSON).read_text(encoding="utf-8")), tensors)
+            state = unpack(packed, tensors)
         else:
             state = _legacy_state(checkpoint / LEGACY_STATE)
+    except BadFile as exc:
+        raise CorruptCheckpoint(str(exc).replace(str(checkpoint) + "/", "")) from None
     except Exception as exc:  # a damaged file fails in many ways; the message names the cause
         raise CorruptCheckpoint(f"cannot read its training state ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+    if not isinstance(state, dict) or "step" not in state:
         raise CorruptCheckpoint("its training state has no step")
-    return state
+    try:
+        return check(state, TrainingState, STATE_JSON)
+    except BadFile as exc:
+        raise CorruptCheckpoint(str(exc)) from None
 
 
 # --- retention -------------------------------------------------------------------------------------------------

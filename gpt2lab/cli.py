@@ -338,7 +338,7 @@ def _add_tools(sub, command: str | None) -> None:
     p = sub.add_parser("compare", help="val loss of several runs against tokens and time: one PNG and a table",
                        formatter_class=FORMAT)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories; the first is the reference")
-    p.add_argument("--out", required=True, help="folder for compare.png and compare.md")
+    p.add_argument("--out", help="folder for compare.png and compare.md (default: compare-FIRST_RUN here)")
     p.add_argument("--names", nargs="+", help="a label per run (default: the folder names)")
     p.set_defaults(func=cmd_compare)
 

@@ -14,7 +14,7 @@ PACKAGE = ROOT / "gpt2lab"
 # lowest first; parts on one line are peers: none imports another
 LAYERS = [
     ["errors"],
-    ["files", "progress"],
+    ["files", "progress", "formats"],
     ["model"],
     ["runtime", "recipes"],
     ["config"],

@@ -35,7 +35,9 @@ class Windows:
         self.shards = split_shards(data_dir, split)
         if align_documents:
             if eot is None:
-                raise ValueError("align_documents needs the end-of-text token id")
+                raise UserError(f"data.align_documents is on, but {data_dir}'s meta.json names no end-of-text token "
+                                "(tokenizer.eot); turn it off (--set data.align_documents=false) or prepare the data "
+                                "with a tokenizer that has one")
             self.offsets = [_document_starts(s, eot, seq_len) for s in self.shards]
         else:
             self.offsets = [np.arange(max(0, (len(s) - 1) // seq_len), dtype=np.int64) * seq_len for s in self.shards]

@@ -42,6 +42,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import UserError
+from ..formats import BadFile, check, read_json
+from ..formats.json_file import MB
+from ..formats.schemas import PrepareProgress
 from ..files import (
     FolderLock,
     absolute,
@@ -400,10 +403,10 @@ def _resume_point(work: Path, fingerprint: str, opts: PrepareOptions, echo) -> d
     progress = {}
     if path.is_file() and not opts.overwrite:
         try:
-            saved = json.loads(path.read_text())
-            if saved.get("fingerprint") == fingerprint:
+            saved = check(read_json(path, max_bytes=64 * MB, max_depth=8), PrepareProgress, PROGRESS_FILE)
+            if saved["fingerprint"] == fingerprint:
                 progress = saved["splits"]
-        except (json.JSONDecodeError, KeyError, TypeError, OSError):
+        except BadFile:
             progress = {}
         problem = _shards_intact(work, [e for split in progress.values() for e in split.get("shards", [])])
         if problem:

@@ -13,13 +13,14 @@ Documents are concatenated, each preceded by <|endoftext|>, so every shard start
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from ..formats import read_json
+from ..formats.json_file import MB
 
 MAGIC = 20240520
 VERSION = 1
@@ -103,10 +104,7 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
         raise UserError(f"data directory {data_dir} does not exist; create it with `gpt2lab prepare INPUT --out {data_dir}`")
     if not path.is_file():
         raise UserError(f"{data_dir} has no {META_FILE}: it is not a prepared data directory; run `gpt2lab prepare`")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); run `gpt2lab prepare` again") from None
+    meta = read_json(path, max_bytes=64 * MB, max_depth=8, fix="run `gpt2lab prepare` again")
     problem = meta_problem(meta)
     if problem:
         raise UserError(f"{path} is damaged: {problem}; run `gpt2lab prepare` again")

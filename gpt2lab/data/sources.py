@@ -22,7 +22,6 @@ from __future__ import annotations
 import glob
 import gzip
 import io
-import json
 import lzma
 import os
 import re
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..errors import UserError
+from ..formats import BadFile, parse_json
 
 COMPRESSIONS = {".gz": gzip.open, ".xz": lzma.open}
 JSONL_SUFFIXES = (".jsonl", ".json")
@@ -41,15 +41,21 @@ WIKITEXT_HEADING = re.compile(r"^ = [^=].* = $")
 Document = tuple[str | None, str]
 
 
+MAX_LINE = 16 << 20  # one document per line: a line longer than this is not one a tokenizer should see whole
+
+
 def json_lines(f, path) -> Iterator[tuple[int, object]]:
-    """(line number, parsed object) for each non-blank line of an open JSON-lines file."""
-    for line_no, line in enumerate(f, 1):
+    """(line number, parsed object) for each non-blank line of an open JSON-lines file; a line over 16 MB, nested
+    over 32 levels or not JSON is one line naming it."""
+    for line_no, line in enumerate(iter(lambda: f.readline(MAX_LINE + 1), ""), 1):
+        if len(line) > MAX_LINE:
+            raise UserError(f"{path}:{line_no} is longer than {MAX_LINE >> 20} MB; split that document or remove the line")
         if not line.strip():
             continue
         try:
-            yield line_no, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{line_no} is not valid JSON ({exc.msg}); fix or remove that line") from None
+            yield line_no, parse_json(line, f"{path}:{line_no}", max_depth=32)
+        except BadFile as exc:
+            raise UserError(f"{exc}; fix or remove that line") from None
 
 
 def wikitext_articles(lines: Iterable[str]) -> Iterator[str]:

@@ -22,6 +22,8 @@ from ..checkpoint import load_model_from_checkpoint, write_checkpoint
 from .remote_code import write_custom_architecture
 from ..config import Config
 from ..errors import UserError
+from ..formats import read_json
+from ..formats.json_file import MB
 from ..files import FolderLock, absolute, clear_folder, copy_mode_from_umask, foreign_entries, publish_folder, write_error
 from ..model import GPT, GPTConfig
 
@@ -310,10 +312,7 @@ def import_hf(hf_dir: str, out: str) -> dict:
 
 
 def _model_type(path: Path) -> str | None:
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path} ({exc})") from None
+    config = read_json(path, max_bytes=MB, max_depth=16, fix="pass a folder saved by transformers' save_pretrained")
     return config.get("model_type") if isinstance(config, dict) else None
 
 

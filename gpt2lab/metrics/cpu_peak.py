@@ -22,6 +22,9 @@ from pathlib import Path
 
 import torch
 
+from ..formats import BadFile, read_json
+from ..formats.json_file import MB
+
 SHAPES = ((2048, 2048, 2048), (4096, 1024, 4096), (2048, 768, 3072), (8192, 256, 2048), (4096, 512, 4096))
 PROBE_VERSION = 3  # part of the cache key: a peak measured by an older probe is measured again (3: stable only)
 
@@ -116,8 +119,8 @@ def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None, fresh: 
     label = f"measured: {precision} matmul probe on this CPU ({threads} threads)"
     path = cache_file()
     try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
+        cache = read_json(path, max_bytes=MB, max_depth=8)
+    except BadFile:  # a damaged cache is measured again
         cache = {}
     if not isinstance(cache, dict):
         cache = {}

@@ -3,7 +3,10 @@ TensorBoard when installed (log.tensorboard); Weights & Biases when log.wandb_pr
 works with WANDB_MODE=offline).
 
 Non-finite values are written as the strings "nan", "inf" and "-inf" (JSON has no NaN) and read back as floats.
-Reading tolerates what a kill or a stranger leaves: a cut-off last line, lines that are not records.
+Reading tolerates what a kill or a stranger leaves: a cut-off last line, lines that are not records (over 1 MB,
+nested, not JSON, no whole-number step); in a record, only numbers, strings and booleans are kept (a null, a
+list or a number beyond 2**63 is dropped), and `number()` is how a reader takes a metric as a float.
+Each record is one unbuffered write: a full disk fails that write (one line), and nothing is left to flush later.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..files import write_error, write_text_atomic
+from ..formats import BadFile, parse_json
+from ..formats.json_file import MB
 
 METRICS_FILE = "metrics.jsonl"
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "NaN": math.nan, "Infinity": math.inf,
@@ -31,11 +36,12 @@ class MetricsLogger:
     def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = False, wandb_project: str | None = None,
                  config: dict | None = None, echo=print):
         self.path = Path(run_dir) / METRICS_FILE
-        try:
-            self._file = open(self.path, "a", encoding="utf-8")
-        except OSError as exc:
-            raise write_error("metrics", self.path, exc) from None
+        self._file = self._open()
         self._tb = self._wandb = None
+        if not _utf8(run_dir) and (tensorboard or wandb_project):
+            echo(f"note: TensorBoard and W&B logging are off: the run folder's name is not UTF-8, which they cannot "
+                 "write to; metrics.jsonl has everything")
+            tensorboard = wandb_project = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -50,10 +56,18 @@ class MetricsLogger:
                 raise UserError("log.wandb_project is set but wandb is not installed; pip install wandb, or unset it") from None
             self._wandb = wandb.init(project=wandb_project, dir=str(run_dir), config=config, name=Path(run_dir).name)
 
-    def log(self, record: dict) -> None:
+    def _open(self):
         try:
-            self._file.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
-            self._file.flush()
+            return open(self.path, "ab", buffering=0)
+        except OSError as exc:
+            raise write_error("metrics", self.path, exc) from None
+
+    def log(self, record: dict) -> None:
+        line = (json.dumps({k: _clean(v) for k, v in record.items()}) + "\n").encode("utf-8", errors="surrogateescape")
+        try:
+            view = memoryview(line)
+            while view:  # a raw write may write less than asked
+                view = view[self._file.write(view):]
         except OSError as exc:
             raise write_error("metrics", self.path, exc) from None
         scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
@@ -67,26 +81,55 @@ class MetricsLogger:
         """Forget records after last_step (a rollback writes them again)."""
         self._file.close()
         truncate_metrics(self.path.parent, last_step)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = self._open()
 
     def close(self) -> None:
-        self._file.close()
+        self._file.close()  # unbuffered: nothing left to write, so a full disk cannot fail here
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
 
 
+def _utf8(path) -> bool:
+    try:
+        str(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+LIMIT = 1 << 63
+
+
+def _value(v):
+    """A kept value: a string (non-finite spellings as floats), a boolean, or a number within 2**63; else None."""
+    if isinstance(v, str):
+        return NON_FINITE.get(v, v)
+    if isinstance(v, bool) or (isinstance(v, float)) or (isinstance(v, int) and -LIMIT < v < LIMIT):
+        return v
+    return None
+
+
 def _record(line: str) -> dict | None:
     """A metrics record, or None for a line that is not one (cut short by a kill, or foreign)."""
+    if len(line) > MB:
+        return None
     try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, ValueError):
+        record = parse_json(line, METRICS_FILE, max_depth=4)
+    except BadFile:
         return None
     step = record.get("step") if isinstance(record, dict) else None
-    if not isinstance(step, int) or isinstance(step, bool):
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < LIMIT:
         return None
-    return {k: NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in record.items()}
+    values = {k: _value(v) for k, v in record.items()}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def number(record: dict, key: str) -> float | None:
+    """A metric as a float (nan and inf included), or None when the record has no number under that key."""
+    v = record.get(key)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _parsed(path: Path) -> list[tuple[str, dict]]:

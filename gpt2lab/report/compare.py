@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..files import absolute, write_error, write_text_atomic
-from ..metrics.logger import read_metrics
+from ..metrics.logger import number, read_metrics
 
 
 @dataclass
@@ -31,11 +31,13 @@ class Curve:
 def curve_of(run_dir: str | Path, name: str | None = None) -> Curve:
     """A run's validation curve: (tokens, elapsed seconds, val loss) at each evaluation."""
     run = absolute(run_dir)
-    points = [r for r in read_metrics(run) if isinstance(r.get("val_loss"), (int, float)) and math.isfinite(r["val_loss"])]
+    points = [(number(r, "tokens"), number(r, "elapsed"), number(r, "val_loss")) for r in read_metrics(run)]
+    points = [p for p in points if all(v is not None and math.isfinite(v) for v in p)]  # a damaged record is no point
     if not points:
-        raise UserError(f"{run} has no validation loss in metrics.jsonl; compare needs runs with evaluations")
-    return Curve(name or run.name, [float(r.get("tokens", 0)) for r in points],
-                 [float(r.get("elapsed") or 0.0) for r in points], [r["val_loss"] for r in points])
+        raise UserError(f"{run} has no validation loss (with its tokens and elapsed time) in metrics.jsonl; compare "
+                        "needs runs with evaluations")
+    tokens, seconds, loss = (list(v) for v in zip(*points))
+    return Curve(name or run.name, tokens, seconds, loss)
 
 
 def reach(xs: list[float], losses: list[float], target: float) -> float | None:
@@ -106,7 +108,12 @@ def plot_curves(curves: list[Curve], path: Path, title: str = "validation loss")
 MIN_POINTS = 5  # validation points below which a token or time ratio is called out as resting on too few
 
 
-def compare_runs(run_dirs: list[str], out: str, names: list[str] | None = None) -> dict:
+def default_out(run_dirs: list[str]) -> Path:
+    """Where compare writes without --out: compare-FIRSTRUN in the current folder."""
+    return absolute(f"compare-{absolute(run_dirs[0]).name}")
+
+
+def compare_runs(run_dirs: list[str], out: str | None = None, names: list[str] | None = None) -> dict:
     if names and len(names) != len(run_dirs):
         raise UserError(f"--names gives {len(names)} labels for {len(run_dirs)} runs; give one per run")
     curves = [curve_of(d, names[i] if names else None) for i, d in enumerate(run_dirs)]
@@ -118,7 +125,7 @@ def compare_runs(run_dirs: list[str], out: str, names: list[str] | None = None) 
                 "evaluate more often (eval.every)"] if thin else []
     if warnings:
         table += "\n\n" + "\n".join(f"Note: {w}" for w in warnings)
-    folder = absolute(out)
+    folder = absolute(out) if out else default_out(run_dirs)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         plot_curves(curves, folder / "compare.png")

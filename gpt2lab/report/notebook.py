@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from datetime import datetime, timezone
@@ -11,6 +10,8 @@ from pathlib import Path
 from .. import __version__
 from ..errors import UserError
 from ..files import absolute, write_error, write_text_atomic
+from ..formats import BadFile, read_json
+from ..formats.json_file import MB
 from ..progress import progress_bar
 from ..metrics.logger import read_metrics
 from ..metrics.names import Metric, eval_metrics_of
@@ -26,10 +27,9 @@ def _table(rows: list[tuple[str, object]]) -> str:
 
 def _read_json(path: Path):
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_json(path, max_bytes=MB, max_depth=8)
+    except BadFile:  # a report shows what it can read
         return {}
-    return value
 
 
 def _fmt_time(seconds: float) -> str:

@@ -28,6 +28,8 @@ from ..data.loader import BatchStream, Windows, document_ids
 from ..data.shards import check_vocab, data_fingerprint, read_meta
 from ..errors import UserError
 from ..files import FolderLock, absolute, file_digest, write_json_atomic
+from ..formats import BadFile, check, read_json
+from ..formats.schemas import RunRecord
 from ..metrics.cpu_peak import cpu_peak_flops
 from ..metrics.devices import device_peak_flops
 from ..metrics.flops import flops_per_token
@@ -141,10 +143,10 @@ class Trainer:
         if not present:
             return
         try:
-            record = json.loads((self.run_dir / RUN_RECORD).read_text())
+            record = check(read_json(self.run_dir / RUN_RECORD), RunRecord, RUN_RECORD)
             ours = all(file_digest(self.run_dir / n) == record["files"].get(n) for n in RECORDED
                        if (self.run_dir / n).exists())
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        except (BadFile, OSError):
             ours = False
         if not ours:
             raise UserError(f"refusing to train into {self.run_dir}: it holds {', '.join(present)}, which gpt2lab's record "
@@ -379,8 +381,11 @@ class Trainer:
             self.step, self.elapsed = state["step"], state.get("elapsed", 0.0)
             self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
             self.run_id = state.get("run_id") or self.run_id
-        except (KeyError, TypeError, IndexError, ValueError) as exc:
-            raise ckpt.CorruptCheckpoint(f"its training state is incomplete ({type(exc).__name__}: {exc})") from None
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and str(exc).startswith("CUDA error"):
+                raise  # the device's state, not the checkpoint's
+            raise ckpt.CorruptCheckpoint(f"its training state is incomplete ({type(exc).__name__}: "
+                                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
         self.trusted = self.step if marker.get("health", {}).get("weights_finite", True) else None
         self._placement_checked = False
         self._schedule_note = self._schedule_change(saved)

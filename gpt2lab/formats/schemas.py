@@ -1,0 +1,106 @@
+"""The shapes of the JSON files gpt2lab writes, as pydantic models: strict types (no "3" for 3, no true for 1),
+bounds where a value has them, extra fields allowed (a newer gpt2lab may add some). `check` validates and
+returns the value unchanged, or raises BadFile naming the file, the field, what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .json_file import BadFile
+
+Count = Annotated[int, Field(ge=0, le=1 << 62)]
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Scale = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class Shape(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+# --- checkpoint ------------------------------------------------------------------------------------------------
+
+class FileEntry(Shape):
+    bytes: Count
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+
+
+class Health(Shape):
+    weights_finite: bool = True
+
+
+class Manifest(Shape):
+    """COMPLETE: written last into a checkpoint folder."""
+    format: Annotated[int, Field(ge=0, le=1)]
+    step: Count
+    files: dict[str, FileEntry] | None
+    health: Health = Health()
+    run: str | None = None
+
+
+class LoaderState(Shape):
+    position: Count
+    seed: Annotated[int, Field(ge=0, le=1 << 64)]
+    windows: Count
+
+
+class GuardState(Shape):
+    history: list[float] = []
+    count: Count = 0
+
+
+class PlanState(Shape):
+    planned: Count
+    budget_s: Seconds
+    warmup_end: Annotated[list[float], Field(min_length=2, max_length=2)] | None = None
+    progress: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
+    reserve_s: Seconds = 0.0
+
+
+class TrainingState(Shape):
+    """state.json (+ state.safetensors), after unpacking: what a resume reads."""
+    step: Count
+    optimizer: dict[str, Any] | None = None
+    loader: LoaderState | None = None
+    scaler: dict[str, Any] | None = None
+    rng: Any = None
+    rng_ranks: list[Any] | None = None
+    loss_guard: GuardState | None = None
+    elapsed: Seconds = 0.0
+    lr_scale: Scale = 1.0
+    rollbacks: Count = 0
+    plan: PlanState | None = None
+    run_id: str | None = None
+    data_fingerprint: str | None = None
+
+
+# --- run folder and data -----------------------------------------------------------------------------------------
+
+class RunRecord(Shape):
+    """RUN/.gpt2lab-run.json: the SHA-256 of each file gpt2lab wrote into the run folder."""
+    files: dict[str, str]
+
+
+class PrepareProgress(Shape):
+    """A prepare's working folder: how far an interrupted prepare got."""
+    fingerprint: str
+    splits: dict[str, dict[str, Any]]
+
+
+def _found(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check(value, shape: type[Shape], where: str):
+    """`value` if it has the shape, else BadFile: `where: field a.b is X, expected Y`."""
+    try:
+        shape.model_validate(value)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in error["loc"]) or "the top level"
+        expected = error["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+        raise BadFile(f"{where}: field {field} is {_found(error.get('input'))}, expected {expected}") from None
+    return value
