@@ -134,6 +134,9 @@ def write_checkpoint(folder: Path, weights: dict[str, torch.Tensor] | torch.nn.M
     if isinstance(weights, torch.nn.Module):
         weights = model_weights(weights)
     folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"{folder} is a {'link' if folder.is_symlink() else 'file'} where gpt2lab saves a checkpoint "
+                        "folder; gpt2lab replaces nothing it did not write: move it away and resume")
     if folder.exists() and any(folder.iterdir()) and not (replace and is_checkpoint(folder)):
         what = "is a checkpoint" if is_checkpoint(folder) else "is not empty and not a gpt2lab checkpoint"
         raise UserError(f"{folder} {what}; gpt2lab replaces nothing it did not write: choose another --out")

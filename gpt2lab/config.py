@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import types
 import typing
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .formats import parse_json
+from .formats.json_file import depth_of
 from .model.gpt import GPTConfig
 from .runtime import COMPILE_MODES, PRECISIONS
 
@@ -405,9 +406,11 @@ def load_file(path: str) -> dict:
                 import tomli as tomllib
             data = tomllib.loads(text)
         elif p.suffix == ".json":
-            data = json.loads(text)
+            data = parse_json(text, str(p), max_depth=8)
         else:
             data = _yaml_without_aliases(text) or {}
+        if depth_of(data, 8) > 8:
+            raise ValueError("it is nested deeper than 8 levels; a config is sections of key = value")
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot parse config file {path}: {first}") from None
@@ -478,7 +481,7 @@ def build_config(
         layer = merge(layer, parse_sets(sets), notes=notes)
     if flags:
         layer = merge(layer, flags, notes=notes)
-    cfg = Config(**{s: _SECTION_TYPES[s](**layer[s]) for s in SECTIONS})
+    cfg = Config(**{s: _SECTION_TYPES[s](**layer.get(s, {})) for s in SECTIONS})
     cfg.notes = _dedupe(notes)
     _derive(cfg, layer)
     cfg.validate()

@@ -4,7 +4,6 @@ it asks for, and the trainer."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Callable
@@ -14,6 +13,8 @@ from ..config import Config, build_config
 from ..errors import UserError
 from ..eval import build_evaluators
 from ..files import absolute
+from ..formats import BadFile, read_json
+from ..formats.json_file import MB
 from ..train.trainer import Trainer
 
 DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*"
@@ -32,20 +33,23 @@ def parse_duration(text: str) -> float:
 def saved_config(run_dir: Path, echo: Callable) -> dict | None:
     """A resumed run's own config: its config.json, or, when that is damaged, its latest checkpoint's copy."""
     path = run_dir / "config.json"
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
+        values = read_json(path, max_bytes=MB, max_depth=8)
         if isinstance(values, dict):
             return values
-    except (ValueError, OSError):
+    except BadFile:
         pass
     latest = ckpt.latest_checkpoint(run_dir)
     if latest is None:
         raise UserError(f"{path} is damaged and {run_dir} has no checkpoint to take the config from; "
                         "start the run again or repair config.json")
     echo(f"note: {path} is damaged; using the config saved with {latest.name}")
-    return json.loads((latest / ckpt.CONFIG).read_text(encoding="utf-8"))
+    values = read_json(latest / ckpt.CONFIG, max_bytes=MB, max_depth=8, fix="repair the run's config.json")
+    if not isinstance(values, dict):
+        raise UserError(f"{latest / ckpt.CONFIG} is not a config either; repair the run's config.json")
+    return values
 
 
 def train_config(out: str, *, resume: bool = False, init_from: str | None = None, recipe: str | None = None,

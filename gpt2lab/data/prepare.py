@@ -355,6 +355,12 @@ def _shards_intact(folder: Path, shards: list[dict]) -> str | None:
     return None
 
 
+def _unlisted_shards(folder: Path, listed: set[str]) -> str | None:
+    """A shard file the progress record does not list (the record was cut or edited): resuming would lose it."""
+    extra = sorted(p.name for p in folder.glob("*.bin") if p.name not in listed)
+    return f"{extra[0]} is on disk but not in {PROGRESS_FILE}" if extra else None
+
+
 def _already_done(out: Path, fingerprint: str, opts: PrepareOptions, echo) -> dict | None:
     """meta.json of an earlier prepare of these inputs with these options, if its shards are intact."""
     if opts.overwrite or not (out / META_FILE).is_file():
@@ -408,7 +414,8 @@ def _resume_point(work: Path, fingerprint: str, opts: PrepareOptions, echo) -> d
                 progress = saved["splits"]
         except BadFile:
             progress = {}
-        problem = _shards_intact(work, [e for split in progress.values() for e in split.get("shards", [])])
+        listed = [e for split in progress.values() for e in split.get("shards", [])]
+        problem = _shards_intact(work, listed) or _unlisted_shards(work, {e["file"] for e in listed})
         if problem:
             echo(f"note: the interrupted prepare in {work} cannot be resumed ({problem}); starting over")
             progress = {}

@@ -16,6 +16,8 @@ import torch
 
 from ..data.sources import json_lines
 from ..errors import UserError
+from ..formats import BadFile, check
+from ..formats.schemas import HellaSwagRow
 from ..metrics.names import Metric
 from ..runtime import Runtime
 from ..tokenizer import load_tokenizer
@@ -38,12 +40,10 @@ def read_examples(path: str | Path, limit: int | None = None) -> list[dict]:
     with open(p, encoding="utf-8", errors="strict") as f:
         try:
             for line_no, row in json_lines(f, p):
-                ok = (isinstance(row, dict) and isinstance(row.get("ctx"), str) and isinstance(row.get("endings"), list)
-                      and len(row["endings"]) == 4 and all(isinstance(e, str) for e in row["endings"])
-                      and isinstance(row.get("label"), int) and 0 <= row["label"] < 4)
-                if not ok:
-                    raise UserError(f"{p}:{line_no} is not a HellaSwag row: it needs 'ctx', four 'endings' and a 'label' 0-3")
-                rows.append(row)
+                try:
+                    rows.append(check(row, HellaSwagRow, f"{p}:{line_no}"))
+                except BadFile as exc:
+                    raise UserError(f"{exc}: not a HellaSwag row, which needs 'ctx', four 'endings' and a 'label' 0-3") from None
                 if limit and len(rows) == limit:
                     break
         except UnicodeDecodeError:

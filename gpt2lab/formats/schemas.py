@@ -83,10 +83,30 @@ class RunRecord(Shape):
     files: dict[str, str]
 
 
+class ShardProgress(Shape):
+    file: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]  # a name in the folder, never a path out of it
+    tokens: Count
+
+
+class SplitProgress(Shape):
+    shards: list[ShardProgress] = []
+    documents: Count = 0
+    carry: Count = 0
+
+
 class PrepareProgress(Shape):
     """A prepare's working folder: how far an interrupted prepare got."""
     fingerprint: str
-    splits: dict[str, dict[str, Any]]
+    splits: dict[str, SplitProgress]
+
+
+# --- evaluation data ---------------------------------------------------------------------------------------------
+
+class HellaSwagRow(Shape):
+    """One row of hellaswag_val.jsonl: a context, four endings, the right one's index."""
+    ctx: str
+    endings: Annotated[list[str], Field(min_length=4, max_length=4)]
+    label: Annotated[int, Field(ge=0, le=3)]
 
 
 def _found(value) -> str:
@@ -102,5 +122,6 @@ def check(value, shape: type[Shape], where: str):
         error = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in error["loc"]) or "the top level"
         expected = error["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+        expected = expected[:1].lower() + expected[1:].replace(" after validation", "")
         raise BadFile(f"{where}: field {field} is {_found(error.get('input'))}, expected {expected}") from None
     return value

@@ -39,7 +39,7 @@ class MetricsLogger:
         self._file = self._open()
         self._tb = self._wandb = None
         if not _utf8(run_dir) and (tensorboard or wandb_project):
-            echo(f"note: TensorBoard and W&B logging are off: the run folder's name is not UTF-8, which they cannot "
+            echo("note: TensorBoard and W&B logging are off: the run folder's name is not UTF-8, which they cannot "
                  "write to; metrics.jsonl has everything")
             tensorboard = wandb_project = None
         if tensorboard:

@@ -11,7 +11,6 @@ passed); the trainer asks each evaluator whether it is due.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -381,7 +380,7 @@ class Trainer:
             self.step, self.elapsed = state["step"], state.get("elapsed", 0.0)
             self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
             self.run_id = state.get("run_id") or self.run_id
-        except (KeyError, TypeError, IndexError, ValueError, AttributeError, RuntimeError) as exc:
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError, OverflowError, RuntimeError) as exc:
             if isinstance(exc, RuntimeError) and str(exc).startswith("CUDA error"):
                 raise  # the device's state, not the checkpoint's
             raise ckpt.CorruptCheckpoint(f"its training state is incomplete ({type(exc).__name__}: "
