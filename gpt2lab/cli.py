@@ -1,5 +1,6 @@
-"""The `gpt2lab` command: argument parsing only. Each subcommand hands its arguments to one function of a part
-(data, report, interop) or of gpt2lab/commands/."""
+"""The `gpt2lab` command: argument parsing only. prepare, train, eval, sample and export hand their arguments to
+the Python API (gpt2lab/api.py); the other subcommands to one function of a part (data, report, interop) or of
+gpt2lab/commands/."""
 
 from __future__ import annotations
 
@@ -39,12 +40,11 @@ def _catalogue() -> str:
 
 
 def cmd_prepare(args) -> None:
-    from .data.prepare import PrepareOptions, prepare
+    from . import api
 
-    opts = PrepareOptions(val_fraction=args.val_fraction, seed=args.seed, workers=args.workers,
-                          shard_tokens=args.shard_tokens, tokenizer=args.tokenizer, overwrite=args.overwrite,
-                          quiet=args.quiet, val_inputs=args.val or [], text_field=args.text_field)
-    meta = prepare(args.inputs, args.out, opts)
+    meta = api.prepare(args.inputs, out=args.out, val=args.val, val_fraction=args.val_fraction, seed=args.seed,
+                       workers=args.workers, shard_tokens=args.shard_tokens, tokenizer=args.tokenizer,
+                       text_field=args.text_field, overwrite=args.overwrite, quiet=args.quiet).meta
     for split, info in meta["splits"].items():
         print(f"{split}: {info['tokens']:,} tokens, {info['documents']:,} documents, {len(info['shards'])} shard(s)")
     print(f"split: {meta['split']['description']}")
@@ -59,36 +59,33 @@ def cmd_data_info(args) -> None:
 
 
 def cmd_train(args) -> int:
-    from .commands.train import parse_duration, train
+    from . import api
 
-    run = {"eval_every": args.eval_every, "checkpoint_every": args.checkpoint_every}
-    flags = {
-        "data": {"dir": args.data} if args.data else {},
-        "schedule": {k: v for k, v in {"max_steps": args.max_steps, "time_budget_s": parse_duration(args.time_budget)
-                                       if args.time_budget else None}.items() if v is not None},
-        "run": {k: v for k, v in {"seed": args.seed, "device": args.device, "micro_batch": args.micro_batch,
-                                  "auto_batch": True if args.auto_batch else None, "threads": args.threads}.items()
-                if v is not None},
-        "eval": {"every": run["eval_every"]} if run["eval_every"] is not None else {},
-        "checkpoint": {"every": run["checkpoint_every"]} if run["checkpoint_every"] is not None else {},
-        "log": {"profile_steps": args.profile} if args.profile is not None else {},
+    def given(**values):
+        return {k: v for k, v in values.items() if v is not None}
+
+    sections = {
+        "run": given(micro_batch=args.micro_batch, auto_batch=True if args.auto_batch else None, threads=args.threads),
+        "eval": given(every=args.eval_every), "checkpoint": given(every=args.checkpoint_every),
+        "log": given(profile_steps=args.profile),
     }
-    result = train(args.out, resume=args.resume, init_from=args.init_from, recipe=args.recipe, preset=args.preset,
-                   config_file=args.config, sets=args.set, flags=flags)
-    if result["checkpoint"]:
-        print(f"checkpoint: {result['checkpoint']}")
-    return {"SIGINT": 130, "SIGTERM": 143}.get(result["stopped_by"], 0)
+    result = api.train(args.preset, out=args.out, data=args.data, recipe=args.recipe, config_file=args.config,
+                       sets=args.set, max_steps=args.max_steps, time_budget=args.time_budget, device=args.device,
+                       seed=args.seed, resume=args.resume, init_from=args.init_from,
+                       **{k: v for k, v in sections.items() if v})
+    if result.checkpoint:
+        print(f"checkpoint: {result.checkpoint}")
+    return {"SIGINT": 130, "SIGTERM": 143}.get(result.stopped_by, 0)
 
 
 def cmd_eval(args) -> None:
-    from .commands.eval import EvalOptions, evaluate
+    from . import api
 
     _skipping_hash(args)
-    options = EvalOptions(data=args.data, split=args.split, hellaswag=args.hellaswag, limit=args.limit, text=args.text,
-                          stride=args.stride, device=args.device, batch_size=args.batch_size,
+    result = api.evaluate(args.checkpoint, data=args.data, split=args.split, hellaswag=args.hellaswag, limit=args.limit,
+                          text=args.text, stride=args.stride, device=args.device, batch_size=args.batch_size,
                           max_batches=args.max_batches, tokenizer=args.tokenizer, quiet=args.quiet,
                           skip_hash=args.skip_hash)
-    result = evaluate(args.checkpoint, options)
     if args.json:
         print(json.dumps(result))
         return
@@ -106,10 +103,10 @@ def cmd_eval(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .interop.hf import export_hf
+    from . import api
 
     _skipping_hash(args)
-    info = export_hf(args.checkpoint, args.out, args.tokenizer, hashes=not args.skip_hash)
+    info = api.export(args.checkpoint, out=args.out, tokenizer=args.tokenizer, skip_hash=args.skip_hash)
     tokenizer = "with tokenizer files" if info["tokenizer"] else "without tokenizer files (none found; pass --tokenizer DIR)"
     print(f"wrote {info['architecture']} to {info['out']} {tokenizer}")
 
@@ -122,13 +119,13 @@ def cmd_import(args) -> None:
 
 
 def cmd_sample(args) -> None:
-    from .commands.sample import SampleOptions, sample_text
+    from . import api
 
-    options = SampleOptions(prompt=args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                            top_k=args.top_k, top_p=args.top_p, seed=args.seed, num_samples=args.num_samples,
-                            device=args.device, tokenizer=args.tokenizer, skip_hash=args.skip_hash)
     _skipping_hash(args)
-    texts = sample_text(args.checkpoint, options)
+    texts = api.sample(args.checkpoint, args.prompt, device=args.device, tokenizer=args.tokenizer,
+                       skip_hash=args.skip_hash, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                       top_k=args.top_k, top_p=args.top_p, seed=args.seed, num_samples=args.num_samples)
+    texts = texts if isinstance(texts, list) else [texts]
     for i, text in enumerate(texts):
         if len(texts) > 1:
             print(f"--- sample {i + 1} ---")

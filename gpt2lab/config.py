@@ -46,7 +46,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # an optimizer of gpt2lab/train/optim/ ("adamw", "muon")
+    name: str = "adamw"  # an optimizer of gpt2lab/training/optim/ ("adamw", "muon")
     lr: float = 6e-4  # peak learning rate of every group whose own LR is not set
     matrix_lr: float | None = None  # hidden matrices (attention, MLP); None: lr. Muon's LR
     embedding_lr: float | None = None  # token and position embeddings; None: lr

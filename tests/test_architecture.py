@@ -21,8 +21,9 @@ LAYERS = [
     ["tokenizer"],
     ["data"],
     ["metrics", "checkpoint"],
-    ["train", "eval", "interop", "report"],
+    ["training", "eval", "interop", "report"],
     ["commands"],
+    ["api"],
     ["cli"],
     ["__main__"],
 ]
@@ -30,7 +31,7 @@ RANK = {part: i for i, parts in enumerate(LAYERS) for part in parts}
 
 
 def part_of(module: str) -> str:
-    """gpt2lab.train.optim.muon -> train; gpt2lab.cli -> cli; gpt2lab (the package itself) -> errors' layer."""
+    """gpt2lab.training.optim.muon -> train; gpt2lab.cli -> cli; gpt2lab (the package itself) -> errors' layer."""
     pieces = module.split(".")
     if len(pieces) < 2 or not ((PACKAGE / pieces[1]).is_dir() or (PACKAGE / f"{pieces[1]}.py").is_file()):
         return "errors"  # gpt2lab itself, or a name defined in its __init__ (__version__): the bottom layer
@@ -71,6 +72,8 @@ def test_imports_only_point_down():
             there = part_of(target)
             if there == here or target == "gpt2lab":
                 continue
+            if path == PACKAGE / "__init__.py" and target == "gpt2lab.api":
+                continue  # the front door: `gpt2lab.train(...)` loads the API on first use (module __getattr__)
             if RANK[there] >= RANK[here]:
                 kind = "sideways" if RANK[there] == RANK[here] else "up"
                 wrong.append(f"{path.relative_to(ROOT)}:{line} imports {target} ({kind}: {here} -> {there})")
@@ -81,15 +84,15 @@ def test_a_planted_upward_import_is_caught(tmp_path, monkeypatch):
     """The checker itself: an import from the trainer inside the model package is reported."""
     fake = tmp_path / "gpt2lab" / "model"
     fake.mkdir(parents=True)
-    (fake / "bad.py").write_text("from ..train.trainer import Trainer\n")
+    (fake / "bad.py").write_text("from ..training.trainer import Trainer\n")
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    assert imports(fake / "bad.py") == [(1, "gpt2lab.train.trainer")]
-    assert RANK[part_of("gpt2lab.train.trainer")] > RANK[part_of("gpt2lab.model.bad")]
+    assert imports(fake / "bad.py") == [(1, "gpt2lab.training.trainer")]
+    assert RANK[part_of("gpt2lab.training.trainer")] > RANK[part_of("gpt2lab.model.bad")]
 
 
 @pytest.mark.parametrize("command,forbidden", [
-    ("sample", ("gpt2lab.train", "gpt2lab.metrics", "gpt2lab.eval", "gpt2lab.report")),
-    ("eval", ("gpt2lab.train", "gpt2lab.report")),
+    ("sample", ("gpt2lab.training", "gpt2lab.metrics", "gpt2lab.eval", "gpt2lab.report")),
+    ("eval", ("gpt2lab.training", "gpt2lab.report")),
 ])
 @pytest.mark.slow
 def test_commands_load_only_what_they_use(command, forbidden):

@@ -71,7 +71,7 @@ def test_cuda_rng_is_saved_for_the_training_device_only_and_old_states_still_loa
 def test_fsdp_builds_its_mesh_on_the_runs_device(monkeypatch):
     """FSDP without a mesh picks the GPU it finds; the run's device must decide (here: CPU on a 'GPU machine'),
     with torch's real mesh and sharding over a gloo group of one."""
-    import gpt2lab.train.distributed as distributed
+    import gpt2lab.training.distributed as distributed
     from gpt2lab.model import GPT, GPTConfig
 
     install(monkeypatch)
@@ -86,7 +86,7 @@ def test_fsdp_builds_its_mesh_on_the_runs_device(monkeypatch):
 
 
 def test_mfu_is_per_gpu(data_dir, tmp_path):
-    from gpt2lab.train.step import Pending
+    from gpt2lab.training.step import Pending
     from gpt2lab.metrics.timing import Timing
 
     t = trainer(micro_config(data_dir, "run.peak_tflops=1"), tmp_path / "run", echo=lambda *_: None)
@@ -124,7 +124,7 @@ def test_init_from_works_under_fsdp(data_dir, tmp_path):
     messages = []
     t = trainer(cfg, tmp_path / "ft", init_from=str(tmp_path / "src"), echo=messages.append)
     expected = ckpt.model_weights(ckpt.load_model_from_checkpoint(tmp_path / "src", torch.device("cpu"))[0])
-    from gpt2lab.train.distributed import full_weights
+    from gpt2lab.training.distributed import full_weights
 
     got = full_weights(t.model)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
@@ -154,8 +154,8 @@ def _tune_on_rank(rank: int, results) -> None:
 
     from gpt2lab.config import build_config
     from gpt2lab.model import GPT, GPTConfig
-    from gpt2lab.train.autobatch import tune_micro_batch
-    from gpt2lab.train.distributed import Dist
+    from gpt2lab.training.autobatch import tune_micro_batch
+    from gpt2lab.training.distributed import Dist
 
     store = dist.FileStore(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"gpt2lab-tune-{os.getppid()}"), 2)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
@@ -241,7 +241,7 @@ def test_an_fsdp_resume_keeps_this_runs_optimizer_settings(data_dir, tmp_path):
 
 def test_cuda_n_under_torchrun_is_refused_in_one_line(monkeypatch):
     """Under torchrun NCCL was bound to cuda:LOCAL_RANK while the model went to cuda:N."""
-    from gpt2lab.train.distributed import init_distributed
+    from gpt2lab.training.distributed import init_distributed
 
     install(monkeypatch, H100, H100)
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -262,7 +262,7 @@ def test_each_rank_profiles_into_its_own_folder(tmp_path):
 def test_ddp_is_wrapped_without_torchs_deprecation_warning(recwarn):
     """C2: torch 2.13 deprecates broadcast_buffers with a FutureWarning."""
     from gpt2lab.model import GPT, GPTConfig
-    from gpt2lab.train import distributed
+    from gpt2lab.training import distributed
 
     d = distributed.init_distributed("fsdp", "cpu", 60)  # a group of one to wrap in
     try:
@@ -310,7 +310,7 @@ def test_out_of_memory_in_an_evaluation_is_one_line(data_dir, tmp_path):
         def __call__(self, model, runtime, shard, reduce):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 6.00 GiB")
 
-    from gpt2lab.train.trainer import Trainer
+    from gpt2lab.training.trainer import Trainer
 
     cfg = micro_config(data_dir, "schedule.max_steps=4")
     t = Trainer(cfg, tmp_path / "run", evaluators=lambda *a: [Hungry()], echo=lambda *_: None)
@@ -339,8 +339,8 @@ def test_auto_batch_is_not_refused_for_the_micro_batch_it_replaces(monkeypatch, 
 
     from gpt2lab.config import build_config
     from gpt2lab.runtime import Runtime
-    from gpt2lab.train.distributed import Dist
-    from gpt2lab.train.trainer import Trainer
+    from gpt2lab.training.distributed import Dist
+    from gpt2lab.training.trainer import Trainer
 
     install(monkeypatch, dict(name="NVIDIA GeForce RTX 4050 Laptop GPU", major=8, minor=9, total_memory=6 * 2**30))
     cuda = Runtime(device=torch.device("cuda:0"), precision="bf16")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from gpt2lab.errors import UserError
-from gpt2lab.train.guards import UtilizationGuard, check_placement
+from gpt2lab.training.guards import UtilizationGuard, check_placement
 from tests.cuda_double import install, set_utilization
 
 
@@ -49,7 +49,7 @@ def test_missing_nvml_turns_the_guard_off_with_a_note(monkeypatch):
 def test_the_spike_guard_uses_standard_deviations():
     """History with mean 3.0 and standard deviation 0.1: a loss 4 sigma up is kept, 7 sigma up is skipped (with the
     variance, 0.01, both would be far above 6)."""
-    from gpt2lab.train.guards import LossGuard
+    from gpt2lab.training.guards import LossGuard
 
     guard = LossGuard(spike_z=6.0)
     for i in range(40):
@@ -66,7 +66,7 @@ def test_the_spike_guard_uses_standard_deviations():
 
 
 def test_the_spike_guard_waits_for_enough_history_and_can_be_off():
-    from gpt2lab.train.guards import LossGuard
+    from gpt2lab.training.guards import LossGuard
 
     guard = LossGuard(spike_z=6.0, min_history=20)
     for _ in range(19):

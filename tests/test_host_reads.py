@@ -37,7 +37,7 @@ def test_one_host_read_per_step_of_the_step_before(data_dir, tmp_path, optimizer
     cfg = micro_config(data_dir, "schedule.max_steps=12", f"optim.name={optimizer}", "run.batch_tokens=256",
                        "checkpoint.every=none", "eval.every=none")
     t = trainer(cfg, tmp_path / "run", echo=lambda *_: None)
-    from gpt2lab.train import step as step_module
+    from gpt2lab.training import step as step_module
 
     reads_by_step, read_of = {}, []
     real_read = step_module.Pending.read

@@ -33,7 +33,7 @@ from gpt2lab.eval.hellaswag import read_examples
 from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.report.compare import comparison, curve_of
 from gpt2lab.config import build_config
-from gpt2lab.train.trainer import RUN_RECORD, Trainer
+from gpt2lab.training.trainer import RUN_RECORD, Trainer
 from tests.conftest import make_data_dir, micro_config, trainer
 
 FAST, FULL = 12, 200

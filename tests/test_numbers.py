@@ -40,7 +40,7 @@ def world(tmp_path_factory):
 def no_heavy_work(monkeypatch):
     """Training, generation and benchmark timing return at once; everything before them runs."""
     from gpt2lab.commands import bench, demo, sample
-    from gpt2lab.train import trainer
+    from gpt2lab.training import trainer
 
     def fit(self):
         self.lock.release()

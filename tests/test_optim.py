@@ -7,9 +7,9 @@ import torch
 from gpt2lab.config import OptimConfig
 from gpt2lab.errors import UserError
 from gpt2lab.model import GPT, GPTConfig
-from gpt2lab.train.optim import build_optimizer, load_named_state_dict, named_state_dict, set_lr_multiplier
-from gpt2lab.train.optim.groups import legacy_names
-from gpt2lab.train.optim.muon import orthogonalize
+from gpt2lab.training.optim import build_optimizer, load_named_state_dict, named_state_dict, set_lr_multiplier
+from gpt2lab.training.optim.groups import legacy_names
+from gpt2lab.training.optim.muon import orthogonalize
 
 CPU = torch.device("cpu")
 MODERN = dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False)
@@ -167,7 +167,7 @@ def test_a_parameter_without_a_role_is_one_line_from_the_optimizer_builder(name)
 
 
 def test_every_parameter_is_in_exactly_one_group():
-    from gpt2lab.train.optim.groups import check_groups
+    from gpt2lab.training.optim.groups import check_groups
 
     model = small()
     optimizer = build_optimizer(model, OptimConfig(name="adamw"), CPU)

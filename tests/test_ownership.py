@@ -154,7 +154,7 @@ def test_retention_keeps_a_checkpoint_copied_in_from_another_run(data_dir, tmp_p
 
 KILL_AFTER_SAVE = """
 import os, signal, sys
-from gpt2lab.train.saver import CheckpointSaver
+from gpt2lab.training.saver import CheckpointSaver
 from tests.conftest import micro_config, trainer
 from pathlib import Path
 

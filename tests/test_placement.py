@@ -10,10 +10,10 @@ import torch
 from gpt2lab.config import build_config
 from gpt2lab.model import GPT
 from gpt2lab.runtime import Runtime
-from gpt2lab.train.guards import LossGuard, misplaced
-from gpt2lab.train.optim import build_optimizer, load_named_state_dict, named_state_dict
-from gpt2lab.train.optim.muon import Muon
-from gpt2lab.train.step import train_step
+from gpt2lab.training.guards import LossGuard, misplaced
+from gpt2lab.training.optim import build_optimizer, load_named_state_dict, named_state_dict
+from gpt2lab.training.optim.muon import Muon
+from gpt2lab.training.step import train_step
 
 META = torch.device("meta")
 CASES = [("preset", "tiny"), ("recipe", "speedrun-cpu"),
@@ -98,7 +98,7 @@ def test_muons_fused_adamw_step_counts_follow_the_parameters_on_resume():
     cfg = _config("recipe", "gpt2-124m-speedrun")
     with META:
         model = GPT(cfg.model)
-    from gpt2lab.train.optim.groups import param_groups
+    from gpt2lab.training.optim.groups import param_groups
 
     o = cfg.optim
     optimizer = Muon(param_groups(model, o, ("matrix",), use_muon=True)

@@ -83,7 +83,7 @@ def test_fixed_memory_terms_are_the_bytes_of_real_tensors(optimizer):
     """Weights, gradients and optimizer state as `plan` counts them, against the tensors a real step leaves."""
     from gpt2lab.commands.plan import optimizer_bytes
     from gpt2lab.config import OptimConfig
-    from gpt2lab.train.optim import build_optimizer
+    from gpt2lab.training.optim import build_optimizer
 
     config = GPTConfig(vocab_size=512, block_size=32, n_layer=2, n_head=2, n_embd=64, tie_embeddings=False, **MODERN)
     model = GPT(config)

@@ -27,14 +27,14 @@ class SteppingClock:
 
 def _trainer(rank, data, run, *sets, clock=None, resume=False, cls=None):
     from gpt2lab.eval import build_evaluators
-    from gpt2lab.train.trainer import Trainer
+    from gpt2lab.training.trainer import Trainer
 
     cfg = micro_config(data, "run.parallel=ddp", "run.dist_timeout_s=30", *sets)
     return (cls or Trainer)(cfg, run, resume=resume, evaluators=build_evaluators, echo=lambda *_: None, clock=clock)
 
 
 def _time_budget_rank(rank, data, run):
-    from gpt2lab.train.trainer import Trainer
+    from gpt2lab.training.trainer import Trainer
 
     lrs = []
 
@@ -60,7 +60,7 @@ def test_a_time_budget_is_one_clock_for_every_rank(tmp_path):
 
 
 def _rollback_rank(rank, data, run):
-    from gpt2lab.train.saver import CheckpointSaver
+    from gpt2lab.training.saver import CheckpointSaver
 
     class SlowSaver(CheckpointSaver):  # a large checkpoint on a slow disk: the write is still running
         def _write(self, *args, **kw):
@@ -74,7 +74,7 @@ def _rollback_rank(rank, data, run):
     target = t.rollback_target()
     t.saver.wait()
     t.lock and t.lock.release()
-    from gpt2lab.train.distributed import shutdown
+    from gpt2lab.training.distributed import shutdown
 
     shutdown(t.dist)
     return target.name if target else None
@@ -98,7 +98,7 @@ def _corrupt_verdict_rank(rank, data, run):
     t = _trainer(rank, data, run, "schedule.max_steps=4", "checkpoint.every=2", resume=True)
     step = t.step
     t.lock and t.lock.release()
-    from gpt2lab.train.distributed import shutdown
+    from gpt2lab.training.distributed import shutdown
 
     shutdown(t.dist)
     return step
@@ -120,7 +120,7 @@ def _muon_model_and_optimizer():
 
     from gpt2lab.config import OptimConfig
     from gpt2lab.model import GPT, GPTConfig
-    from gpt2lab.train.optim import build_optimizer
+    from gpt2lab.training.optim import build_optimizer
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=3, n_head=2, n_embd=32))
@@ -160,7 +160,7 @@ def _stop_rank(rank, which):
     import torch.distributed as dist
 
     from gpt2lab.errors import UserError
-    from gpt2lab.train.distributed import Dist
+    from gpt2lab.training.distributed import Dist
 
     dist.init_process_group("gloo")
     try:

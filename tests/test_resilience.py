@@ -17,7 +17,7 @@ from gpt2lab.errors import UserError
 from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.runtime import Runtime
 from tests.conftest import trainer as make_trainer
-from gpt2lab.train.autobatch import find_micro_batch
+from gpt2lab.training.autobatch import find_micro_batch
 from gpt2lab.checkpoint import complete_checkpoints
 from tests.conftest import MICRO_MODEL, micro_config
 
@@ -183,7 +183,7 @@ def test_bad_steps_in_a_row_roll_back_at_a_lower_lr(data_dir, tmp_path):
     records = read_metrics(tmp_path / "run")
     assert [r["step"] for r in records] == list(range(1, 13))  # the bad stretch was replaced
     assert not any(r.get("skipped") for r in records)
-    from gpt2lab.train.schedule import lr_at
+    from gpt2lab.training.schedule import lr_at
 
     assert records[5]["lr"] == pytest.approx(0.5 * lr_at(5, cfg.optim.lr, cfg.schedule))  # step 6, replayed at half LR
     assert records[2]["lr"] == pytest.approx(lr_at(2, cfg.optim.lr, cfg.schedule))  # before the checkpoint: as it was
@@ -199,7 +199,7 @@ def test_bad_steps_without_a_checkpoint_stop_with_a_clear_message(data_dir, tmp_
 
 
 def test_fp16_grad_scaler_overflow_is_skipped_not_counted(data_dir, tmp_path, monkeypatch):
-    import gpt2lab.train.trainer as trainer_module
+    import gpt2lab.training.trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "resolve_runtime", lambda *a: Runtime(torch.device("cpu"), "fp16"))
     trainer = make_trainer(micro_config(data_dir, "schedule.max_steps=30", "guard.max_bad_steps=1"), tmp_path / "run", **QUIET)

@@ -35,7 +35,7 @@ def test_cpu_precisions(monkeypatch):
 
 def test_apple_mps_by_simulation(monkeypatch):
     """Run here only by simulating torch.backends.mps: availability, precision by macOS version, no silent fallback."""
-    from gpt2lab.train.guards import check_placement
+    from gpt2lab.training.guards import check_placement
 
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     with pytest.raises(UserError, match="MPS is not usable here"):

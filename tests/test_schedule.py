@@ -3,7 +3,7 @@ import math
 import pytest
 
 from gpt2lab.config import ScheduleConfig
-from gpt2lab.train.schedule import lr_at
+from gpt2lab.training.schedule import lr_at
 
 
 def test_warmup_peak_and_end():
@@ -38,7 +38,7 @@ def test_no_warmup():
 
 
 def test_wsd_is_flat_then_decays_linearly_to_the_floor():
-    from gpt2lab.train.schedule import lr_multiplier
+    from gpt2lab.training.schedule import lr_multiplier
 
     s = ScheduleConfig(max_steps=100, warmup_steps=10, decay="wsd", cooldown_fraction=0.2, min_lr_ratio=0.0)
     m = [lr_multiplier(i, s, 100, 0.0) for i in range(101)]
@@ -49,7 +49,7 @@ def test_wsd_is_flat_then_decays_linearly_to_the_floor():
 
 
 def test_the_multiplier_scales_every_group_alike():
-    from gpt2lab.train.schedule import lr_at, lr_multiplier
+    from gpt2lab.training.schedule import lr_at, lr_multiplier
 
     s = ScheduleConfig(max_steps=50, warmup_steps=5, min_lr=1e-4)
     for step in (0, 7, 30, 50):
@@ -57,7 +57,7 @@ def test_the_multiplier_scales_every_group_alike():
 
 
 def test_time_plan_replans_from_the_measured_step_time():
-    from gpt2lab.train.schedule import TimePlan
+    from gpt2lab.training.schedule import TimePlan
 
     plan = TimePlan(budget_s=100.0, cap=10_000, settle=2)
     assert plan.update(1, 40.0) == 10_000  # the first step (compilation) is not measured

@@ -8,7 +8,7 @@ from gpt2lab.errors import UserError
 from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.model import GPT, GPTConfig
 from gpt2lab.runtime import resolve_runtime
-from gpt2lab.train.step import forward_backward
+from gpt2lab.training.step import forward_backward
 from tests.conftest import trainer as make_trainer
 from tests.conftest import micro_config
 

@@ -36,9 +36,9 @@ from ..metrics.flops import flops_per_token
 from ..metrics.steal import cpu_ticks, steal_share
 from ..model import GPT
 from ..runtime import Runtime, resolve_runtime
-from ..train.guards import LossGuard
-from ..train.optim import build_optimizer
-from ..train.step import train_step
+from ..training.guards import LossGuard
+from ..training.optim import build_optimizer
+from ..training.step import train_step
 
 CONTENDERS = ("gpt2lab", "gpt2lab-fp32", "hf", "hf-matched")
 SPREAD_WARNING = 0.10

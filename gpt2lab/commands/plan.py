@@ -1,7 +1,7 @@
 """`gpt2lab plan`: will this model train on that GPU, how fast, for how long, at what cost, before you start.
 
 Memory comes from gpt2lab/metrics/memory.py (the model it uses is described there), the optimizer's state from
-its role table in gpt2lab/train/optim/, FLOPs from gpt2lab/metrics/flops.py, and time assumes a stated MFU
+its role table in gpt2lab/training/optim/, FLOPs from gpt2lab/metrics/flops.py, and time assumes a stated MFU
 against the GPU's dense peak (gpt2lab/metrics/devices.py).
 """
 
@@ -16,7 +16,7 @@ from ..metrics.devices import GPU, peak_tflops
 from ..metrics.flops import flops_per_token
 from ..metrics.memory import CONTEXT_OVERHEAD_GB, GB, largest_micro_batch, memory_plan
 from ..model.gpt import GPT, GPTConfig
-from ..train.optim import role_of, state_bytes_per_param
+from ..training.optim import role_of, state_bytes_per_param
 
 
 def optimizer_bytes(model: GPT, optimizer: str) -> int:

@@ -61,8 +61,15 @@ def sample_text(checkpoint: str, options: SampleOptions | None = None, model=Non
         model, config, _ = load_model_from_checkpoint(checkpoint, runtime.device, hashes=not o.skip_hash)
     tok = load_tokenizer(o.tokenizer or _data_tokenizer(config))
     check_fits(tok, model.config.vocab_size, f"the checkpoint {checkpoint}")
+    return continuations(model, tok, o)
+
+
+def continuations(model, tok, o: SampleOptions) -> list[str]:
+    """num_samples continuations of o.prompt by a loaded model with its tokenizer, on the model's device."""
+    check(o)
+    device = next(model.parameters()).device
     ids = [tok.eot] + tok.encode(o.prompt)  # documents start after <|endoftext|>, as in training
-    idx = torch.tensor([ids[-model.config.block_size:]] * o.num_samples, dtype=torch.long, device=runtime.device)
+    idx = torch.tensor([ids[-model.config.block_size:]] * o.num_samples, dtype=torch.long, device=device)
     out = generate(model, idx, o.max_new_tokens, temperature=o.temperature, top_k=o.top_k, top_p=o.top_p, seed=o.seed,
                    stop_token=tok.eot, valid_vocab=tok.n_vocab)
     texts = []

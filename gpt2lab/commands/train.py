@@ -15,7 +15,7 @@ from ..eval import build_evaluators
 from ..files import absolute
 from ..formats import BadFile, read_json
 from ..formats.json_file import MB
-from ..train.trainer import Trainer
+from ..training.trainer import Trainer
 
 DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m(?:in)?)?\s*"
                       r"(?:(\d+(?:\.\d+)?)\s*s?)?\s*$")
@@ -54,11 +54,13 @@ def saved_config(run_dir: Path, echo: Callable) -> dict | None:
 
 def train_config(out: str, *, resume: bool = False, init_from: str | None = None, recipe: str | None = None,
                  preset: str | None = None, config_file: str | None = None, sets: list[str] | None = None,
-                 flags: dict | None = None, echo: Callable = print) -> Config:
+                 flags: dict | None = None, echo: Callable = print, base: dict | None = None) -> Config:
+    """The run's config from its layers; `base` (a Config's dict) is the bottom layer of a new run; a resumed run
+    starts from its own saved config instead."""
     run_dir = absolute(out)
     if resume and not run_dir.is_dir():
         raise UserError(f"--resume: the run folder {run_dir} does not exist; check --out")
-    base = saved_config(run_dir, echo) if resume else None
+    base = saved_config(run_dir, echo) if resume else base
     model = None
     if init_from:
         model = dataclasses.asdict(ckpt.load_config(ckpt.resolve_checkpoint(init_from)).model)

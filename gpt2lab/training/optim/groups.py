@@ -42,7 +42,7 @@ def role_of(name: str, param: torch.Tensor) -> str:
     if _MATRIX.fullmatch(name) and param.dim() == 2:
         return "matrix"
     raise UserError(f"parameter {name} {tuple(param.shape)} has no optimizer role; give it one in "
-                    "gpt2lab/train/optim/groups.py (matrix, embedding, head or gain) before training it")
+                    "gpt2lab/training/optim/groups.py (matrix, embedding, head or gain) before training it")
 
 
 def check_groups(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:

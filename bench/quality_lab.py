@@ -1,0 +1,367 @@
+"""The CPU quality lab, version 2: tokens and wall time a recipe needs to reach a baseline tuned for the same
+horizon, scored on held-out books that no choice was made on.
+
+Protocol (fixed; every number in the JSON can be checked on its own):
+  data       Gutenberg train-00 for training. The 18 validation books, whole, in two disjoint splits by position
+             in val.jsonl.xz: TUNING (books 0, 2, 4, ...) is what every run evaluates during training and what
+             every choice (an LR sweep's best, a scout) is made on; SCORING (books 1, 3, 5, ...) is read only by
+             `gpt2lab eval` on saved checkpoints, and every reported ratio is measured on it.
+  model      gpt2-15m (4 layers, 256 wide, 4 heads, context 256, vocab 50304) for every contender
+  horizons   1M and 4M training tokens (512 and 2,048 steps of 8 x 256); each run's schedule ends at its horizon
+  eval       in-run on the whole tuning split's first EVAL_WINDOWS windows, at 32 evenly spaced points; a
+             checkpoint at each point, kept, so any text can score them later
+  scoring    the baseline's final checkpoint on the whole scoring split is the target; a contender's crossing is
+             found by bisection over its kept checkpoints on the scoring split, interpolated between the two
+             around it (in tokens, and in the run's own elapsed seconds)
+  baseline   classic GPT-2 + AdamW + cosine to the horizon; its LR swept per horizon on the tuning split
+  contenders speedrun-cpu (Muon + ReLU^2 + QK-norm + RoPE + RMSNorm + zero-init projections + untied head, WSD)
+  reference  unigram and bigram losses of the training text on the scoring split, beside every table
+  resume     every run continues from its own latest checkpoint (gpt2lab train --resume); `report` reads whatever
+             has finished; a stopped lab started again skips what is done
+
+Usage (project root, ../shared beside it; each run is pinned to --cpus with one thread):
+  python bench/quality_lab.py run baseline-lr0.0012 --horizon 4M
+  python bench/quality_lab.py queue baseline-lr0.0012@4M speedrun-cpu@4M     # one after another
+  python bench/quality_lab.py report
+Results: bench/results/quality_lab_<date>.json (and the runs' metrics under bench/results/quality_lab_runs/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import math
+import os
+import shutil
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.speedrun_cpu import MUON, SPEEDRUN_ARCH, WSD, tokenizer_dir  # noqa: E402
+from gpt2lab.metrics.logger import read_metrics  # noqa: E402
+from gpt2lab.report.compare import curve_of, reach  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+TOKENS_PER_STEP = 8 * 256
+HORIZONS = {"1M": 1 << 20, "4M": 1 << 22, "16M": 1 << 24, "smoke": 1 << 17}  # smoke: checks the lab's plumbing
+POINTS = 32
+EVAL_WINDOWS = 256  # 32 batches of 8: 65,536 tokens of the tuning split per in-run evaluation
+SEEDS = (1337, 1338)
+COMMON = ["run.micro_batch=8", f"eval.batches={EVAL_WINDOWS // 8}", "log.tensorboard=false", "run.compile=on",
+          "run.precision=bf16", "run.device=cpu", "checkpoint.keep_last=none"]
+
+
+def baseline(lr: float) -> list[str]:
+    return [f"optim.lr={lr}", "schedule.min_lr_ratio=0.1", "schedule.decay=cosine"]
+
+
+CONTENDERS = {
+    **{f"baseline-lr{lr:g}": {"sets": baseline(lr), "about": f"classic GPT-2, AdamW {lr:g}, cosine to the horizon",
+                              "lr": lr} for lr in (3e-4, 6e-4, 1.2e-3, 2.4e-3, 4.8e-3)},
+    "speedrun-cpu": {"sets": SPEEDRUN_ARCH + MUON + WSD,
+                     "about": "Muon + ReLU^2 + QK-norm + RoPE + RMSNorm + zero-init projections + untied head, WSD"},
+}
+
+
+def steps_of(horizon: str) -> int:
+    return HORIZONS[horizon] // TOKENS_PER_STEP
+
+
+def split_books(work: Path) -> tuple[Path, Path]:
+    """tuning.jsonl (books 0, 2, ...) and scoring.jsonl (books 1, 3, ...) of the validation file, whole books."""
+    tuning, scoring = work / "tuning.jsonl", work / "scoring.jsonl"
+    if not (tuning.is_file() and scoring.is_file()):
+        with lzma.open(SHARED / "gutenberg" / "val.jsonl.xz", "rt", encoding="utf-8") as f:
+            books = [line for line in f if line.strip()]
+        work.mkdir(parents=True, exist_ok=True)
+        tuning.write_text("".join(books[0::2]))
+        scoring.write_text("".join(books[1::2]))
+    return tuning, scoring
+
+
+def prepare_data(work: Path) -> tuple[Path, Path]:
+    """(training data whose val split is the tuning books, a data folder whose train split is the scoring books)."""
+    from gpt2lab.data.prepare import PrepareOptions, prepare
+
+    tuning, scoring = split_books(work)
+    train_dir, scoring_dir = work / "data", work / "scoring"
+    if not (train_dir / "meta.json").is_file():
+        prepare([str(SHARED / "gutenberg" / "train-00.jsonl.xz")], str(train_dir),
+                PrepareOptions(val_inputs=[str(tuning)], workers=1, tokenizer=tokenizer_dir(), quiet=True))
+    if not (scoring_dir / "meta.json").is_file():
+        prepare([str(scoring)], str(scoring_dir), PrepareOptions(val_fraction=0.0, tokenizer=tokenizer_dir(), quiet=True))
+    return train_dir, scoring_dir
+
+
+def run_dir(work: Path, name: str, horizon: str, seed: int) -> Path:
+    return work / "runs" / f"{name}-{horizon}-seed{seed}"
+
+
+def finished(path: Path, horizon: str) -> bool:
+    records = read_metrics(path) if path.is_dir() else []
+    return bool(records) and records[-1]["step"] >= steps_of(horizon) and "val_loss" in records[-1]
+
+
+def train(work: Path, name: str, horizon: str, seed: int, cpus: str) -> Path:
+    """One run, resumed from its own checkpoints when it was stopped; skipped when finished."""
+    out = run_dir(work, name, horizon, seed)
+    if finished(out, horizon):
+        return out
+    data, _ = prepare_data(work)
+    steps = steps_of(horizon)
+    every = steps // POINTS
+    sets = [f"data.dir={data}", f"run.seed={seed}", f"schedule.max_steps={steps}", f"eval.every={every}",
+            f"checkpoint.every={every}", f"log.every={every}", *COMMON, *CONTENDERS[name]["sets"]]
+    if name.startswith("baseline-"):  # the baseline's warmup scales with its horizon (32 steps at 1M, as in v1)
+        sets.append(f"schedule.warmup_steps={steps // 16}")
+    command = [sys.executable, "-m", "gpt2lab", "train", "--preset", "gpt2-15m", "--out", str(out)]
+    command += [a for s in sets for a in ("--set", s)]
+    from gpt2lab.checkpoint import latest_checkpoint
+
+    if latest_checkpoint(out) is not None:
+        command.append("--resume")
+    if cpus and shutil.which("taskset"):
+        command = ["taskset", "-c", cpus, *command]
+    log = work / "logs" / f"{out.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[{datetime.now():%H:%M}] {out.name}{' (resuming)' if '--resume' in command else ''}", flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    with open(log, "a") as f:
+        code = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
+    if code != 0:
+        sys.exit(f"quality_lab: {out.name} failed (exit {code}); see {log}")
+    return out
+
+
+# --- scoring ---------------------------------------------------------------------------------------------------
+
+def score(work: Path, checkpoint: Path, cpus: str) -> float:
+    """A checkpoint's loss on the whole scoring split (cached beside the checkpoint)."""
+    cache = checkpoint.parent.parent / "scoring.json"
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    if checkpoint.name in known:
+        return known[checkpoint.name]
+    _, scoring_dir = prepare_data(work)
+    command = [sys.executable, "-m", "gpt2lab", "eval", str(checkpoint), "--data", str(scoring_dir), "--split", "train",
+               "--device", "cpu", "--batch-size", "8", "--json", "--quiet"]
+    if cpus and shutil.which("taskset"):
+        command = ["taskset", "-c", cpus, *command]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    if done.returncode != 0:
+        sys.exit(f"quality_lab: scoring {checkpoint} failed: {done.stderr.strip()[-300:]}")
+    loss = json.loads(done.stdout.strip().splitlines()[-1])["train"]["loss"]
+    known[checkpoint.name] = loss
+    cache.write_text(json.dumps(known, indent=1))
+    return loss
+
+
+def checkpoints(run: Path) -> list[tuple[int, Path]]:
+    from gpt2lab.checkpoint import complete_checkpoints, step_of
+
+    return sorted((step_of(p), p) for p in complete_checkpoints(run))
+
+
+def crossing(work: Path, run: Path, target: float, cpus: str) -> dict | None:
+    """Where the run first reaches `target` on the scoring split: bisection over its kept checkpoints (the loss
+    falls nearly monotonically), interpolated in tokens and in the run's own elapsed seconds."""
+    kept = checkpoints(run)
+    if not kept or score(work, kept[-1][1], cpus) > target:
+        return None
+    lo, hi = -1, len(kept) - 1  # invariant: kept[hi] reaches the target, kept[lo] (if any) does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if score(work, kept[mid][1], cpus) <= target:
+            hi = mid
+        else:
+            lo = mid
+    by_step = {r["step"]: r for r in read_metrics(run)}
+    step_hi, loss_hi = kept[hi][0], score(work, kept[hi][1], cpus)
+    if lo < 0:
+        return {"tokens": step_hi * TOKENS_PER_STEP, "seconds": by_step[step_hi]["elapsed"], "bracket": [None, step_hi]}
+    step_lo, loss_lo = kept[lo][0], score(work, kept[lo][1], cpus)
+    f = (loss_lo - target) / (loss_lo - loss_hi) if loss_lo != loss_hi else 1.0
+    tokens = (step_lo + f * (step_hi - step_lo)) * TOKENS_PER_STEP
+    seconds = by_step[step_lo]["elapsed"] + f * (by_step[step_hi]["elapsed"] - by_step[step_lo]["elapsed"])
+    return {"tokens": round(tokens), "seconds": round(seconds, 1), "bracket": [step_lo, step_hi],
+            "resolution": round((step_hi - step_lo) * TOKENS_PER_STEP / tokens, 3)}
+
+
+# --- word statistics: how far past them a horizon gets ------------------------------------------------------------
+
+def ngram_losses(work: Path) -> dict:
+    """Unigram and bigram (interpolated with the unigram; weight chosen on the tuning split) losses, in nats per
+    token, of counts over the whole training file, measured on the whole scoring split."""
+    cache = work / "ngram.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    import numpy as np
+
+    from gpt2lab.data.shards import split_shards
+
+    data, scoring = prepare_data(work)
+    train = np.concatenate([np.asarray(s, dtype=np.int64) for s in split_shards(str(data), "train")])
+    vocab = 50304
+    uni = np.bincount(train, minlength=vocab).astype(np.float64) + 0.5
+    p_uni = uni / uni.sum()
+    pairs, counts = np.unique(train[:-1] * vocab + train[1:], return_counts=True)
+    prev_total = np.bincount(train[:-1], minlength=vocab).astype(np.float64)
+
+    def loss(tokens: np.ndarray, weight: float | None) -> float:
+        if weight is None:
+            return float(-np.log(p_uni[tokens[1:]]).mean())
+        keys = tokens[:-1] * vocab + tokens[1:]
+        at = np.searchsorted(pairs, keys)
+        at = np.minimum(at, len(pairs) - 1)
+        c = np.where(pairs[at] == keys, counts[at], 0).astype(np.float64)
+        total = prev_total[tokens[:-1]]
+        p_bi = np.divide(c, total, out=np.zeros_like(c), where=total > 0)
+        return float(-np.log(weight * p_bi + (1 - weight) * p_uni[tokens[1:]]).mean())
+
+    tuning = np.concatenate([np.asarray(s, dtype=np.int64) for s in split_shards(str(data), "val")])
+    weight = min((w / 20 for w in range(1, 20)), key=lambda w: loss(tuning, w))
+    held_out = np.concatenate([np.asarray(s, dtype=np.int64) for s in split_shards(str(scoring), "train")])
+    result = {"unigram": round(loss(held_out, None), 4), "bigram": round(loss(held_out, weight), 4),
+              "bigram_weight": weight, "train_tokens": int(train.size), "scoring_tokens": int(held_out.size),
+              "tuning_tokens": int(tuning.size)}
+    cache.write_text(json.dumps(result, indent=1))
+    return result
+
+
+# --- the report --------------------------------------------------------------------------------------------------
+
+def best_baseline(work: Path, horizon: str) -> tuple[str | None, list[dict]]:
+    """The baseline LR with the lowest final loss on the TUNING split (seed 1337), and the sweep's points."""
+    sweep = []
+    for name, c in CONTENDERS.items():
+        run = run_dir(work, name, horizon, SEEDS[0])
+        if name.startswith("baseline-") and finished(run, horizon):
+            sweep.append({"name": name, "lr": c["lr"], "final_tuning_loss": round(curve_of(run).final, 4)})
+    if not sweep:
+        return None, []
+    best = min(sweep, key=lambda p: p["final_tuning_loss"])
+    lrs = sorted(p["lr"] for p in sweep)
+    best["at_an_end"] = len(lrs) < 3 or best["lr"] in (lrs[0], lrs[-1])
+    return best["name"], sorted(sweep, key=lambda p: p["lr"])
+
+
+def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
+    base_name, sweep = best_baseline(work, horizon)
+    if base_name is None:
+        return None
+    base_runs = [run_dir(work, base_name, horizon, s) for s in SEEDS if finished(run_dir(work, base_name, horizon, s), horizon)]
+    finals = [score(work, checkpoints(r)[-1][1], cpus) for r in base_runs]
+    target = sum(finals) / len(finals)
+    base_seconds = [read_metrics(r)[-1]["elapsed"] for r in base_runs]
+    table = {"horizon_tokens": HORIZONS[horizon], "steps": steps_of(horizon),
+             "baseline": {"name": base_name, "sweep_on_tuning_split": sweep, "seeds": SEEDS[:len(base_runs)],
+                          "final_scoring_loss_per_seed": [round(x, 4) for x in finals], "target": round(target, 4),
+                          "tokens": HORIZONS[horizon], "seconds_per_seed": [round(s, 1) for s in base_seconds]},
+             "contenders": []}
+    for name in CONTENDERS:
+        if name.startswith("baseline-"):
+            continue
+        runs = [run_dir(work, name, horizon, s) for s in SEEDS if finished(run_dir(work, name, horizon, s), horizon)]
+        if not runs:
+            continue
+        rows = []
+        for seed, run in zip(SEEDS, runs):
+            cross = crossing(work, run, target, cpus)
+            final = score(work, checkpoints(run)[-1][1], cpus)
+            row = {"seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
+                   "seconds_total": round(read_metrics(run)[-1]["elapsed"], 1)}
+            if cross:
+                row["token_ratio"] = round(cross["tokens"] / HORIZONS[horizon], 3)
+                row["time_ratio"] = round(cross["seconds"] / (sum(base_seconds) / len(base_seconds)), 3)
+            tuning = curve_of(run)
+            tuning_target = curve_of(base_runs[0]).final
+            t = reach(tuning.tokens, tuning.loss, tuning_target)
+            row["token_ratio_on_tuning_split"] = None if t is None else round(t / HORIZONS[horizon], 3)
+            rows.append(row)
+        worst = [r.get("token_ratio") for r in rows]
+        table["contenders"].append({"name": name, "about": CONTENDERS[name]["about"], "per_seed": rows,
+                                    "worst_token_ratio": None if None in worst else max(worst),
+                                    "worst_time_ratio": None if None in worst else max(r["time_ratio"] for r in rows)})
+    return table
+
+
+def compared(work: Path) -> dict:
+    """What each contender is: parameters, FLOPs per token (Muon's Newton-Schulz included), schedule."""
+    from gpt2lab.config import build_config
+    from gpt2lab.metrics.flops import flops_per_token
+    from gpt2lab.model import GPT
+
+    out = {}
+    for name, c in CONTENDERS.items():
+        cfg = build_config(preset="gpt2-15m", sets=[s for s in COMMON if not s.startswith("run.device")] + c["sets"])
+        with __import__("torch").device("meta"):
+            model = GPT(cfg.model)
+        per_token = flops_per_token(cfg.model, cfg.seq_len)
+        matrices = [p.shape for n, p in model.named_parameters() if p.ndim == 2 and "wte" not in n and "lm_head" not in n]
+        ns = 0
+        if cfg.optim.name == "muon":  # 5 Newton-Schulz iterations per matrix per step: ~ (4 m n^2 + 2 n^3) each
+            ns = sum(5 * (4 * max(s) * min(s) ** 2 + 2 * min(s) ** 3) for s in matrices) / TOKENS_PER_STEP
+        out[name] = {"parameters": model.num_params(), "flops_per_token_model": per_token,
+                     "flops_per_token_optimizer": round(ns), "tokens_per_step": TOKENS_PER_STEP,
+                     "optimizer": cfg.optim.name, "decay": cfg.schedule.decay, "weight_decay": cfg.optim.weight_decay}
+    return out
+
+
+def report(work: Path, cpus: str) -> Path:
+    import torch
+
+    device = next((json.loads((p / "device.json").read_text()) for p in sorted((work / "runs").glob("*"))
+                   if (p / "device.json").is_file()), {})
+    result = {"device": f"{device.get('name')} (1 thread, pinned by taskset)", "torch": torch.__version__,
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                       cwd=ROOT).stdout.strip(),
+              "protocol": __doc__.split("Usage")[0].strip(),
+              "splits": {"tuning": "val.jsonl.xz books 0,2,4,...,16", "scoring": "val.jsonl.xz books 1,3,5,...,17"},
+              "word_statistics_on_scoring_split": ngram_losses(work), "contenders": compared(work),
+              "horizons": {h: horizon_table(work, h, cpus) for h in HORIZONS}}
+    out = ROOT / "bench" / "results"
+    path = out / f"quality_lab_{datetime.now(timezone.utc):%Y%m%d}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    runs_out = out / "quality_lab_runs"  # the raw curves, small enough to commit
+    for run in sorted((work / "runs").glob("*")):
+        target = runs_out / run.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "config.json", "device.json", "scoring.json"):
+            if (run / name).is_file():
+                shutil.copy(run / name, target / name)
+    print(json.dumps(result["horizons"], indent=1))
+    print(f"wrote {path}")
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["run", "queue", "report", "ngram"])
+    parser.add_argument("names", nargs="*", help="run: a contender; queue: NAME@HORIZON[@SEED] ...")
+    parser.add_argument("--horizon", default="1M", choices=list(HORIZONS))
+    parser.add_argument("--seed", type=int, default=SEEDS[0])
+    parser.add_argument("--work", default=str(ROOT / "runs" / "quality_lab"))
+    parser.add_argument("--cpus", default="1")
+    args = parser.parse_args()
+    work = Path(args.work)
+    if args.what == "run":
+        for name in args.names:
+            train(work, name, args.horizon, args.seed, args.cpus)
+    elif args.what == "queue":
+        for item in args.names:
+            name, horizon, *seed = item.split("@")
+            train(work, name, horizon, int(seed[0]) if seed else SEEDS[0], args.cpus)
+    elif args.what == "ngram":
+        print(ngram_losses(work))
+        return
+    report(work, args.cpus)
+
+
+if __name__ == "__main__":
+    main()
