@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
-import math
 import os
 import shutil
 import subprocess

@@ -76,7 +76,7 @@ def test_api_mistakes_are_one_line_user_errors(tmp_path):
 
 def test_arguments_after_the_first_are_keyword_only(tmp_path):
     with pytest.raises(TypeError):
-        gpt2lab.train("tiny", tmp_path / "data", tmp_path / "run")  # noqa: the point of the test
+        gpt2lab.train("tiny", tmp_path / "data", tmp_path / "run")  # positional: refused
     with pytest.raises(TypeError):
         gpt2lab.prepare("corpus.jsonl", tmp_path / "data")
 
