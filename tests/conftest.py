@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from gpt2lab.config import build_config
-from gpt2lab.data.shards import META_FILE, shard_name, write_shard
+from tests.helpers import SmallRun, make_data_dir, small_run_in
+
 
 SHARED = Path(os.environ.get("GPT2LAB_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 TOKENIZER_DIR = SHARED / "data" / "gpt2_tokenizer"
@@ -70,43 +68,15 @@ def shared_file():
     return get
 
 
-def make_data_dir(path: Path, vocab: int = 64, train_tokens: int = 20_000, val_tokens: int = 2_000,
-                  shard_tokens: int = 7_000, seed: int = 0) -> Path:
-    """A prepared data directory of random tokens (a repeating pattern plus noise, so it is learnable)."""
-    rng = np.random.default_rng(seed)
-    path.mkdir(parents=True, exist_ok=True)
-    splits = {}
-    for split, n in (("train", train_tokens), ("val", val_tokens)):
-        tokens = (np.arange(n) * 7 + rng.integers(0, 2, n)) % vocab
-        shards = []
-        for i, start in enumerate(range(0, n, shard_tokens)):
-            chunk = tokens[start : start + shard_tokens]
-            write_shard(path / shard_name(split, i), chunk)
-            shards.append({"file": shard_name(split, i), "tokens": int(chunk.size)})
-        splits[split] = {"tokens": n, "documents": 1, "shards": shards}
-    meta = {"tokenizer": {"name": "synthetic", "n_vocab": vocab, "eot": vocab - 1}, "splits": splits}
-    (path / META_FILE).write_text(json.dumps(meta))
-    return path
-
-
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
     return make_data_dir(tmp_path / "data")
 
 
-MICRO_MODEL = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.block_size=32", "model.vocab_size=64"]
 
 
-def micro_config(data: Path, *sets: str, **kw):
-    """A config for a model small enough that a training step takes milliseconds."""
-    defaults = ["schedule.max_steps=8", "schedule.warmup_steps=2", "run.micro_batch=4", "log.every=none",
-                "eval.every=none", "eval.batches=2", "checkpoint.every=none", "run.device=cpu", "optim.lr=1e-2",
-                "run.precision=fp32"]
-    return build_config(sets=MICRO_MODEL + defaults + [f"data.dir={data}", *sets], **kw)
-
-
-def trainer(cfg, run_dir, **kw):
-    """A Trainer with the evaluations its config asks for, as `gpt2lab train` builds it."""
-    from gpt2lab.commands.train import make_trainer
-
-    return make_trainer(cfg, str(run_dir), **kw)
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> SmallRun:
+    """One finished micro run shared by the tests that read a run (copy it before changing it): 8 steps of the
+    micro model, checkpoints at steps 4 and 8, validation every 2 steps, metrics.jsonl and the run record."""
+    return small_run_in(tmp_path_factory.mktemp("small_run"))

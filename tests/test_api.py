@@ -11,7 +11,7 @@ import pytest
 
 import gpt2lab
 from gpt2lab.metrics.logger import read_metrics
-from tests.conftest import MICRO_MODEL, make_data_dir
+from tests.helpers import MICRO_MODEL, make_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from gpt2lab.cli import main
-from tests.conftest import MICRO_MODEL, make_data_dir
-from tests.test_prepare import make_docs, write_jsonl
+from tests.helpers import MICRO_MODEL, make_data_dir
+from tests.helpers import make_docs, write_jsonl
 
 SETS = [a for s in MICRO_MODEL for a in ("--set", s)]
 FAST = ["--max-steps", "2", "--device", "cpu", "--set", "schedule.warmup_steps=1"]

@@ -9,7 +9,7 @@ from gpt2lab.checkpoint import (
 from gpt2lab.config import build_config
 from gpt2lab.errors import UserError
 from gpt2lab.model import GPT
-from tests.conftest import MICRO_MODEL
+from tests.helpers import MICRO_MODEL
 
 
 def saved(tmp_path, step=3, sets=()):

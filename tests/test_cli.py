@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from gpt2lab.cli import main
-from tests.conftest import MICRO_MODEL
-from tests.test_prepare import make_docs, write_jsonl
+from tests.helpers import MICRO_MODEL
+from tests.helpers import make_docs, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,7 +153,7 @@ def test_argument_errors_are_one_line(capsys):
 def test_written_files_follow_the_umask(tmp_path, data_dir):
     import os
 
-    from tests.conftest import micro_config, trainer
+    from tests.helpers import micro_config, trainer
 
     old = os.umask(0o022)
     try:
@@ -191,7 +191,7 @@ def test_a_second_text_is_refused_not_silently_used(capsys):
 def test_each_roles_lr_is_logged_when_roles_differ(data_dir, tmp_path):
     """Issue 27 item 10: with Muon's per-role LRs the `lr` column showed a rate no parameter group used."""
     from gpt2lab.metrics.logger import read_metrics
-    from tests.conftest import micro_config, trainer
+    from tests.helpers import micro_config, trainer
 
     cfg = micro_config(data_dir, "schedule.max_steps=3", "optim.name=muon", "optim.matrix_lr=0.02",
                        "optim.embedding_lr=0.2", "optim.head_lr=0.008", "optim.gain_lr=0.02", "model.tie_embeddings=false")

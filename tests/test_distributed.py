@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gpt2lab.metrics.logger import read_metrics
-from tests.conftest import MICRO_MODEL, make_data_dir
+from tests.helpers import MICRO_MODEL, make_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 20

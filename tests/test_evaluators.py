@@ -8,7 +8,7 @@ import pytest
 from gpt2lab.cli import main
 from gpt2lab.errors import UserError
 from gpt2lab.metrics.logger import read_metrics
-from tests.conftest import micro_config, trainer
+from tests.helpers import micro_config, trainer
 
 
 def test_an_evaluation_named_in_eval_tasks_runs_and_reports(data_dir, tmp_path, capsys):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gpt2lab.checkpoint import complete_checkpoints
-from tests.conftest import MICRO_MODEL, make_data_dir
-from tests.test_prepare import make_docs, write_jsonl
+from tests.helpers import MICRO_MODEL, make_data_dir
+from tests.helpers import make_docs, write_jsonl
 
 pytestmark = pytest.mark.slow  # multi-process or long: run by .ci/run, not the fast tier
 

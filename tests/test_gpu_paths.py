@@ -12,7 +12,7 @@ import torch
 
 from gpt2lab.errors import UserError
 from gpt2lab.runtime import resolve_runtime, rng_state, set_rng_state
-from tests.conftest import micro_config, trainer
+from tests.helpers import micro_config, trainer
 from tests.cuda_double import A100, H100, T4, install
 
 
@@ -91,9 +91,9 @@ def test_mfu_is_per_gpu(data_dir, tmp_path):
 
     t = trainer(micro_config(data_dir, "run.peak_tflops=1"), tmp_path / "run", echo=lambda *_: None)
     stats = torch.tensor([3.0, 1.0, 0, 0, 0, 20, 0, 0], dtype=torch.float64)
-    one = t._complete(Pending({"step": 1, "tokens": 1, "lr": 1.0}, stats, Timing({}, [])), 1.0)
+    one = t.complete(Pending({"step": 1, "tokens": 1, "lr": 1.0}, stats, Timing({}, [])), 1.0)
     t.dist.world_size = 4
-    four = t._complete(Pending({"step": 1, "tokens": 1, "lr": 1.0}, stats, Timing({}, [])), 1.0)
+    four = t.complete(Pending({"step": 1, "tokens": 1, "lr": 1.0}, stats, Timing({}, [])), 1.0)
     assert four["tokens_per_sec"] == one["tokens_per_sec"] and four["mfu"] == pytest.approx(one["mfu"] / 4)
     t.lock.release()
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gpt2lab.model.loss import head_loss
-from tests.conftest import micro_config, trainer
+from tests.helpers import micro_config, trainer
 
 READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "nonzero", "numpy", "cpu")
 
@@ -83,7 +83,7 @@ def test_the_loop_between_steps_reads_once(data_dir, tmp_path):
                 del log[start:]
         return run
 
-    t.save, t._evaluate = apart(t.save), apart(t._evaluate)
+    t.save, t.evaluate = apart(t.save), apart(t.evaluate)
     with counting_host_reads(log):
         t.fit()
     assert log == ["tolist"] * 10, log  # one per step: the step's record

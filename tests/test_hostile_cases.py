@@ -14,7 +14,7 @@ import pytest
 from gpt2lab import checkpoint as ckpt
 from gpt2lab.cli import main
 from gpt2lab.metrics.logger import MetricsLogger, read_metrics
-from tests.conftest import MICRO_MODEL, make_data_dir
+from tests.helpers import MICRO_MODEL
 
 NESTED = "[" * 100_000 + "]" * 100_000  # about 200 kB: enough for RecursionError in a reader that does not limit depth
 
@@ -41,12 +41,9 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
             "--checkpoint-every", "4", "--eval-every", "2", *[a for s in sets for a in ("--set", s)], *extra]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("finished")
-    data = make_data_dir(root / "data")
-    assert main(train_args(data, root / "run")) == 0
-    return data, root / "run"
+@pytest.fixture
+def finished_run(small_run) -> tuple[Path, Path]:
+    return small_run.data, small_run.run
 
 
 @pytest.fixture
@@ -57,7 +54,7 @@ def run(finished_run, tmp_path) -> tuple[Path, Path]:
 
 
 def reseal(checkpoint: Path) -> None:
-    from tests.test_hostile_files import reseal as reseal_manifest
+    from tests.helpers import reseal as reseal_manifest
 
     reseal_manifest(checkpoint)
 

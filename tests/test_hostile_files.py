@@ -33,7 +33,7 @@ from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.report.compare import comparison, curve_of
 from gpt2lab.config import build_config
 from gpt2lab.training.trainer import RUN_RECORD, Trainer
-from tests.conftest import make_data_dir, micro_config, trainer
+from tests.helpers import micro_config, reseal, trainer
 
 FAST, FULL = 12, 200
 DEEP = 3000
@@ -153,14 +153,6 @@ def mutate_file(rng: random.Random, path: Path, parse=json.loads, fmt: str = "js
     return what
 
 
-def reseal(checkpoint: Path) -> None:
-    """Recompute a checkpoint manifest's sizes and hashes, as someone who edits a file and its manifest would."""
-    marker = json.loads((checkpoint / ckpt.MARKER).read_text())
-    marker["files"] = {name: {"bytes": (checkpoint / name).stat().st_size, "sha256": ckpt.file_digest(checkpoint / name)}
-                       for name in marker["files"] if (checkpoint / name).is_file()}
-    (checkpoint / ckpt.MARKER).write_text(json.dumps(marker))
-
-
 # --- the world: real files written by gpt2lab ---------------------------------------------------------------------
 
 @dataclass
@@ -177,12 +169,10 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
+def world(tmp_path_factory, small_run) -> World:
     root = tmp_path_factory.mktemp("hostile")
-    data = make_data_dir(root / "data")
-    cfg = micro_config(data, "checkpoint.every=4", "eval.every=2", "log.tensorboard=false")
-    trainer(cfg, root / "run").fit()
-    checkpoint = ckpt.latest_checkpoint(root / "run")
+    data = small_run.data
+    checkpoint = ckpt.latest_checkpoint(small_run.run)
     hf = None
     try:
         from gpt2lab.interop.hf import export_hf
@@ -206,7 +196,7 @@ def world(tmp_path_factory) -> World:
         "train": {"shards": [{"file": "train_000000.bin", "tokens": 100}], "documents": 3, "carry": 0},
         "val": {"shards": [], "documents": 0, "carry": 0}}}))
     resumer = trainer(micro_config(data, "log.tensorboard=false"), root / "resumer")
-    return World(root, data, root / "run", checkpoint, hf, hellaswag, yaml_config, work, resumer)
+    return World(root, data, small_run.run, checkpoint, hf, hellaswag, yaml_config, work, resumer)
 
 
 # --- each format: where its file is, and the real reader that consumes it -----------------------------------------

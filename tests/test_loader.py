@@ -72,7 +72,7 @@ def test_resume_refuses_other_data(data_dir):
 
 
 def test_context_longer_than_data(tmp_path):
-    from tests.conftest import make_data_dir
+    from tests.helpers import make_data_dir
 
     d = make_data_dir(tmp_path / "d", val_tokens=20)
     with pytest.raises(UserError, match="too few for one window"):

@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from gpt2lab.cli import main
-from tests.conftest import MICRO_MODEL, micro_config, trainer
+from tests.helpers import MICRO_MODEL, micro_config, trainer
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +81,7 @@ def _run(argv, capsys):
 
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory):
-    from tests.conftest import make_data_dir
+    from tests.helpers import make_data_dir
 
     base = tmp_path_factory.mktemp("source")
     data = make_data_dir(base / "data")

@@ -13,7 +13,7 @@ import pytest
 
 from gpt2lab.cli import main
 from gpt2lab.config import SECTIONS, _SECTION_TYPES, _declared
-from tests.conftest import MICRO_MODEL, make_data_dir
+from tests.helpers import MICRO_MODEL, make_data_dir
 
 pytestmark = pytest.mark.slow  # multi-process or long: run by .ci/run, not the fast tier
 

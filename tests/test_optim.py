@@ -132,7 +132,7 @@ def test_state_by_name_survives_regrouping_and_reads_01s_positional_state():
 def test_lion_moves_every_weight_by_the_lr_and_trains(data_dir, tmp_path):
     """The worked example of a new optimizer: its own file and one registration line."""
     from gpt2lab.metrics.logger import read_metrics
-    from tests.conftest import micro_config, trainer
+    from tests.helpers import micro_config, trainer
 
     torch.manual_seed(0)
     model = small()

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gpt2lab.cli import main
-from tests.conftest import MICRO_MODEL, micro_config, trainer
+from tests.helpers import MICRO_MODEL, micro_config, trainer
 
 
 def _treasure(tmp_path):
@@ -155,7 +155,7 @@ def test_retention_keeps_a_checkpoint_copied_in_from_another_run(data_dir, tmp_p
 KILL_AFTER_SAVE = """
 import os, signal, sys
 from gpt2lab.training.saver import CheckpointSaver
-from tests.conftest import micro_config, trainer
+from tests.helpers import micro_config, trainer
 from pathlib import Path
 
 original = CheckpointSaver._write
@@ -214,7 +214,7 @@ def test_altered_weights_are_never_used_silently(data_dir, tmp_path, capsys, com
 def test_resuming_on_other_data_of_the_same_shape_is_refused(data_dir, tmp_path):
     """Resuming with --data of the same size but other content continued silently on the other data."""
     from gpt2lab.errors import UserError
-    from tests.conftest import make_data_dir
+    from tests.helpers import make_data_dir
 
     trainer(micro_config(data_dir, "schedule.max_steps=2", "checkpoint.every=2"), tmp_path / "run",
             echo=lambda *_: None).fit()

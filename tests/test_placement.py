@@ -13,7 +13,7 @@ from gpt2lab.runtime import Runtime
 from gpt2lab.training.guards import LossGuard, misplaced
 from gpt2lab.training.optim import build_optimizer, load_named_state_dict, named_state_dict
 from gpt2lab.training.optim.muon import Muon
-from gpt2lab.training.step import train_step
+from gpt2lab.training.step import StepParts, train_step
 
 META = torch.device("meta")
 CASES = [("preset", "tiny"), ("recipe", "speedrun-cpu"),
@@ -72,8 +72,9 @@ class MetaRun:
 
     def step(self):
         assert not misplaced(self.model, self.optimizer, self.batch()[0])
-        stats, _ = train_step(self.model, self.optimizer, self.guard, self.batch, 2, self.runtime,
-                              self.cfg.optim.grad_clip, 0.0, lambda t: t, lambda t: t)
+        parts = StepParts(self.model, self.optimizer, self.guard, self.runtime, micro_steps=2,
+                          grad_clip=self.cfg.optim.grad_clip)
+        stats, _ = train_step(parts, self.batch)
         assert stats.device == META
         assert not misplaced(self.model, self.optimizer, self.last_batch)
 

@@ -9,20 +9,8 @@ from gpt2lab.data import PrepareOptions, prepare, split_shards
 from gpt2lab.data.prepare import split_at_line
 from gpt2lab.errors import UserError
 from gpt2lab.tokenizer import load_tokenizer
+from tests.helpers import make_docs, write_jsonl
 
-WORDS = "river stone lamp orchard violet anchor meadow copper lantern thistle harbor falcon".split()
-
-
-def make_docs(n: int, seed: int = 0) -> list[str]:
-    rng = np.random.default_rng(seed)
-    return [f"Document {i} begins. " + " ".join(rng.choice(WORDS, 40)) + f"\n\nIt ends as number {i}." for i in range(n)]
-
-
-def write_jsonl(path, docs, opener=open):
-    with opener(path, "wt", encoding="utf-8") as f:
-        for d in docs:
-            f.write(json.dumps({"text": d, "id": 1}) + "\n")
-    return path
 
 
 def decoded(data_dir, split, tok):

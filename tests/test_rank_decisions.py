@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_data_dir, micro_config
+from tests.helpers import make_data_dir, micro_config
 from tests.two_ranks import run_two_ranks
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="gloo ranks are tested on Linux")]
@@ -106,7 +106,7 @@ def _corrupt_verdict_rank(rank, data, run):
 
 def test_corrupt_or_not_is_one_decision_on_resume(tmp_path):
     """S2: every rank hashed the whole checkpoint and decided alone; rank 0 now decides and the others follow."""
-    from tests.conftest import trainer
+    from tests.helpers import trainer
 
     data = make_data_dir(tmp_path / "data")
     trainer(micro_config(data, "schedule.max_steps=4", "checkpoint.every=2"), tmp_path / "run",

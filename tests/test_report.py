@@ -5,8 +5,8 @@ import numpy as np
 from gpt2lab.cli import main
 from gpt2lab.data.overlap import ngram_hashes, val_train_overlap
 from gpt2lab.report import diagnose
-from tests.conftest import trainer as make_trainer
-from tests.conftest import make_data_dir, micro_config
+from tests.helpers import trainer as make_trainer
+from tests.helpers import make_data_dir, micro_config
 
 CONFIG = {"optim": {"lr": 1e-3}, "schedule": {"warmup_steps": 10, "max_steps": 1000}}
 CUDA = {"device": "cuda", "name": "NVIDIA H100 80GB HBM3", "parameters": 124_000_000, "peak_tflops": 989.4,

@@ -16,10 +16,10 @@ import torch
 from gpt2lab.errors import UserError
 from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.runtime import Runtime
-from tests.conftest import trainer as make_trainer
+from tests.helpers import trainer as make_trainer
 from gpt2lab.training.autobatch import find_micro_batch
 from gpt2lab.checkpoint import complete_checkpoints
-from tests.conftest import MICRO_MODEL, micro_config
+from tests.helpers import MICRO_MODEL, micro_config
 
 pytestmark = pytest.mark.slow  # multi-process or long: run by .ci/run, not the fast tier
 
@@ -55,7 +55,7 @@ def losses(run: Path) -> list[tuple[int, float, float]]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted run, in a process of its own like the interrupted ones."""
-    from tests.conftest import make_data_dir
+    from tests.helpers import make_data_dir
 
     base = tmp_path_factory.mktemp("reference")
     data = make_data_dir(base / "data")
@@ -171,13 +171,13 @@ def test_bad_steps_in_a_row_roll_back_at_a_lower_lr(data_dir, tmp_path):
     poison = Poison(trainer, {6, 7, 8})
     trainer.compiled = poison
 
-    def heal_after_rollback(original=trainer._recover):
+    def heal_after_rollback(original=trainer.recover):
         def recover(*args):
             original(*args)
             poison.steps.clear()  # the data after the rollback is fine
         return recover
 
-    trainer._recover = heal_after_rollback()
+    trainer.recover = heal_after_rollback()
     trainer.fit()
     assert any("rolled back to step_00000004" in m for m in messages)
     records = read_metrics(tmp_path / "run")
@@ -293,13 +293,13 @@ def test_rollback_never_lands_on_a_checkpoint_saved_after_a_divergent_update(dat
         return out
 
     trainer.optimizer.step = step
-    real_recover = trainer._recover
+    real_recover = trainer.recover
 
     def recover(*args):
         state["healed"] = True
         return real_recover(*args)
 
-    trainer._recover = recover
+    trainer.recover = recover
     trainer.fit()
     assert state["poisoned"] and any("rolled back to step_00000004" in m for m in messages), messages
     records = read_metrics(tmp_path / "run")

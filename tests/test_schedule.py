@@ -74,7 +74,7 @@ def test_a_time_budget_ends_the_decay_at_the_deadline(data_dir, tmp_path):
     """A run with a simulated clock (each step 0.5 s, each evaluation 2 s): its last step, where the WSD decay
     reaches its floor, falls within 5% of the 60 s budget."""
     from gpt2lab.metrics.logger import read_metrics
-    from tests.conftest import micro_config, trainer
+    from tests.helpers import micro_config, trainer
 
     now = [0.0]
     cfg = micro_config(data_dir, "schedule.time_budget_s=60", "schedule.max_steps=100000", "schedule.decay=wsd",
@@ -135,7 +135,7 @@ def test_a_time_budget_warms_up_decays_monotonely_and_ends_at_the_budget(data_di
     from gpt2lab.config import build_config
     from gpt2lab.metrics.logger import read_metrics
     from gpt2lab.report.diagnose import diagnose
-    from tests.conftest import MICRO_MODEL
+    from tests.helpers import MICRO_MODEL
 
     kind, name = source
     sets = [*MICRO_MODEL, f"data.dir={data_dir}", "run.device=cpu", "run.precision=fp32", "run.micro_batch=4",

@@ -9,8 +9,8 @@ from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.model import GPT, GPTConfig
 from gpt2lab.runtime import resolve_runtime
 from gpt2lab.training.step import forward_backward
-from tests.conftest import trainer as make_trainer
-from tests.conftest import micro_config
+from tests.helpers import trainer as make_trainer
+from tests.helpers import micro_config
 
 
 def test_accumulating_4_micro_batches_of_2_equals_one_batch_of_8():
@@ -260,7 +260,7 @@ def test_a_run_resumed_from_another_folder_finds_its_data_or_names_data(data_dir
 
     from gpt2lab.commands.train import train
     from gpt2lab.errors import UserError
-    from tests.conftest import MICRO_MODEL
+    from tests.helpers import MICRO_MODEL
 
     monkeypatch.chdir(data_dir.parent)
     sets = [*MICRO_MODEL, "run.device=cpu", "run.precision=fp32", "schedule.max_steps=2", "checkpoint.every=2",

@@ -38,7 +38,7 @@ from ..model import GPT
 from ..runtime import Runtime, resolve_runtime
 from ..training.guards import LossGuard
 from ..training.optim import build_optimizer
-from ..training.step import train_step
+from ..training.step import StepParts, train_step
 
 CONTENDERS = ("gpt2lab", "gpt2lab-fp32", "hf", "hf-matched")
 SPREAD_WARNING = 0.10
@@ -119,8 +119,9 @@ class Contender:
                 self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             return loss
-        stats, _ = train_step(self.forward, self.optimizer, self.guard, lambda: self.batch, 1, self.runtime, 1.0, 0.0,
-                              lambda t: t, lambda t: t, scaler=self.scaler, loss_chunk=self.loss_chunk)
+        parts = StepParts(self.forward, self.optimizer, self.guard, self.runtime, grad_clip=1.0, scaler=self.scaler,
+                          forward={"loss_chunk": self.loss_chunk})
+        stats, _ = train_step(parts, lambda: self.batch)
         return stats
 
     def warm_up(self, steps: int) -> float:

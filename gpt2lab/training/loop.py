@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Protocol
 
 import torch
 
 from ..errors import UserError
 from ..metrics.console import format_record
+from .state import RunState
 from .step import Pending
 
 OVERSUBSCRIPTION_STEPS = 10  # steps watched before judging whether the CPU was shared
@@ -34,14 +35,37 @@ class CpuWatch:
         return reason.replace(" while probing", "") if reason else None
 
 
-if TYPE_CHECKING:
-    from .trainer import Trainer
+class LoopHost(Protocol):
+    """What the loop needs of the trainer it drives (trainer.Trainer is one): the run's state and config, its
+    clock and device, and the step, evaluation, record, save and recovery it delegates."""
+    cfg: Any
+    state: RunState
+    step: int
+    elapsed: float
+    agreed_clock: tuple[float, float] | None
+    plan: Any
+    dist: Any
+    runtime: Any
+    evaluators: list
+    stop_signal: str | None
+    clock: Callable[[], float]
+    echo: Callable[[str], None]
+
+    def total_steps(self) -> int: ...
+    def clock_view(self) -> tuple[float, float]: ...
+    def train_step(self) -> Pending: ...
+    def evaluate(self, final: bool) -> dict: ...
+    def complete(self, pending: Pending, step_seconds: float) -> dict: ...
+    def log_now(self, step: int) -> bool: ...
+    def save(self, final: bool = False) -> float: ...
+    def recover(self, logger, reason: str, last_bad: int) -> None: ...
+    def oom_message(self, what: str) -> str: ...
 
 
 class Loop:
     """The state of one fit(): the step waiting to be read, counters, and what to do after each step."""
 
-    def __init__(self, trainer: Trainer, logger):
+    def __init__(self, trainer: LoopHost, logger):
         self.t, self.logger = trainer, logger
         self.pending: Pending | None = None
         self.bad_in_a_row, self.stopping = 0, False
@@ -62,14 +86,14 @@ class Loop:
                 with profiler.step():
                     pending = t.train_step()
             except torch.cuda.OutOfMemoryError:
-                raise UserError(t._oom_message("during a training step")) from None
+                raise UserError(t.oom_message("during a training step")) from None
             t.elapsed = self.elapsed_before + t.clock() - self.start
             pending.record["elapsed"] = t.elapsed
             rollback = self._read_previous(pending)
             if rollback is None:
                 rollback = self._after_step(pending)
             if rollback is not None:
-                t._recover(self.logger, *rollback)
+                t.recover(self.logger, *rollback)
                 self.pending, self.bad_in_a_row = None, 0
                 continue
             if self.stopping:
@@ -101,9 +125,9 @@ class Loop:
             t.plan.update(t.step, *t.clock_view())
         final = t.step >= t.total_steps()
         try:
-            results = t._evaluate(final)
+            results = t.evaluate(final)
         except torch.cuda.OutOfMemoryError:
-            raise UserError(t._oom_message("during an evaluation, which runs at the training micro-batch")) from None
+            raise UserError(t.oom_message("during an evaluation, which runs at the training micro-batch")) from None
         if results:
             pending.extra.update(results)
             self.last_eval = {"loss": results.get("val_loss"), "perplexity": results.get("val_perplexity"), **results}
@@ -122,14 +146,13 @@ class Loop:
 
     def _publish(self, pending: Pending, step_seconds: float) -> dict:
         t = self.t
-        r = t._complete(pending, step_seconds)
+        r = t.complete(pending, step_seconds)
         r.update(self.carry)
         self.carry = {}
         t.agreed_clock = r.pop("agreed_clock")
         self._note_compile(r)
         self.bad_in_a_row = self.bad_in_a_row + 1 if r.get("skipped") and "overflow" not in r["skip_reason"] else 0
-        if t._awaiting_trust == r["step"] - 1 and not r.get("skipped"):
-            t.trusted, t._awaiting_trust = r["step"] - 1, None
+        t.state.publish(r["step"], bool(r.get("skipped")))
         self.stopping = self.stopping or r.pop("stop_requested")
         self.logger.log(r)
         self.last_record = r
@@ -137,7 +160,7 @@ class Loop:
         evaluations = tuple(m for e in t.evaluators for m in e.metrics)
         if self.eta_from is None:  # the rate is measured from the end of the first step (compilation excluded)
             self.eta_from = (t.clock(), r["step"])
-        if t._log_now(r["step"]) or any(m.key in r for m in evaluations) or r.get("skipped") or "schedule_change" in r:
+        if t.log_now(r["step"]) or any(m.key in r for m in evaluations) or r.get("skipped") or "schedule_change" in r:
             since, step0 = self.eta_from
             eta = (t.clock() - since) / (r["step"] - step0) * (t.total_steps() - r["step"]) if r["step"] > step0 else None
             t.echo(format_record(r, t.total_steps(), eta, evaluations, t.dist.world_size))

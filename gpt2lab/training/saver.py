@@ -11,6 +11,7 @@ thread as a one-line error at the next save or at the end, and the previous chec
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -56,10 +57,23 @@ class CheckpointSaver:
             self._raise_pending()
         return time.perf_counter() - start
 
-    def write_prepared(self, step: int, weights: dict, state: dict, protect: set[int] = frozenset()) -> None:
-        """FSDP: the sharded state is already in the temporary folder; add the rest now (synchronously)."""
-        self._write(step, weights, state, set(protect), tmp_prepared=True)
-        self._raise_pending()
+    def save_sharded(self, step: int, model, optimizer, state: dict, dist, protect: set[int] = frozenset()) -> None:
+        """FSDP, on every rank: each rank writes its shards (torch.distributed.checkpoint) into the temporary
+        folder; rank 0 then adds the full weights and the rest, and the folder takes its name (synchronously)."""
+        from ..checkpoint import checkpoint_folder, temporary_folder
+        from .distributed import full_weights, save_sharded
+
+        tmp = temporary_folder(checkpoint_folder(self.run_dir, step))
+        if dist.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        dist.barrier()
+        save_sharded(tmp, model, optimizer)
+        weights = full_weights(model)  # a collective: every rank takes part
+        if dist.is_main:
+            self._write(step, weights, {**state, "step": step}, set(protect), tmp_prepared=True)
+            self._raise_pending()
+        dist.barrier()
 
     def _write(self, step: int, weights: dict, state: dict, protect: set[int], tmp_prepared: bool = False) -> None:
         try:

@@ -85,24 +85,46 @@ class Pending:
         return r
 
 
-def train_step(model, optimizer, guard: LossGuard, next_batch: Callable, micro_steps: int, runtime: Runtime,
-               grad_clip: float | None, stop_flag: float, reduce_mean: Callable, full_value: Callable,
-               scaler=None, timer: StepTimer | None = None, grad_sync: Callable | None = None,
-               params=None, clock: tuple[float, float] = (0.0, 0.0), **forward) -> tuple[torch.Tensor, Timing]:
+def _same(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+@dataclass
+class StepParts:
+    """What every optimizer step of a run works with, built once: the forward (compiled or not), the optimizer,
+    the loss guard, and the settings and collectives of the step."""
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    guard: LossGuard
+    runtime: Runtime
+    micro_steps: int = 1  # micro-batches accumulated per step
+    grad_clip: float | None = None
+    scaler: torch.amp.GradScaler | None = None  # fp16 only
+    reduce_mean: Callable = _same  # averages a device tensor across ranks (in place); one process: nothing
+    full_value: Callable = _same  # a sharded (FSDP) value as the whole; otherwise nothing
+    grad_sync: Callable | None = None  # grad_sync(last_micro_step): a context that syncs gradients only at the last
+    params: list | None = None  # the parameters to clip (default: the optimizer's)
+    forward: dict = field(default_factory=dict)  # passed to the model's forward (loss_chunk, recompute)
+
+
+def train_step(parts: StepParts, next_batch: Callable, stop_flag: float = 0.0, clock: tuple[float, float] = (0.0, 0.0),
+               timer: StepTimer | None = None) -> tuple[torch.Tensor, Timing]:
     """Forward, backward, clip, guard, update: returns (stats on the device, the step's timing), no host read.
 
     `clock` (seconds trained, seconds of the last evaluation) is averaged across ranks with the loss, so that
     every rank plans a time budget from the same numbers (read one step later, like the loss)."""
+    p = parts
+    model, optimizer, guard, runtime, scaler = p.model, p.optimizer, p.guard, p.runtime, p.scaler
     timer = timer or StepTimer(runtime.device)
-    loss = forward_backward(model, next_batch, micro_steps, runtime, scaler, timer, grad_sync, **forward)
+    loss = forward_backward(model, next_batch, p.micro_steps, runtime, scaler, timer, p.grad_sync, **p.forward)
     with timer.phase("optimizer"):
         if scaler is not None:
             scaler.unscale_(optimizer)
-        params = params if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
-        norm = full_value(torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else math.inf))
+        params = p.params if p.params is not None else [q for g in optimizer.param_groups for q in g["params"]]
+        norm = p.full_value(torch.nn.utils.clip_grad_norm_(params, p.grad_clip if p.grad_clip else math.inf))
         flag = torch.full((), float(stop_flag), device=loss.device)  # a fill kernel: no host-to-device copy to wait for
         clocks = [torch.full((), float(c), device=loss.device) for c in clock]
-        shared = reduce_mean(torch.stack([loss.float(), flag, *clocks]))
+        shared = p.reduce_mean(torch.stack([loss.float(), flag, *clocks]))
         loss = shared[0]
         code, z = guard.check(loss, norm)
         skip = code > 0

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import threading
-import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -39,14 +37,15 @@ from ..metrics.timing import StepTimer, memory_stats
 from ..model import GPT
 from ..runtime import deterministic_algorithms, resolve_runtime, rng_state, seed_everything, set_rng_state
 from .autobatch import tune_micro_batch
-from .distributed import (full_value, full_weights, gradient_sync, init_distributed, load_sharded, local_device,
-                          save_sharded, shutdown, wrap_model)
+from .distributed import (full_value, gradient_sync, init_distributed, load_sharded, local_device,
+                          shutdown, wrap_model)
 from .guards import LossGuard, UtilizationGuard, check_placement, check_step_placement
 from .optim import build_optimizer, load_named_state_dict, named_state_dict, set_lr_multiplier
 from .saver import CheckpointSaver
+from .state import RunState, Shared
 from .schedule import TimePlan, floor_of, lr_multiplier, warmup_of
 from .loop import Loop
-from .step import Clock, Pending, train_step
+from .step import Clock, Pending, StepParts, train_step
 
 MAX_ROLLBACKS = 3
 RUN_FILES = ("config.json", "device.json", METRICS_FILE, "evaluators.json", ckpt.CHECKPOINTS, "tensorboard", "wandb",
@@ -73,6 +72,10 @@ def run_tokens(cfg: Config) -> int:
 
 
 class Trainer:
+    # the run's counters live in one RunState (what the loop advances and a checkpoint saves)
+    step, elapsed, lr_scale, rollbacks, run_id = Shared(), Shared(), Shared(), Shared(), Shared()
+    trusted, awaiting_trust, eval_seconds, agreed_clock = Shared(), Shared(), Shared(), Shared()
+
     def __init__(self, cfg: Config, run_dir: str | os.PathLike, resume: bool = False, init_from: str | None = None,
                  evaluators: Callable | None = None, echo: Callable = print, clock: Callable[[], float] | None = None):
         """evaluators(cfg, data_meta, echo) -> the evaluators of this run (none when not given)."""
@@ -108,6 +111,15 @@ class Trainer:
             if self.lock is not None:
                 self.lock.release(cleanup=True)
             raise
+
+    @property
+    def compiled(self) -> torch.nn.Module:
+        """The forward every training step runs (torch.compile'd when run.compile is on)."""
+        return self.parts.model
+
+    @compiled.setter
+    def compiled(self, forward: torch.nn.Module) -> None:
+        self.parts.model = forward
 
     # --- set-up -------------------------------------------------------------------------------------------------
 
@@ -210,18 +222,16 @@ class Trainer:
         self.guard = LossGuard(cfg.guard.spike_z, device)
         self.plan = TimePlan(cfg.schedule.time_budget_s, cfg.schedule.max_steps) if cfg.schedule.time_budget_s else None
         self.floor = floor_of(cfg.schedule, cfg.optim.lr)
-        self.step, self.elapsed, self.lr_scale, self.rollbacks = 0, 0.0, 1.0, 0
-        self.run_id = uuid.uuid4().hex  # names this run's checkpoints (kept on resume): retention deletes only those
-        self.trusted: int | None = None  # the newest checkpoint known healthy: a rollback returns there
-        self._awaiting_trust: int | None = None
+        self.state = RunState()
         self._schedule_note: str | None = None
         self._placement_checked = False
-        self.compiled = torch.compile(self.wrapped) if self.runtime.compile else self.wrapped
         self.timer = StepTimer(device)
+        self.parts = StepParts(
+            torch.compile(self.wrapped) if self.runtime.compile else self.wrapped, self.optimizer, self.guard, self.runtime, self.accum, cfg.optim.grad_clip, self.scaler,
+            self.dist.all_reduce_mean_, full_value, lambda last: gradient_sync(self.wrapped, self.dist, last),
+            self.params, {"loss_chunk": self.runtime.loss_chunk, "recompute": cfg.run.activation_checkpointing})
         self.saver = CheckpointSaver(self.run_dir, cfg, self.echo)
         self.stop_signal: str | None = None
-        self._eval_seconds = 0.0  # the last evaluation's duration: kept free at the end of a time budget
-        self.agreed_clock: tuple[float, float] | None = None  # under torchrun: (elapsed, eval seconds), all ranks
 
     def _measure(self) -> None:
         cfg, rt = self.cfg, self.runtime
@@ -266,7 +276,7 @@ class Trainer:
         best = tune_micro_batch(self.wrapped, self.optimizer, self.runtime, self.cfg, self.dist,
                                 total // self.cfg.seq_len, max(1, 2 * estimate))
         if best == 0:
-            raise UserError(self._oom_message("even a micro-batch of 1 does not fit"))
+            raise UserError(self.oom_message("even a micro-batch of 1 does not fit"))
         run.batch_tokens, run.micro_batch = total, best
         self.echo(f"auto-batch: micro-batch {best} fits with the optimizer state allocated (plan estimated {estimate}); "
                   f"{total // (best * self.cfg.seq_len * self.dist.world_size)} accumulation steps")
@@ -290,11 +300,8 @@ class Trainer:
             "rng": rngs[0],
             "rng_ranks": rngs,
             "loss_guard": self.guard.state_dict(),
-            "elapsed": self.elapsed,
-            "lr_scale": self.lr_scale,
-            "rollbacks": self.rollbacks,
+            **self.state.saved(),
             "plan": self.plan.state_dict() if self.plan else None,
-            "run_id": self.run_id,
             "data_fingerprint": self.data_fingerprint,
         }
 
@@ -308,19 +315,10 @@ class Trainer:
         start = self.clock()
         state = self._state()  # a collective: every rank takes part
         protect = {self.trusted} if self.trusted is not None and not final else set()
-        self._awaiting_trust = self.step
+        self.awaiting_trust = self.step
         if self.dist.strategy != "fsdp":
             return self.saver.save(self.step, self.model, state, protect) if self.dist.is_main else 0.0
-        tmp = ckpt.temporary_folder(ckpt.checkpoint_folder(self.run_dir, self.step))
-        if self.dist.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.dist.barrier()
-        save_sharded(tmp, self.model, self.optimizer)
-        weights = full_weights(self.model)
-        if self.dist.is_main:
-            self.saver.write_prepared(self.step, weights, {**state, "step": self.step}, protect)
-        self.dist.barrier()
+        self.saver.save_sharded(self.step, self.model, self.optimizer, state, self.dist, protect)
         return self.clock() - start
 
     def _model_mismatch(self, saved: Config) -> str | None:
@@ -377,9 +375,7 @@ class Trainer:
             self.guard.load_state_dict(state.get("loss_guard") or {})
             if self.plan and state.get("plan"):
                 self.plan.load_state_dict(state["plan"])
-            self.step, self.elapsed = state["step"], state.get("elapsed", 0.0)
-            self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
-            self.run_id = state.get("run_id") or self.run_id
+            self.state.restore(state)
         except (KeyError, TypeError, IndexError, ValueError, AttributeError, OverflowError, RuntimeError) as exc:
             if isinstance(exc, RuntimeError) and str(exc).startswith("CUDA error"):
                 raise  # the device's state, not the checkpoint's
@@ -443,7 +439,7 @@ class Trainer:
         raise UserError(f"--resume: none of the {len(candidates)} checkpoints in {self.run_dir} could be loaded; "
                         "they were set aside as corrupt (step_N.corrupt)")
 
-    def _recover(self, logger, reason: str, last_bad: int) -> None:
+    def recover(self, logger, reason: str, last_bad: int) -> None:
         """After max_bad_steps skipped updates in a row: roll back to the newest healthy checkpoint at a lower LR,
         or stop. A checkpoint is healthy when its weights are finite and the step after it was not skipped."""
         g = self.cfg.guard
@@ -517,7 +513,7 @@ class Trainer:
         so that every rank sets the same LR and plans the same number of steps."""
         if self.dist.active and self.agreed_clock is not None:
             return self.agreed_clock
-        return self.elapsed, self._eval_seconds
+        return self.elapsed, self.eval_seconds
 
     def train_step(self) -> Pending:
         """One optimizer step (or a skipped one, when the guards say the update is unsafe), not yet read."""
@@ -526,12 +522,8 @@ class Trainer:
         multiplier = lr_multiplier(position, cfg.schedule, self.total_steps(), self.floor, warmup) * self.lr_scale
         set_lr_multiplier(self.optimizer, multiplier)
         started = self.clock()
-        stats, timing = train_step(
-            self.compiled, self.optimizer, self.guard, self._next_batch, self.accum, self.runtime, cfg.optim.grad_clip,
-            float(self.stop_signal is not None), self.dist.all_reduce_mean_, full_value, self.scaler, self.timer,
-            lambda last: gradient_sync(self.wrapped, self.dist, last), self.params,
-            clock=(self.elapsed, self._eval_seconds), loss_chunk=self.runtime.loss_chunk,
-            recompute=cfg.run.activation_checkpointing)
+        stats, timing = train_step(self.parts, self._next_batch, float(self.stop_signal is not None),
+                                   (self.elapsed, self.eval_seconds), self.timer)
         self.step += 1
         record = {"step": self.step, "tokens": self.step * self.tokens_per_step, "lr": cfg.optim.lr * multiplier,
                   "epoch": self.stream.epoch}
@@ -550,13 +542,13 @@ class Trainer:
             return {}
         return {g["role"]: g["lr"] for g in groups}
 
-    def _complete(self, pending: Pending, step_seconds: float) -> dict:
+    def complete(self, pending: Pending, step_seconds: float) -> dict:
         """The record of a finished step: its device values read, rates and memory added."""
         r = pending.read(self.scaler is not None, step_seconds)
         r["tokens_per_sec"] = self.tokens_per_step / max(step_seconds, 1e-9)
         if self.peak_flops:
             r["mfu"] = r["tokens_per_sec"] / self.dist.world_size * self.flops.training / self.peak_flops  # per GPU
-        if self._log_now(r["step"]):
+        if self.log_now(r["step"]):
             r.update(memory_stats(self.runtime.device))
             util = self._sample_utilization(r["step"])
             if util is not None:
@@ -576,24 +568,24 @@ class Trainer:
             raise UserError(problem)
         return util
 
-    def _log_now(self, step: int) -> bool:
+    def log_now(self, step: int) -> bool:
         every = self.cfg.log.every
         return every is not None and (step % every == 0 or step == 1)
 
-    def _evaluate(self, final: bool) -> dict:
+    def evaluate(self, final: bool) -> dict:
         """Every evaluator that is due, on the eager model (no recompilation for eval shapes)."""
         out = {}
         for evaluator in self.evaluators:
             if evaluator.due(self.step, final):
                 start = self.clock()
                 out.update(evaluator(self.model, self.runtime, (self.dist.rank, self.dist.world_size), self._reduce))
-                self._eval_seconds = self.clock() - start
+                self.eval_seconds = self.clock() - start
         return out
 
     def _reduce(self, values: list[float]) -> list[float]:
         return self.dist.sum(values, self.runtime.device)
 
-    def _oom_message(self, what: str) -> str:
+    def oom_message(self, what: str) -> str:
         memory_gb = torch.cuda.get_device_properties(self.runtime.device).total_memory / 2**30 if torch.cuda.is_available() else 0
         fits = largest_micro_batch(self.cfg.model, self.model.num_params(), self.cfg.seq_len, self.runtime.precision, memory_gb)
         return (f"GPU out of memory at micro-batch {self.cfg.run.micro_batch} x {self.cfg.seq_len} ({what}); "
