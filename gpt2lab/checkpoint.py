@@ -60,19 +60,22 @@ def pack(tree, tensors: dict[str, torch.Tensor], path: str = "s"):
     if isinstance(tree, np.ndarray):
         tensors[path] = torch.from_numpy(tree.astype(np.int64) if tree.dtype == np.uint32 else tree.copy())
         return {"__ndarray__": path, "dtype": str(tree.dtype)}
-    if isinstance(tree, dict):
-        if all(isinstance(k, str) for k in tree):
-            return {k: pack(v, tensors, f"{path}.{k}") for k, v in tree.items()}
-        return {"__items__": [[k, pack(v, tensors, f"{path}.{i}")] for i, (k, v) in enumerate(tree.items())]}
-    if isinstance(tree, tuple):
-        return {"__tuple__": [pack(v, tensors, f"{path}.{i}") for i, v in enumerate(tree)]}
-    if isinstance(tree, list):
-        return [pack(v, tensors, f"{path}.{i}") for i, v in enumerate(tree)]
+    if isinstance(tree, (dict, tuple, list)):
+        return _pack_container(tree, tensors, path)
     if isinstance(tree, float) and not math.isfinite(tree):
         return {"__float__": repr(tree)}
     if tree is None or isinstance(tree, (bool, int, float, str)):
         return tree
     raise TypeError(f"cannot store {type(tree).__name__} in a checkpoint at {path}")
+
+
+def _pack_container(tree, tensors: dict[str, torch.Tensor], path: str):
+    if isinstance(tree, dict):
+        if all(isinstance(k, str) for k in tree):
+            return {k: pack(v, tensors, f"{path}.{k}") for k, v in tree.items()}
+        return {"__items__": [[k, pack(v, tensors, f"{path}.{i}")] for i, (k, v) in enumerate(tree.items())]}
+    packed = [pack(v, tensors, f"{path}.{i}") for i, v in enumerate(tree)]
+    return {"__tuple__": packed} if isinstance(tree, tuple) else packed
 
 
 def unpack(tree, tensors: dict[str, torch.Tensor]):
@@ -123,6 +126,44 @@ def temporary_folder(folder: Path) -> Path:
     return folder.with_name(f".{folder.name}.tmp")
 
 
+def _refuse_foreign(folder: Path, replace: bool) -> None:
+    """Only a folder that is a checkpoint of ours is ever replaced (with replace), and an empty one filled."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UserError(f"{folder} is a {'link' if folder.is_symlink() else 'file'} where gpt2lab saves a checkpoint "
+                        "folder; gpt2lab replaces nothing it did not write: move it away and resume")
+    if folder.exists() and any(folder.iterdir()) and not (replace and is_checkpoint(folder)):
+        what = "is a checkpoint" if is_checkpoint(folder) else "is not empty and not a gpt2lab checkpoint"
+        raise UserError(f"{folder} {what}; gpt2lab replaces nothing it did not write: choose another --out")
+
+
+def _write_files(tmp: Path, weights: dict[str, torch.Tensor], config: Config, state: dict) -> None:
+    """The weights, the training state (tensors + JSON) and the config, each file fsynced."""
+    save_file(weights, str(tmp / WEIGHTS))
+    tensors: dict[str, torch.Tensor] = {}
+    packed = pack(state, tensors)
+    save_file(tensors, str(tmp / TENSORS))
+    (tmp / STATE_JSON).write_text(json.dumps(packed) + "\n")
+    (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    for p in tmp.rglob("*"):
+        if p.is_file():
+            copy_mode_from_umask(p)
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def _mark_complete(tmp: Path, weights: dict[str, torch.Tensor], state: dict) -> None:
+    """COMPLETE, last, on disk before the folder takes its name: the manifest of every file, the weights' health,
+    and the run that wrote it (retention deletes only its own run's)."""
+    finite = all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point())
+    marker = {"format": FORMAT, "step": state.get("step", 0), "files": _manifest(tmp), "health": {"weights_finite": finite},
+              "run": state.get("run_id")}
+    with open(tmp / MARKER, "w") as f:
+        f.write(json.dumps(marker, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(tmp)
+
+
 def write_checkpoint(folder: Path, weights: dict[str, torch.Tensor] | torch.nn.Module, config: Config, state: dict,
                      tmp_prepared: bool = False, replace: bool = True) -> Path:
     """Write a checkpoint folder atomically: a temporary sibling, fsynced, marked COMPLETE, then renamed over.
@@ -134,36 +175,14 @@ def write_checkpoint(folder: Path, weights: dict[str, torch.Tensor] | torch.nn.M
     if isinstance(weights, torch.nn.Module):
         weights = model_weights(weights)
     folder = Path(folder)
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise UserError(f"{folder} is a {'link' if folder.is_symlink() else 'file'} where gpt2lab saves a checkpoint "
-                        "folder; gpt2lab replaces nothing it did not write: move it away and resume")
-    if folder.exists() and any(folder.iterdir()) and not (replace and is_checkpoint(folder)):
-        what = "is a checkpoint" if is_checkpoint(folder) else "is not empty and not a gpt2lab checkpoint"
-        raise UserError(f"{folder} {what}; gpt2lab replaces nothing it did not write: choose another --out")
+    _refuse_foreign(folder, replace)
     tmp = temporary_folder(folder)
     try:
         if not tmp_prepared:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-        save_file(weights, str(tmp / WEIGHTS))
-        tensors: dict[str, torch.Tensor] = {}
-        packed = pack(state, tensors)
-        save_file(tensors, str(tmp / TENSORS))
-        (tmp / STATE_JSON).write_text(json.dumps(packed) + "\n")
-        (tmp / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                copy_mode_from_umask(p)
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
-        finite = all(bool(torch.isfinite(t).all()) for t in weights.values() if t.is_floating_point())
-        marker = {"format": FORMAT, "step": state.get("step", 0), "files": _manifest(tmp), "health": {"weights_finite": finite},
-                  "run": state.get("run_id")}  # the run that wrote it: retention deletes only its own run's
-        with open(tmp / MARKER, "w") as f:  # last, and on disk before the folder takes its name
-            f.write(json.dumps(marker, indent=1) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        fsync_dir(tmp)
+        _write_files(tmp, weights, config, state)
+        _mark_complete(tmp, weights, state)
         if folder.exists():
             shutil.rmtree(folder)  # our own checkpoint of the same step (a rollback saves it again), or empty
         os.replace(tmp, folder)

@@ -177,13 +177,22 @@ def _positive(value) -> bool:
 
 
 def _checks(c: Config) -> list[tuple[bool, str]]:
-    s, o, r, e, k, g, lg = c.schedule, c.optim, c.run, c.eval, c.checkpoint, c.guard, c.log
-    lrs = {f"optim.{n}": getattr(o, n) for n in ("lr", "matrix_lr", "embedding_lr", "head_lr", "gain_lr")}
+    return [*_data_checks(c), *_optim_checks(c.optim), *_schedule_checks(c.schedule, c.optim), *_run_checks(c.run),
+            *_loop_checks(c)]
+
+
+def _data_checks(c: Config) -> list[tuple[bool, str]]:
     return [
         (c.seq_len <= c.model.block_size,
          f"data.seq_len={c.seq_len} is longer than model.block_size={c.model.block_size}; lower data.seq_len"),
         (_positive(c.data.seq_len), f"data.seq_len must be at least 1 (or none for the model's block_size), got {c.data.seq_len}"),
         (0 <= c.data.prefetch <= 64, f"data.prefetch must be between 0 and 64, got {c.data.prefetch}"),
+    ]
+
+
+def _optim_checks(o: OptimConfig) -> list[tuple[bool, str]]:
+    lrs = {f"optim.{n}": getattr(o, n) for n in ("lr", "matrix_lr", "embedding_lr", "head_lr", "gain_lr")}
+    return [
         *[(v is None or 0 < v <= 10, f"{n} must be in (0, 10], got {v}") for n, v in lrs.items()],
         (0 <= o.weight_decay <= 10, f"optim.weight_decay must be between 0 and 10, got {o.weight_decay}"),
         (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)"),
@@ -191,6 +200,11 @@ def _checks(c: Config) -> list[tuple[bool, str]]:
         (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
         (1 <= o.ns_steps <= 20, f"optim.ns_steps must be between 1 and 20, got {o.ns_steps}"),
         (o.grad_clip is None or o.grad_clip > 0, f"optim.grad_clip must be positive (or none for no clipping), got {o.grad_clip}"),
+    ]
+
+
+def _schedule_checks(s: ScheduleConfig, o: OptimConfig) -> list[tuple[bool, str]]:
+    return [
         (1 <= s.max_steps <= 10**9, f"schedule.max_steps must be between 1 and 1e9, got {s.max_steps}"),
         (s.warmup_steps is None or 0 <= s.warmup_steps <= s.max_steps,
          f"schedule.warmup_steps={s.warmup_steps} must be between 0 and max_steps={s.max_steps}; "
@@ -202,6 +216,11 @@ def _checks(c: Config) -> list[tuple[bool, str]]:
         (0 < s.cooldown_fraction <= 1, f"schedule.cooldown_fraction must be in (0, 1], got {s.cooldown_fraction}"),
         (s.time_budget_s is None or 1 <= s.time_budget_s <= 366 * 86400,
          f"schedule.time_budget_s must be between 1 s and a year, got {s.time_budget_s}"),
+    ]
+
+
+def _run_checks(r: RunConfig) -> list[tuple[bool, str]]:
+    return [
         (1 <= r.micro_batch <= 65536, f"run.micro_batch must be between 1 and 65536, got {r.micro_batch}"),
         (_positive(r.batch_tokens), f"run.batch_tokens must be positive (or none for one micro-batch), got {r.batch_tokens}"),
         (0 <= r.seed < 2**63, f"run.seed must be between 0 and 2**63 - 1, got {r.seed}"),
@@ -212,9 +231,15 @@ def _checks(c: Config) -> list[tuple[bool, str]]:
         (_positive(r.loss_chunk), f"run.loss_chunk must be positive (or none: the whole head at once), got {r.loss_chunk}"),
         (r.peak_tflops is None or 0 < r.peak_tflops <= 1e6, f"run.peak_tflops must be positive, got {r.peak_tflops}"),
         (r.threads is None or 1 <= r.threads <= 1024, f"run.threads must be between 1 and 1,024, got {r.threads}"),
-        (_positive(e.every) and _positive(e.batches) and _positive(e.hellaswag_every) and _positive(e.hellaswag_limit),
+    ]
+
+
+def _loop_checks(c: Config) -> list[tuple[bool, str]]:
+    e, k, g, lg = c.eval, c.checkpoint, c.guard, c.log
+    return [
+        (all(_positive(v) for v in (e.every, e.batches, e.hellaswag_every, e.hellaswag_limit)),
          "eval.every, eval.batches, eval.hellaswag_every and eval.hellaswag_limit must be at least 1 (or none)"),
-        (_positive(k.every) and _positive(k.keep_last) and _positive(k.keep_every),
+        (all(_positive(v) for v in (k.every, k.keep_last, k.keep_every)),
          "checkpoint.every, checkpoint.keep_last and checkpoint.keep_every must be at least 1 (or none)"),
         (g.spike_z is None or g.spike_z > 0, f"guard.spike_z must be positive (or none: off), got {g.spike_z}"),
         (1 <= g.max_bad_steps <= 10**6, f"guard.max_bad_steps must be at least 1, got {g.max_bad_steps}"),
@@ -303,39 +328,60 @@ def _number(text, target: type):
     return float(value)
 
 
+def _unknown_key(section: str, key: str, fields: dict) -> UserError:
+    guess = suggest_key(section, key)
+    hint = f"did you mean {guess!r}?" if guess else f"known: {', '.join(f'{section}.{k}' for k in fields)}"
+    return UserError(f"unknown config key '{section}.{key}'; {hint}")
+
+
+NONE = object()  # what _as_none returns for a value that is not a way of saying none
+
+
+def _as_none(section: str, key: str, value: Any, field_, notes: list[str] | None):
+    """None for a nullable key's none (none, null, off... and a 0.1 layout's 0 where 0 meant off), else NONE."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+        return None
+    if field_.metadata.get("legacy_off") and not isinstance(value, bool) and value in (0, "", "0"):
+        if notes is not None:
+            notes.append(f"{section}.{key}={value!r} means none")
+        return None
+    return NONE
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError
+
+
+def _convert(section: str, key: str, target: type, value: Any) -> Any:
+    if target is bool:
+        return _bool(value)
+    if target in (int, float):
+        return _number(value, target)
+    if section == "run" and key == "compile":  # 0.1 configs: compile = true/false
+        text = str(value).strip().lower()
+        return {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}.get(text, text)
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ValueError
+    return str(value)
+
+
 def coerce(section: str, key: str, value: Any, notes: list[str] | None = None) -> Any:
     """A value converted to the declared type of section.key, or a UserError that says what was expected."""
     fields = _fields(section)
     if key not in fields:
-        guess = suggest_key(section, key)
-        hint = f"did you mean {guess!r}?" if guess else f"known: {', '.join(f'{section}.{k}' for k in fields)}"
-        raise UserError(f"unknown config key '{section}.{key}'; {hint}")
+        raise _unknown_key(section, key, fields)
     target, nullable = _declared(section, key)
-    if nullable:
-        if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
-            return None
-        if fields[key].metadata.get("legacy_off") and not isinstance(value, bool) and value in (0, "", "0"):
-            if notes is not None:
-                notes.append(f"{section}.{key}={value!r} means none")
-            return None
+    if nullable and (none := _as_none(section, key, value, fields[key], notes)) is not NONE:
+        return none
     try:
-        if target is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("true", "1", "yes", "on"):
-                return True
-            if text in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if target in (int, float):
-            return _number(value, target)
-        if section == "run" and key == "compile":  # 0.1 configs: compile = true/false
-            text = str(value).strip().lower()
-            return {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}.get(text, text)
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ValueError
-        return str(value)
+        return _convert(section, key, target, value)
     except (TypeError, ValueError, OverflowError):
         kind = {int: "whole number", float: "finite number", bool: "true/false", str: "text"}.get(target, target.__name__)
         none = " (or none)" if nullable else ""

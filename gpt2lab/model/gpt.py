@@ -243,21 +243,8 @@ class GPT(nn.Module):
                 n -= self.transformer.wpe.weight.numel()
         return n
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache=None,
-                doc_ids: torch.Tensor | None = None, loss_chunk: int | None = None, recompute: bool = False,
-                per_token: bool = False):
-        """(logits (B, T, vocab), loss) for token ids idx (B, T); the loss (mean cross-entropy, targets of -1
-        ignored) only with targets, else None.
-
-        cache: a KVCache; idx continues the sequence already in it (positions start at cache.length).
-        doc_ids (B, T): a position attends only to earlier positions of the same document.
-        loss_chunk: with targets, the loss (and in training its gradients) is computed this many tokens at a
-          time and the logits are not returned (None): the largest activation never exists whole.
-        recompute: activation checkpointing; each block is recomputed in backward instead of kept.
-        per_token: with targets, (None, (per-token loss, top-1 correct)), each (B, T), computed loss_chunk (or
-          8,192) tokens at a time with no gradient: evaluations score without the whole logits. Inside forward,
-          so that FSDP gathers the head as for any forward.
-        """
+    def _body(self, idx: torch.Tensor, cache, doc_ids: torch.Tensor | None, recompute: bool) -> torch.Tensor:
+        """The embeddings and every block: the residual stream before the final norm, (B, T, n_embd)."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         if start + T > self.config.block_size:
@@ -280,7 +267,24 @@ class GPT(nn.Module):
                 x = block(x, rope, cache.layer(i) if cache is not None else None, mask)
         if cache is not None:
             cache.advance(T)
-        x = self.transformer.ln_f(x)
+        return x
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache=None,
+                doc_ids: torch.Tensor | None = None, loss_chunk: int | None = None, recompute: bool = False,
+                per_token: bool = False):
+        """(logits (B, T, vocab), loss) for token ids idx (B, T); the loss (mean cross-entropy, targets of -1
+        ignored) only with targets, else None.
+
+        cache: a KVCache; idx continues the sequence already in it (positions start at cache.length).
+        doc_ids (B, T): a position attends only to earlier positions of the same document.
+        loss_chunk: with targets, the loss (and in training its gradients) is computed this many tokens at a
+          time and the logits are not returned (None): the largest activation never exists whole.
+        recompute: activation checkpointing; each block is recomputed in backward instead of kept.
+        per_token: with targets, (None, (per-token loss, top-1 correct)), each (B, T), computed loss_chunk (or
+          8,192) tokens at a time with no gradient: evaluations score without the whole logits. Inside forward,
+          so that FSDP gathers the head as for any forward.
+        """
+        x = self.transformer.ln_f(self._body(idx, cache, doc_ids, recompute))
         cap = self.config.logit_softcap
         if targets is not None and per_token:
             return None, head_scores(x, self.lm_head.weight, targets, loss_chunk or 8192, cap)

@@ -36,16 +36,19 @@ def misplaced(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = 
               if p.grad is not None and p.grad.device != p.device]
     if batch is not None and batch.device != device:
         stray.append(f"batch on {batch.device}")
-    if optimizer is not None:
-        names = {id(p): n for n, p in model.named_parameters()}
-        for group in optimizer.param_groups:
-            on_device_step = bool(group.get("fused") or group.get("capturable"))
-            for p in group["params"]:
-                for key, value in optimizer.state.get(p, {}).items():
-                    if not isinstance(value, torch.Tensor) or value.device == p.device:
-                        continue
-                    if key == "step" and value.device.type == "cpu" and not on_device_step:
-                        continue
+    return stray + (_misplaced_state(model, optimizer) if optimizer is not None else [])
+
+
+def _misplaced_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Optimizer state tensors not on their parameter's device (`step` by torch's fused/capturable rule)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    stray = []
+    for group in optimizer.param_groups:
+        on_device_step = bool(group.get("fused") or group.get("capturable"))
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                cpu_step = key == "step" and value.device.type == "cpu" and not on_device_step
+                if isinstance(value, torch.Tensor) and value.device != p.device and not cpu_step:
                     stray.append(f"optimizer state {key!r} of {names.get(id(p), '?')} on {value.device}")
     return stray
 

@@ -24,34 +24,29 @@ from ..config import Config
 from ..data.loader import BatchStream, Windows, document_ids
 from ..data.shards import check_vocab, data_fingerprint, read_meta
 from ..errors import UserError
-from ..files import FolderLock, absolute, file_digest, write_json_atomic
-from ..formats import BadFile, check, read_json
-from ..formats.schemas import RunRecord
+from ..files import FolderLock, absolute
 from ..metrics.cpu_peak import cpu_peak_flops
 from ..metrics.devices import device_peak_flops
 from ..metrics.flops import flops_per_token
-from ..metrics.logger import METRICS_FILE, MetricsLogger, truncate_metrics
+from ..metrics.logger import MetricsLogger
 from ..metrics.memory import GB, largest_micro_batch, memory_plan
 from ..metrics.profiler import Profiler
 from ..metrics.timing import StepTimer, memory_stats
 from ..model import GPT
-from ..runtime import deterministic_algorithms, resolve_runtime, rng_state, seed_everything, set_rng_state
+from ..runtime import deterministic_algorithms, resolve_runtime, rng_state, seed_everything
 from .autobatch import tune_micro_batch
-from .distributed import (full_value, gradient_sync, init_distributed, load_sharded, local_device,
+from .distributed import (full_value, gradient_sync, init_distributed, local_device,
                           shutdown, wrap_model)
 from .guards import LossGuard, UtilizationGuard, check_placement, check_step_placement
-from .optim import build_optimizer, load_named_state_dict, named_state_dict, set_lr_multiplier
+from .optim import build_optimizer, named_state_dict, set_lr_multiplier
+from .resume import MAX_ROLLBACKS, Resuming  # noqa: F401 (MAX_ROLLBACKS: re-exported)
+from .run_folder import RECORDED, RUN_FILES, RUN_RECORD, RunFolder  # noqa: F401 (re-exported)
 from .saver import CheckpointSaver
 from .state import RunState, Shared
 from .schedule import TimePlan, floor_of, lr_multiplier, warmup_of
 from .loop import Loop
 from .step import Clock, Pending, StepParts, train_step
 
-MAX_ROLLBACKS = 3
-RUN_FILES = ("config.json", "device.json", METRICS_FILE, "evaluators.json", ckpt.CHECKPOINTS, "tensorboard", "wandb",
-             "profile", "report.md")
-RUN_RECORD = ".gpt2lab-run.json"  # what gpt2lab wrote into a run folder, with SHA-256s: its proof of ownership
-RECORDED = ("config.json", "device.json", "evaluators.json")
 
 
 class NullLogger:
@@ -71,7 +66,10 @@ def run_tokens(cfg: Config) -> int:
     return cfg.schedule.max_steps * (cfg.run.batch_tokens or cfg.run.micro_batch * cfg.seq_len)
 
 
-class Trainer:
+class Trainer(RunFolder, Resuming):
+    """A training run: set up from its config (a new run, or a resumed one), then fit(); the run folder's checks
+    live in RunFolder, checkpoint restore, resume and rollback in Resuming."""
+
     # the run's counters live in one RunState (what the loop advances and a checkpoint saves)
     step, elapsed, lr_scale, rollbacks, run_id = Shared(), Shared(), Shared(), Shared(), Shared()
     trusted, awaiting_trust, eval_seconds, agreed_clock = Shared(), Shared(), Shared(), Shared()
@@ -120,48 +118,6 @@ class Trainer:
     @compiled.setter
     def compiled(self, forward: torch.nn.Module) -> None:
         self.parts.model = forward
-
-    # --- set-up -------------------------------------------------------------------------------------------------
-
-    def _check_run_dir(self, resume: bool) -> list[Path]:
-        """The run's complete checkpoints; refuses a folder that is someone else's, or a run that would be mixed."""
-        candidates = ckpt.complete_checkpoints(self.run_dir)
-        if not self.dist.is_main:  # rank 0 holds the lock and speaks for the run directory
-            return candidates
-        metrics = self.run_dir / METRICS_FILE
-        if candidates and not resume:
-            raise UserError(f"{self.run_dir} already holds a run (latest {candidates[0].name}); pass --resume to continue "
-                            "it or choose a new --out")
-        if resume and not candidates:
-            stopped = " (it stopped before its first checkpoint: start it again without --resume)" if metrics.is_file() else ""
-            raise UserError(f"--resume: {self.run_dir} holds no complete checkpoint to resume from{stopped}")
-        foreign = [p.name for p in self.run_dir.iterdir() if p.name not in RUN_FILES and not p.name.startswith(".")
-                   and not p.name.endswith(".png")]
-        if foreign and not resume:
-            raise UserError(f"refusing to train into {self.run_dir}: it holds {', '.join(sorted(foreign)[:3])}, which "
-                            "gpt2lab did not write; choose an empty or new --out")
-        if not resume:
-            self._check_own_files()
-        if not resume and metrics.is_file():
-            self.echo(f"note: {self.run_dir} holds the metrics of a run stopped before its first checkpoint; starting over")
-            truncate_metrics(self.run_dir, 0)
-        return candidates
-
-    def _check_own_files(self) -> None:
-        """Files with a run's names are overwritten (config) or emptied (metrics) on a fresh start only when the
-        folder's record proves gpt2lab wrote them: a user's own config.json or metrics.jsonl is never touched."""
-        present = [n for n in (*RECORDED, METRICS_FILE) if (self.run_dir / n).exists()]
-        if not present:
-            return
-        try:
-            record = check(read_json(self.run_dir / RUN_RECORD), RunRecord, RUN_RECORD)
-            ours = all(file_digest(self.run_dir / n) == record["files"].get(n) for n in RECORDED
-                       if (self.run_dir / n).exists())
-        except (BadFile, OSError):
-            ours = False
-        if not ours:
-            raise UserError(f"refusing to train into {self.run_dir}: it holds {', '.join(present)}, which gpt2lab's record "
-                            f"({RUN_RECORD}) does not show it wrote; choose an empty or new --out")
 
     def _open_data(self) -> None:
         cfg = self.cfg
@@ -254,13 +210,6 @@ class Trainer:
             "parallel": self.dist.strategy,
         }
 
-    def _write_run_files(self) -> None:
-        write_json_atomic(self.run_dir / "config.json", self.cfg.to_dict(), "the run config")
-        write_json_atomic(self.run_dir / "device.json", self.device_report(), "the device report")
-        write_json_atomic(self.run_dir / "evaluators.json", [e.describe() for e in self.evaluators], "the evaluator list")
-        write_json_atomic(self.run_dir / RUN_RECORD, {"files": {n: file_digest(self.run_dir / n) for n in RECORDED}},
-                          "the run's record of its files")
-
     def _auto_batch(self) -> None:
         run, device = self.cfg.run, self.runtime.device
         if device.type != "cuda":
@@ -320,170 +269,6 @@ class Trainer:
             return self.saver.save(self.step, self.model, state, protect) if self.dist.is_main else 0.0
         self.saver.save_sharded(self.step, self.model, self.optimizer, state, self.dist, protect)
         return self.clock() - start
-
-    def _model_mismatch(self, saved: Config) -> str | None:
-        a, b = self.cfg.model, saved.model
-        if a == b:
-            return None
-
-        def shape(m):
-            return f"{m.n_layer} layers x {m.n_embd} wide, {m.n_head} heads, context {m.block_size}, vocab {m.vocab_size}"
-
-        diffs = [f"{k}={getattr(b, k)!r} there, {getattr(a, k)!r} here" for k in vars(a) if getattr(a, k) != getattr(b, k)]
-        return f"this run's model ({shape(a)}) is not the checkpoint's ({shape(b)}): {'; '.join(diffs[:4])}"
-
-    def _restore(self, checkpoint: Path) -> None:
-        """Load a checkpoint into this run. CorruptCheckpoint: its files are damaged (skip it); UserError: it
-        does not fit this run (stop); anything else (a CUDA error) propagates and stops the run."""
-        marker = self._verify(checkpoint)
-        try:
-            saved = ckpt.load_config(checkpoint)
-        except UserError as exc:
-            raise ckpt.CorruptCheckpoint(str(exc)) from None
-        if saved.optim.name != self.cfg.optim.name:  # a setting, not damage: nothing on disk changes
-            raise UserError(f"{checkpoint.name} was trained with optim.name={saved.optim.name}, this run asks for "
-                            f"{self.cfg.optim.name}; resume with the same optimizer, or start a new run from its weights "
-                            f"with --init-from {checkpoint}")
-        mismatch = self._model_mismatch(saved)
-        if mismatch:
-            raise UserError(f"{checkpoint.name}: {mismatch}; a resumed run keeps its model: drop --preset and model.* overrides")
-        state = ckpt.load_state(checkpoint)
-        if state.get("data_fingerprint") not in (None, self.data_fingerprint):  # None: gpt2lab before 0.3
-            raise UserError(f"{checkpoint.name} was trained on other data than {self.cfg.data.dir} holds now (its "
-                            "meta.json or shard sizes differ); pass --data with the folder the run was trained on")
-        if self.dist.strategy == "fsdp":
-            load_sharded(checkpoint, self.model, self.optimizer)  # reshards to this world size
-        else:
-            try:
-                ckpt.load_weights(self.model, checkpoint, self.runtime.device)
-            except (torch.OutOfMemoryError, MemoryError):
-                raise UserError(f"out of memory while loading {checkpoint.name} (nothing was set aside); free "
-                                "memory on the device, or lower --micro-batch, and resume again") from None
-            except UserError as exc:
-                if ckpt.hashed(marker):  # its files match their SHA-256: intact, so it does not fit this run
-                    raise
-                raise ckpt.CorruptCheckpoint(str(exc)) from None
-            if state.get("optimizer") is None:
-                raise UserError(f"{checkpoint.name}: its optimizer state is sharded (an FSDP run); resume with --set run.parallel=fsdp")
-        try:
-            if self.dist.strategy != "fsdp":
-                load_named_state_dict(self.optimizer, state["optimizer"], self.model)
-            self.stream.load_state_dict(state["loader"])
-            if self.scaler is not None and state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-            self._restore_rng(state)
-            self.guard.load_state_dict(state.get("loss_guard") or {})
-            if self.plan and state.get("plan"):
-                self.plan.load_state_dict(state["plan"])
-            self.state.restore(state)
-        except (KeyError, TypeError, IndexError, ValueError, AttributeError, OverflowError, RuntimeError) as exc:
-            if isinstance(exc, RuntimeError) and str(exc).startswith("CUDA error"):
-                raise  # the device's state, not the checkpoint's
-            raise ckpt.CorruptCheckpoint(f"its training state is incomplete ({type(exc).__name__}: "
-                                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
-        self.trusted = self.step if marker.get("health", {}).get("weights_finite", True) else None
-        self._placement_checked = False
-        self._schedule_note = self._schedule_change(saved)
-
-    def _verify(self, checkpoint: Path) -> dict:
-        """Rank 0 checks the checkpoint's files against their manifest (SHA-256 included) and every rank takes its
-        verdict: the checkpoint is read whole once, and "corrupt" is one decision for the job."""
-        verdict = None
-        if self.dist.is_main:
-            try:
-                verdict = ("ok", ckpt.verify(checkpoint, deep=True))
-            except ckpt.CorruptCheckpoint as exc:
-                verdict = ("corrupt", str(exc))
-        kind, value = self.dist.broadcast_object(verdict)
-        if kind == "corrupt":
-            raise ckpt.CorruptCheckpoint(value)
-        return value
-
-    def _restore_rng(self, state: dict) -> None:
-        ranks = state.get("rng_ranks") or [state["rng"]]
-        set_rng_state(ranks[self.dist.rank] if self.dist.rank < len(ranks) else ranks[0], self.runtime.device)
-        if self.dist.rank >= len(ranks):  # more ranks than when saved: fresh, distinct dropout streams
-            torch.manual_seed(self.cfg.run.seed + 1000 * self.dist.rank + state["step"])
-
-    def _schedule_change(self, saved: Config) -> str | None:
-        """One line when this run's LR schedule differs from the one the checkpoint was trained with."""
-        keys = [("schedule", k) for k in ("max_steps", "warmup_steps", "decay", "min_lr", "min_lr_ratio",
-                                          "cooldown_fraction", "time_budget_s")] + [("optim", "lr")]
-        changes = [f"{s}.{k} {getattr(getattr(saved, s), k)} -> {getattr(getattr(self.cfg, s), k)}" for s, k in keys
-                   if getattr(getattr(saved, s), k) != getattr(getattr(self.cfg, s), k)]
-        return ", ".join(changes) or None
-
-    def _resume(self, candidates: list[Path]) -> None:
-        """The newest checkpoint that loads; a corrupt one is set aside (renamed step_N.corrupt) and reported."""
-        for checkpoint in candidates:
-            try:
-                self._restore(checkpoint)
-            except ckpt.CorruptCheckpoint as exc:
-                if self.dist.is_main:
-                    aside = ckpt.set_aside(checkpoint, str(exc))
-                    self.echo(f"warning: {checkpoint.name} is corrupt ({exc}); set aside as {aside.name}")
-                self.dist.barrier()
-                continue
-            if self.dist.is_main:
-                truncate_metrics(self.run_dir, self.step)
-            self.echo(f"resumed from {checkpoint} at step {self.step}")
-            if self.rollbacks:  # a resume is a person's decision to go on: the guard gets its rollbacks back
-                self.echo(f"note: the run had used {self.rollbacks} of its {MAX_ROLLBACKS} rollbacks; a resume starts "
-                          f"with {MAX_ROLLBACKS} again (the LR scale x{self.lr_scale:g} is kept)")
-                self.rollbacks = 0
-            if self._schedule_note:
-                lr_now = self.cfg.optim.lr * lr_multiplier(self.step, self.cfg.schedule, self.total_steps(), self.floor)
-                self.echo(f"note: the LR schedule differs from the checkpoint's ({self._schedule_note}): from step "
-                          f"{self.step + 1} the LR follows the new one (now {lr_now:.3g}); metrics.jsonl marks the change")
-            return
-        raise UserError(f"--resume: none of the {len(candidates)} checkpoints in {self.run_dir} could be loaded; "
-                        "they were set aside as corrupt (step_N.corrupt)")
-
-    def recover(self, logger, reason: str, last_bad: int) -> None:
-        """After max_bad_steps skipped updates in a row: roll back to the newest healthy checkpoint at a lower LR,
-        or stop. A checkpoint is healthy when its weights are finite and the step after it was not skipped."""
-        g = self.cfg.guard
-        target = self.rollback_target()
-        first_bad = last_bad - g.max_bad_steps + 1
-        message = (f"{g.max_bad_steps} updates in a row were unsafe at step {last_bad} "
-                   f"(steps {first_bad}-{last_bad}; last: {reason})")
-        if not g.rollback or target is None or self.rollbacks >= MAX_ROLLBACKS:
-            why = ("rollback is off" if not g.rollback else "there is no healthy checkpoint to roll back to" if target is None
-                   else f"{MAX_ROLLBACKS} rollbacks did not help")
-            aside = self._set_aside_diverged(target, message) if target is not None else ""
-            raise UserError(f"{message}; stopping because {why}{aside}. Lower optim.lr, check the data near this step, "
-                            "or resume from an earlier checkpoint")
-        rollbacks, lr_scale = self.rollbacks + 1, self.lr_scale * g.rollback_lr_factor
-        try:
-            self._restore(target)
-        except ckpt.CorruptCheckpoint as exc:
-            raise UserError(f"{message}; the checkpoint to roll back to, {target.name}, is corrupt ({exc})") from None
-        self.rollbacks, self.lr_scale = rollbacks, lr_scale
-        logger.truncate(self.step)
-        self.echo(f"warning: {message}; rolled back to {target.name}, LR now x{self.lr_scale:g}")
-
-    def _set_aside_diverged(self, healthy: Path, why: str) -> str:
-        """On giving up: the checkpoints saved after the healthy one were saved while training went wrong; set them
-        aside (renamed step_N.diverged, never deleted) so that --resume continues from the healthy one."""
-        newer = [p for p in ckpt.complete_checkpoints(self.run_dir) if ckpt.step_of(p) > ckpt.step_of(healthy)]
-        if self.dist.is_main:
-            for path in newer:
-                ckpt.set_aside(path, f"saved while training was going wrong: {why}", "diverged")
-        self.dist.barrier()
-        return (f"; {len(newer)} later checkpoint(s) were set aside as step_N.diverged, so --resume continues from "
-                f"{healthy.name}" if newer else f"; --resume continues from {healthy.name}")
-
-    def rollback_target(self) -> Path | None:
-        """The checkpoint every rank rolls back to: rank 0 finishes its save in flight, then decides (its write is
-        what the others would otherwise look for too early) and tells the others."""
-        self.saver.wait()
-        self.dist.barrier()
-        step = -1
-        if self.dist.is_main and self.trusted is not None:
-            if ckpt.is_checkpoint(ckpt.checkpoint_folder(self.run_dir, self.trusted)):
-                step = self.trusted
-        step = self.dist.broadcast_int(step, self.runtime.device)
-        return ckpt.checkpoint_folder(self.run_dir, step) if step >= 0 else None
 
     # --- one step, and its record ------------------------------------------------------------------------------
 
