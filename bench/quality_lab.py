@@ -263,30 +263,32 @@ def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
                           "tokens": HORIZONS[horizon], "seconds_per_seed": [round(s, 1) for s in base_seconds]},
              "contenders": []}
     for name in CONTENDERS:
-        if name.startswith("baseline-"):
-            continue
         runs = [run_dir(work, name, horizon, s) for s in SEEDS if finished(run_dir(work, name, horizon, s), horizon)]
-        if not runs:
+        if name.startswith("baseline-") or not runs:
             continue
-        rows = []
-        for seed, run in zip(SEEDS, runs):
-            cross = crossing(work, run, target, cpus)
-            final = score(work, checkpoints(run)[-1][1], cpus)
-            row = {"seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
-                   "seconds_total": round(read_metrics(run)[-1]["elapsed"], 1)}
-            if cross:
-                row["token_ratio"] = round(cross["tokens"] / HORIZONS[horizon], 3)
-                row["time_ratio"] = round(cross["seconds"] / (sum(base_seconds) / len(base_seconds)), 3)
-            tuning = curve_of(run)
-            tuning_target = curve_of(base_runs[0]).final
-            t = reach(tuning.tokens, tuning.loss, tuning_target)
-            row["token_ratio_on_tuning_split"] = None if t is None else round(t / HORIZONS[horizon], 3)
-            rows.append(row)
+        rows = [_seed_row(work, seed, run, horizon, target, base_runs, base_seconds, cpus) for seed, run in zip(SEEDS, runs)]
         worst = [r.get("token_ratio") for r in rows]
         table["contenders"].append({"name": name, "about": CONTENDERS[name]["about"], "per_seed": rows,
                                     "worst_token_ratio": None if None in worst else max(worst),
                                     "worst_time_ratio": None if None in worst else max(r["time_ratio"] for r in rows)})
     return table
+
+
+def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, base_runs: list[Path],
+              base_seconds: list[float], cpus: str) -> dict:
+    """One contender seed: where it crosses the baseline's scoring-split loss (tokens, its own seconds), its final
+    scoring loss, and (for comparison) the crossing on the tuning split's in-run curve."""
+    cross = crossing(work, run, target, cpus)
+    final = score(work, checkpoints(run)[-1][1], cpus)
+    row = {"seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
+           "seconds_total": round(read_metrics(run)[-1]["elapsed"], 1)}
+    if cross:
+        row["token_ratio"] = round(cross["tokens"] / HORIZONS[horizon], 3)
+        row["time_ratio"] = round(cross["seconds"] / (sum(base_seconds) / len(base_seconds)), 3)
+    tuning = curve_of(run)
+    t = reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
+    row["token_ratio_on_tuning_split"] = None if t is None else round(t / HORIZONS[horizon], 3)
+    return row
 
 
 def compared(work: Path) -> dict:

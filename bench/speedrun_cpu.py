@@ -182,21 +182,8 @@ def summary(work: Path) -> dict:
     base = mean_curve(seeds)
     target = base.final
     base_tokens, base_seconds = reach(base.tokens, base.loss, target), reach(base.seconds, base.loss, target)
-    contenders = []
-    for name in [n for n in CONTENDERS if not n.startswith("baseline-")]:
-        curves = [curve_of(run_dir(work, name, s), name) for s in SEEDS if finished(run_dir(work, name, s))]
-        if not curves:
-            continue
-        tokens = [reach(c.tokens, c.loss, target) for c in curves]
-        seconds = [reach(c.seconds, c.loss, target) for c in curves]
-        entry = {"name": name, "about": CONTENDERS[name]["about"], "seeds": [SEEDS[i] for i in range(len(curves))],
-                 "final_val_loss": [round(c.final, 4) for c in curves],
-                 "tokens_to_baseline_loss": [None if t is None else round(t) for t in tokens],
-                 "seconds_to_baseline_loss": [None if t is None else round(t, 1) for t in seconds],
-                 "seconds_total": [round(c.seconds[-1], 1) for c in curves]}
-        entry["token_ratio"] = _ratio(tokens, base_tokens)
-        entry["time_ratio"] = _ratio(seconds, base_seconds)
-        contenders.append(entry)
+    contenders = [e for e in (_contender(work, name, target, base_tokens, base_seconds) for name in CONTENDERS
+                              if not name.startswith("baseline-")) if e]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     device = json.loads((run_dir(work, base_name, SEEDS[0]) / "device.json").read_text())
     return {
@@ -212,6 +199,21 @@ def summary(work: Path) -> dict:
                      "seconds_per_seed": [round(c.seconds[-1], 1) for c in seeds], "sweep": points},
         "contenders": contenders,
     }
+
+
+def _contender(work: Path, name: str, target: float, base_tokens: float, base_seconds: float) -> dict | None:
+    """A contender's seeds against the baseline's final loss: tokens and seconds to reach it, and their ratios."""
+    curves = [curve_of(run_dir(work, name, s), name) for s in SEEDS if finished(run_dir(work, name, s))]
+    if not curves:
+        return None
+    tokens = [reach(c.tokens, c.loss, target) for c in curves]
+    seconds = [reach(c.seconds, c.loss, target) for c in curves]
+    return {"name": name, "about": CONTENDERS[name]["about"], "seeds": [SEEDS[i] for i in range(len(curves))],
+            "final_val_loss": [round(c.final, 4) for c in curves],
+            "tokens_to_baseline_loss": [None if t is None else round(t) for t in tokens],
+            "seconds_to_baseline_loss": [None if t is None else round(t, 1) for t in seconds],
+            "seconds_total": [round(c.seconds[-1], 1) for c in curves],
+            "token_ratio": _ratio(tokens, base_tokens), "time_ratio": _ratio(seconds, base_seconds)}
 
 
 def _ratio(values: list, base: float) -> dict | None:

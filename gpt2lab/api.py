@@ -131,24 +131,20 @@ def train(preset_or_config: str | Config | None = None, *, out: PathLike, data: 
     from .metrics.logger import read_metrics
 
     layer, preset, base = _sections(preset_or_config, data, sections)
-    schedule = layer.setdefault("schedule", {})
-    if max_steps is not None:
-        schedule["max_steps"] = max_steps
     if time_budget is not None:
-        schedule["time_budget_s"] = parse_duration(time_budget) if isinstance(time_budget, str) else float(time_budget)
-    run = layer.setdefault("run", {})
-    if device is not None:
-        run["device"] = device
-    if seed is not None:
-        run["seed"] = seed
+        time_budget = parse_duration(time_budget) if isinstance(time_budget, str) else float(time_budget)
+    for section, key, value in (("schedule", "max_steps", max_steps), ("schedule", "time_budget_s", time_budget),
+                                ("run", "device", device), ("run", "seed", seed)):
+        if value is not None:
+            layer.setdefault(section, {})[key] = value
     say = echo or (lambda *_: None)
-    cfg = train_config(os.fspath(out), resume=resume, init_from=None if init_from is None else os.fspath(init_from),
-                       recipe=recipe, preset=preset, config_file=None if config_file is None else os.fspath(config_file),
-                       sets=sets, flags=layer, echo=say, base=base)
+    start_from = None if init_from is None else os.fspath(init_from)
+    cfg = train_config(os.fspath(out), resume=resume, init_from=start_from, recipe=recipe, preset=preset,
+                       config_file=None if config_file is None else os.fspath(config_file), sets=sets, flags=layer,
+                       echo=say, base=base)
     if not cfg.data.dir:
         raise UserError("no training data: pass data=DATA_DIR (a folder written by gpt2lab.prepare)")
-    trainer = make_trainer(cfg, os.fspath(out), resume=resume, init_from=None if init_from is None else os.fspath(init_from),
-                           echo=say)
+    trainer = make_trainer(cfg, os.fspath(out), resume=resume, init_from=start_from, echo=say)
     done = trainer.fit()
     records = read_metrics(trainer.run_dir)
     last = records[-1] if records else {}

@@ -168,3 +168,14 @@ def test_no_module_imports_itself_round_a_cycle():
 
 def test_a_planted_cycle_is_caught():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_every_planted_bug_of_the_mutation_check_still_applies():
+    """tests/mutation.py plants each bug by replacing a piece of source that must occur exactly once: a refactor
+    that moves or rewrites that piece must update the mutant, or the check would silently test nothing."""
+    from tests.mutation import MUTANTS
+
+    stale = [f"{m.name} ({m.file}: found {(ROOT / m.file).read_text().count(m.before)} times)" for m in MUTANTS
+             if not (ROOT / m.file).is_file() or (ROOT / m.file).read_text().count(m.before) != 1]
+    missing = [f"{m.name}: {t}" for m in MUTANTS for t in m.tests if not (ROOT / "tests" / t.split("::")[0]).is_file()]
+    assert not stale and not missing, stale + missing

@@ -79,25 +79,37 @@ def _evaluate(checkpoint: str, options: EvalOptions) -> dict:
     rows = read_examples(o.hellaswag, o.limit) if o.hellaswag else None  # bad input fails before any work
     content = read_text(o.text) if o.text else None
     if o.data:
-        meta = read_meta(o.data)
-        check_vocab(meta, config.model.vocab_size)
-        eot = meta["tokenizer"].get("eot")
-        windows = Windows(o.data, o.split, config.seq_len, config.data.align_documents, eot, max_token=config.model.vocab_size)
-        doc_eot = eot if config.data.document_masking else None  # evaluate as the model was trained
-        n = len(windows) if o.max_batches is None else min(len(windows), o.max_batches * o.batch_size)
-        with progress_bar(math.ceil(n / o.batch_size), f"{o.split} loss", "batch", o.quiet) as bar:
-            result[o.split] = evaluate_loss(model, windows, o.batch_size, runtime, o.max_batches, doc_eot,
-                                            loss_chunk=config.run.loss_chunk or runtime.loss_chunk, progress=bar.update)
+        result[o.split] = _data_loss(model, config, runtime, o)
     if rows or content:
-        folder = o.tokenizer or (read_meta(o.data)["tokenizer"].get("folder") if o.data else None)
-        tok = load_tokenizer(folder)
-        check_fits(tok, config.model.vocab_size, f"the checkpoint {path}")
-        if rows:
-            examples = encode_examples(rows, tok)
-            with progress_bar(len(examples), "hellaswag", "example", o.quiet) as bar:
-                result["hellaswag"] = evaluate_hellaswag(model, examples, runtime, config.model.block_size, progress=bar.update)
-        if content:
-            with progress_bar(None, "text", "window", o.quiet) as bar:
-                result["text"] = evaluate_text(model, content, tok, runtime, config.model.block_size, o.stride,
-                                               progress=bar.update)
+        result.update(_tokenized(model, config, runtime, o, path, rows, content))
+    return result
+
+
+def _data_loss(model, config, runtime, o: EvalOptions) -> dict:
+    """Loss and perplexity on a prepared split, windowed and masked as the model was trained."""
+    meta = read_meta(o.data)
+    check_vocab(meta, config.model.vocab_size)
+    eot = meta["tokenizer"].get("eot")
+    windows = Windows(o.data, o.split, config.seq_len, config.data.align_documents, eot, max_token=config.model.vocab_size)
+    doc_eot = eot if config.data.document_masking else None  # evaluate as the model was trained
+    n = len(windows) if o.max_batches is None else min(len(windows), o.max_batches * o.batch_size)
+    with progress_bar(math.ceil(n / o.batch_size), f"{o.split} loss", "batch", o.quiet) as bar:
+        return evaluate_loss(model, windows, o.batch_size, runtime, o.max_batches, doc_eot,
+                             loss_chunk=config.run.loss_chunk or runtime.loss_chunk, progress=bar.update)
+
+
+def _tokenized(model, config, runtime, o: EvalOptions, path, rows, content) -> dict:
+    """HellaSwag and a text file's perplexity: both need the tokenizer."""
+    folder = o.tokenizer or (read_meta(o.data)["tokenizer"].get("folder") if o.data else None)
+    tok = load_tokenizer(folder)
+    check_fits(tok, config.model.vocab_size, f"the checkpoint {path}")
+    result = {}
+    if rows:
+        examples = encode_examples(rows, tok)
+        with progress_bar(len(examples), "hellaswag", "example", o.quiet) as bar:
+            result["hellaswag"] = evaluate_hellaswag(model, examples, runtime, config.model.block_size, progress=bar.update)
+    if content:
+        with progress_bar(None, "text", "window", o.quiet) as bar:
+            result["text"] = evaluate_text(model, content, tok, runtime, config.model.block_size, o.stride,
+                                           progress=bar.update)
     return result

@@ -424,6 +424,23 @@ def _resume_point(work: Path, fingerprint: str, opts: PrepareOptions, echo) -> d
     return progress
 
 
+def _write_tokens(todo, sources: list, writers: dict, opts: PrepareOptions, resumed: int) -> None:
+    """Tokenize the documents to do (in opts.workers processes) into the writers, with a progress bar."""
+    start = time.perf_counter()
+    local_bytes = sum(s.total_bytes for s in sources)
+    unit = "B" if local_bytes else "chunk"
+    with progress_bar(local_bytes or None, "tokenizing", unit, opts.quiet, unit_scale=True) as bar:
+        for encoded in _encode_all(_chunks(todo), opts.workers, opts.tokenizer):
+            for split, tokens in encoded:
+                writers[split].add(tokens)
+            new_tokens = sum(w.tokens for w in writers.values()) - resumed
+            bar.n = sum(s.bytes_read for s in sources) if local_bytes else bar.n + len(encoded)
+            bar.set_postfix_str(f"{new_tokens / max(1e-9, time.perf_counter() - start):,.0f} tok/s", refresh=False)
+            bar.refresh()
+    for w in writers.values():
+        w.flush()
+
+
 def _tokenize(sources: list, work: Path, progress: dict, opts: PrepareOptions, fingerprint: str, echo):
     """Split, tokenize and write every document not yet on disk; returns (writers, splitter, seconds)."""
     writers: dict[str, ShardWriter] = {}
@@ -440,19 +457,8 @@ def _tokenize(sources: list, work: Path, progress: dict, opts: PrepareOptions, f
     splitter = Splitter(opts.val_fraction, opts.seed, val_inputs=bool(opts.val_inputs))
     todo = _skip_done(splitter(pair for source in sources for pair in source), progress)
     start = time.perf_counter()
-    local_bytes = sum(s.total_bytes for s in sources)
-    unit = "B" if local_bytes else "chunk"
     try:
-        with progress_bar(local_bytes or None, "tokenizing", unit, opts.quiet, unit_scale=True) as bar:
-            for encoded in _encode_all(_chunks(todo), opts.workers, opts.tokenizer):
-                for split, tokens in encoded:
-                    writers[split].add(tokens)
-                new_tokens = sum(w.tokens for w in writers.values()) - resumed
-                bar.n = sum(s.bytes_read for s in sources) if local_bytes else bar.n + len(encoded)
-                bar.set_postfix_str(f"{new_tokens / max(1e-9, time.perf_counter() - start):,.0f} tok/s", refresh=False)
-                bar.refresh()
-        for w in writers.values():
-            w.flush()
+        _write_tokens(todo, sources, writers, opts, resumed)
     except UserError:
         clear_folder(work)  # bad input: once fixed, the inputs differ, so nothing would resume
         raise

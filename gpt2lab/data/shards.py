@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..formats import read_json
+from ..formats import BadFile, check, read_json
 from ..formats.json_file import MB
+from ..formats.schemas import DataMeta
 
 MAGIC = 20240520
 VERSION = 1
@@ -111,29 +112,12 @@ def read_meta(data_dir: str | os.PathLike) -> dict:
     return meta
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def meta_problem(meta) -> str | None:
-    """What is wrong with a meta.json's content, or None."""
-    if not isinstance(meta, dict):
-        return "it is not a JSON object"
-    tok = meta.get("tokenizer")
-    if not isinstance(tok, dict) or not _is_int(tok.get("n_vocab")) or tok["n_vocab"] < 1:
-        return "'tokenizer' needs a whole-number 'n_vocab'"
-    if tok.get("eot") is not None and not (_is_int(tok["eot"]) and 0 <= tok["eot"] < tok["n_vocab"]):
-        return "'tokenizer.eot' is not a token id"
-    splits = meta.get("splits")
-    if not isinstance(splits, dict):
-        return "'splits' is missing"
-    for name, split in splits.items():
-        if name not in SPLITS or not isinstance(split, dict) or not isinstance(split.get("shards"), list):
-            return f"split {name!r} needs a list of 'shards'"
-        for entry in split["shards"]:
-            if (not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or not _is_int(entry.get("tokens"))
-                    or "/" in entry["file"] or entry["file"].startswith(".")):
-                return f"a shard entry of split {name!r} needs a plain 'file' name and whole-number 'tokens'"
+    """What is wrong with a meta.json's content (formats.schemas.DataMeta), or None."""
+    try:
+        check(meta, DataMeta, META_FILE)
+    except BadFile as exc:
+        return str(exc).removeprefix(f"{META_FILE}: ")
     return None
 
 

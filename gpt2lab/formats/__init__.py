@@ -10,7 +10,7 @@ was expected. Inside a checkpoint the same line makes the checkpoint corrupt (se
 | checkpoint state.json (+ tensors)    | checkpoint.load_state                   | 256 MB     | 64    | schemas.TrainingState |
 | checkpoint / run config.json         | checkpoint.load_config, commands.train  | 1 MB       | 8     | config.from_dict   |
 | run record .gpt2lab-run.json         | training.trainer (ownership)            | 1 MB       | 8     | schemas.RunRecord  |
-| data meta.json                       | data.shards.read_meta                   | 64 MB      | 8     | shards.meta_problem |
+| data meta.json                       | data.shards.read_meta                   | 64 MB      | 8     | schemas.DataMeta   |
 | prepare progress (resume a prepare)  | data.prepare                            | 64 MB      | 8     | schemas.PrepareProgress |
 | metrics.jsonl lines                  | metrics.logger.read_metrics             | 1 MB/line  | 4     | scalars kept, rest dropped |
 | JSON-lines inputs, HellaSwag rows    | data.sources.json_lines                 | 16 MB/line | 32    | per use            |

@@ -5,9 +5,9 @@ returns the value unchanged, or raises BadFile naming the file, the field, what 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .json_file import BadFile
 
@@ -81,6 +81,32 @@ class TrainingState(Shape):
 class RunRecord(Shape):
     """RUN/.gpt2lab-run.json: the SHA-256 of each file gpt2lab wrote into the run folder."""
     files: dict[str, str]
+
+
+class TokenizerMeta(Shape):
+    n_vocab: Annotated[int, Field(ge=1, le=1 << 32)]
+    eot: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _eot_in_vocab(self):
+        if self.eot is not None and self.eot >= self.n_vocab:
+            raise ValueError(f"tokenizer.eot {self.eot} is not below n_vocab {self.n_vocab}")
+        return self
+
+
+class ShardEntry(Shape):
+    file: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")]  # a plain name in the folder
+    tokens: Count
+
+
+class SplitMeta(Shape):
+    shards: list[ShardEntry]
+
+
+class DataMeta(Shape):
+    """A data folder's meta.json: the tokenizer and each split's shards (what the loader reads)."""
+    tokenizer: TokenizerMeta
+    splits: dict[Literal["train", "val"], SplitMeta]
 
 
 class ShardProgress(Shape):

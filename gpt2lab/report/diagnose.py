@@ -165,7 +165,8 @@ def low_mfu(records, device, **_):
     )
 
 
-def loss_spikes(records, **_):
+def _spikes(records) -> list[tuple[int, float, float]]:
+    """(step, loss, median of the 50 before) where the loss is more than 6 robust deviations above that median."""
     spikes = []
     for i in range(50, len(records)):
         window = _finite(r.get("loss") for r in records[i - 50 : i])
@@ -176,6 +177,11 @@ def loss_spikes(records, **_):
         mad = statistics.median(abs(x - median) for x in window) * 1.4826 or 1e-6
         if (loss - median) / mad > 6 and loss - median > 0.1:
             spikes.append((records[i]["step"], loss, median))
+    return spikes
+
+
+def loss_spikes(records, **_):
+    spikes = _spikes(records)
     skipped = [r["step"] for r in records if r.get("skipped")]
     if not spikes and not skipped:
         return None

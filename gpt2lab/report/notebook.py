@@ -49,12 +49,23 @@ def final_metrics(records: list[dict], device: dict, evaluations: list[Metric]) 
     elapsed = last.get("elapsed") if isinstance(last.get("elapsed"), (int, float)) else sum(_finite(records, "step_time"))
     rows.append(("training time", _fmt_time(elapsed)))
     rows.append(("train loss (mean of last steps)", f"{statistics.fmean(losses):.4f}" if losses else "n/a (not finite)"))
+    rows += _evaluation_rows(records, evaluations)
+    return rows + _speed_rows(records, device)
+
+
+def _evaluation_rows(records: list[dict], evaluations: list[Metric]) -> list[tuple[str, object]]:
+    rows = []
     for metric in evaluations:
         points = [(r["step"], r[metric.key]) for r in records if _finite([r], metric.key)]
         if points:
             best = (min if metric.better == "lower" else max)(points, key=lambda p: p[1])
             rows.append((f"{metric.label} (final / best)",
                          f"{metric.format(points[-1][1])} / {metric.format(best[1])} at step {best[0]:,}"))
+    return rows
+
+
+def _speed_rows(records: list[dict], device: dict) -> list[tuple[str, object]]:
+    rows = []
     steady = records[min(10, len(records) - 1):]
     rates = _finite(steady, "tokens_per_sec")
     rows.append(("median tokens/s", f"{statistics.median(rates):,.0f}" if rates else "n/a"))
@@ -157,10 +168,14 @@ def _page(run, records, config, device, evaluations, findings, overlap, plots, p
         _table(final_metrics(records, device, evaluations)), "",
         "## Diagnosis", "",
     ]
-    if findings:
-        for f in findings:
-            lines += [f"- **{f.title}** (`{f.code}`): {f.evidence}. *Try:* {f.advice}.", ""]
-    else:
+    return lines + _diagnosis_and_plots(findings, overlap, plots, plot_note)
+
+
+def _diagnosis_and_plots(findings, overlap, plots, plot_note) -> list[str]:
+    lines = []
+    for f in findings:
+        lines += [f"- **{f.title}** (`{f.code}`): {f.evidence}. *Try:* {f.advice}.", ""]
+    if not findings:
         lines += ["No problems found by the automatic checks.", ""]
     if overlap:
         lines += [f"Validation overlap check: {overlap['fraction']:.2%} of {overlap['sampled']:,} sampled validation "

@@ -113,6 +113,16 @@ class Loop:
             return record["skip_reason"], record["step"]
         return None
 
+    def _evaluate(self, pending: Pending, final: bool) -> None:
+        """The evaluations due at this step, into its record."""
+        try:
+            results = self.t.evaluate(final)
+        except torch.cuda.OutOfMemoryError:
+            raise UserError(self.t.oom_message("during an evaluation, which runs at the training micro-batch")) from None
+        if results:
+            pending.extra.update(results)
+            self.last_eval = {"loss": results.get("val_loss"), "perplexity": results.get("val_perplexity"), **results}
+
     def _after_step(self, pending: Pending) -> tuple[str, int] | None:
         """Evaluate and save when due. A checkpointed step's record is published at once, before the save: a kill
         right after a checkpoint must not lose the record of the step it holds (the resume continues after it).
@@ -124,13 +134,7 @@ class Loop:
         if t.plan:
             t.plan.update(t.step, *t.clock_view())
         final = t.step >= t.total_steps()
-        try:
-            results = t.evaluate(final)
-        except torch.cuda.OutOfMemoryError:
-            raise UserError(t.oom_message("during an evaluation, which runs at the training micro-batch")) from None
-        if results:
-            pending.extra.update(results)
-            self.last_eval = {"loss": results.get("val_loss"), "perplexity": results.get("val_perplexity"), **results}
+        self._evaluate(pending, final)
         due = k.every is not None and t.step % k.every == 0 and not self.bad_in_a_row
         if due or final or self.stopping:
             # the record first: a kill once the checkpoint is on disk must not lose the step it holds
