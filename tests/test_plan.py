@@ -81,7 +81,7 @@ def test_plan_cli_json_and_text(capsys):
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_fixed_memory_terms_are_the_bytes_of_real_tensors(optimizer):
     """Weights, gradients and optimizer state as `plan` counts them, against the tensors a real step leaves."""
-    from gpt2lab.commands.plan import optimizer_bytes
+    from gpt2lab.training.optim import state_bytes
     from gpt2lab.config import OptimConfig
     from gpt2lab.training.optim import build_optimizer
 
@@ -95,5 +95,21 @@ def test_fixed_memory_terms_are_the_bytes_of_real_tensors(optimizer):
     grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters())
     state = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
                 if torch.is_tensor(t) and t.numel() > 1)  # moments and momentum, not the step counters
-    plan = memory_plan(config, model.num_params(), 1, 32, "bf16", optimizer_bytes(model, optimizer))
+    plan = memory_plan(config, model.num_params(), 1, 32, "bf16", state_bytes(model, optimizer))
     assert plan.weights == weights and plan.gradients == grads and plan.optimizer == state
+
+
+def test_the_trainers_memory_check_counts_the_chosen_optimizers_state(tmp_path):
+    """Muon keeps one buffer per matrix parameter (4 bytes), AdamW two (8): the trainer's own memory check (and
+    the auto-batch estimate and the out-of-memory advice) use the chosen optimizer's size, as `plan` does."""
+    from gpt2lab.training.optim import state_bytes
+    from tests.helpers import make_data_dir, micro_config, trainer
+
+    data = make_data_dir(tmp_path / "data")
+    sizes = {}
+    for name in ("adamw", "muon"):
+        t = trainer(micro_config(data, f"optim.name={name}"), tmp_path / name)
+        sizes[name] = t.state_bytes
+        assert t.state_bytes == state_bytes(t.model, name)
+        t.lock.release()
+    assert sizes["muon"] < sizes["adamw"]

@@ -16,12 +16,7 @@ from ..metrics.devices import GPU, peak_tflops
 from ..metrics.flops import flops_per_token
 from ..metrics.memory import CONTEXT_OVERHEAD_GB, GB, largest_micro_batch, memory_plan
 from ..model.gpt import GPT, GPTConfig
-from ..training.optim import role_of, state_bytes_per_param
-
-
-def optimizer_bytes(model: GPT, optimizer: str) -> int:
-    """The optimizer's state in bytes, from each parameter's role."""
-    return sum(p.numel() * state_bytes_per_param(optimizer, role_of(n, p)) for n, p in model.named_parameters())
+from ..training.optim import state_bytes
 
 
 def make_plan(config: GPTConfig, gpu: GPU, tokens: float, micro_batch: int, seq_len: int | None = None,
@@ -36,7 +31,7 @@ def make_plan(config: GPTConfig, gpu: GPU, tokens: float, micro_batch: int, seq_
         raise UserError(f"--price must be a finite, non-negative number of dollars per hour, got {price_per_hour}")
     with torch.device("meta"):  # shapes only: no memory for a 1.5B-parameter model
         model = GPT(config)
-    n_params, state = model.num_params(), optimizer_bytes(model, optimizer)
+    n_params, state = model.num_params(), state_bytes(model, optimizer)
     flops = flops_per_token(config, seq_len)
     mem = memory_plan(config, n_params, micro_batch, seq_len, precision, state)
     peak = peak_tflops(gpu, precision) * 1e12

@@ -38,7 +38,7 @@ from .autobatch import tune_micro_batch
 from .distributed import (full_value, gradient_sync, init_distributed, local_device,
                           shutdown, wrap_model)
 from .guards import LossGuard, UtilizationGuard, check_placement, check_step_placement
-from .optim import build_optimizer, named_state_dict, set_lr_multiplier
+from .optim import build_optimizer, named_state_dict, set_lr_multiplier, state_bytes
 from .resume import MAX_ROLLBACKS, Resuming  # noqa: F401 (MAX_ROLLBACKS: re-exported)
 from .run_folder import RECORDED, RUN_FILES, RUN_RECORD, RunFolder  # noqa: F401 (re-exported)
 from .saver import CheckpointSaver
@@ -141,10 +141,11 @@ class Trainer(RunFolder, Resuming):
         own device and the job refuses when any rank would: one rank stopping alone leaves the others waiting."""
         cfg, device = self.cfg, self.runtime.device
         with torch.device("meta"):
-            n_params = GPT(cfg.model).num_params()
+            shapes = GPT(cfg.model)
+        n_params, self.state_bytes = shapes.num_params(), state_bytes(shapes, cfg.optim.name)  # the chosen optimizer's
         searched = cfg.run.auto_batch and device.type == "cuda"
         micro = 1 if searched else cfg.run.micro_batch
-        need = memory_plan(cfg.model, n_params, micro, cfg.seq_len, self.runtime.precision).total
+        need = memory_plan(cfg.model, n_params, micro, cfg.seq_len, self.runtime.precision, self.state_bytes).total
         if device.type == "cuda":
             have, where = torch.cuda.get_device_properties(device).total_memory, "this GPU"
         else:
@@ -220,7 +221,7 @@ class Trainer(RunFolder, Resuming):
                             "--micro-batch yourself (`gpt2lab plan` estimates what fits)")
         memory_gb = torch.cuda.get_device_properties(device).total_memory / 2**30
         estimate = largest_micro_batch(self.cfg.model, self.model.num_params(), self.cfg.seq_len, self.runtime.precision,
-                                       memory_gb, run.activation_checkpointing)
+                                       memory_gb, run.activation_checkpointing, self.state_bytes)
         total = run.batch_tokens or run.micro_batch * self.cfg.seq_len
         best = tune_micro_batch(self.wrapped, self.optimizer, self.runtime, self.cfg, self.dist,
                                 total // self.cfg.seq_len, max(1, 2 * estimate))
@@ -372,7 +373,8 @@ class Trainer(RunFolder, Resuming):
 
     def oom_message(self, what: str) -> str:
         memory_gb = torch.cuda.get_device_properties(self.runtime.device).total_memory / 2**30 if torch.cuda.is_available() else 0
-        fits = largest_micro_batch(self.cfg.model, self.model.num_params(), self.cfg.seq_len, self.runtime.precision, memory_gb)
+        fits = largest_micro_batch(self.cfg.model, self.model.num_params(), self.cfg.seq_len, self.runtime.precision,
+                                   memory_gb, self.cfg.run.activation_checkpointing, self.state_bytes)
         return (f"GPU out of memory at micro-batch {self.cfg.run.micro_batch} x {self.cfg.seq_len} ({what}); "
                 f"`gpt2lab plan` estimates {fits} fits on this {memory_gb:.0f} GB GPU. Lower --micro-batch (batch_tokens "
                 "keeps the global batch through accumulation), add --set run.activation_checkpointing=true, or pass "

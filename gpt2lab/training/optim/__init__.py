@@ -45,5 +45,11 @@ def state_bytes_per_param(name: str, role: str) -> int:
     return _module(name).STATE_BYTES[role]
 
 
+def state_bytes(model: torch.nn.Module, name: str) -> int:
+    """The whole optimizer state of `model` under optimizer `name`, from each parameter's role (a meta-device
+    model is enough: only shapes are read)."""
+    return sum(p.numel() * state_bytes_per_param(name, role_of(n, p)) for n, p in model.named_parameters())
+
+
 __all__ = ["OPTIMIZERS", "ROLES", "build_optimizer", "load_named_state_dict", "named_state_dict", "role_of",
-           "set_lr_multiplier", "state_bytes_per_param"]
+           "set_lr_multiplier", "state_bytes", "state_bytes_per_param"]
