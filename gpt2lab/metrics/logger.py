@@ -16,10 +16,10 @@ import math
 import os
 from pathlib import Path
 
-from ..errors import UserError
 from ..files import write_error, write_text_atomic
 from ..formats import BadFile, parse_json
 from ..formats.json_file import MB
+from .sinks import open_sinks
 
 METRICS_FILE = "metrics.jsonl"
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "NaN": math.nan, "Infinity": math.inf,
@@ -33,28 +33,12 @@ def _clean(value):
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: str | os.PathLike, tensorboard: bool = False, wandb_project: str | None = None,
-                 config: dict | None = None, echo=print):
+    """metrics.jsonl, and the sinks (TensorBoard, W&B, ...: metrics/sinks.py) the run's config asks for."""
+
+    def __init__(self, run_dir: str | os.PathLike, config: dict | None = None, echo=print):
         self.path = Path(run_dir) / METRICS_FILE
         self._file = self._open()
-        self._tb = self._wandb = None
-        if not _utf8(run_dir) and (tensorboard or wandb_project):
-            echo("note: TensorBoard and W&B logging are off: the run folder's name is not UTF-8, which they cannot "
-                 "write to; metrics.jsonl has everything")
-            tensorboard = wandb_project = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
-            except ImportError:
-                echo("note: TensorBoard logging is off (pip install tensorboard); metrics.jsonl has everything")
-        if wandb_project:
-            try:
-                import wandb
-            except ImportError:
-                raise UserError("log.wandb_project is set but wandb is not installed; pip install wandb, or unset it") from None
-            self._wandb = wandb.init(project=wandb_project, dir=str(run_dir), config=config, name=Path(run_dir).name)
+        self.sinks = open_sinks(Path(run_dir), config, echo) if config else []
 
     def _open(self):
         try:
@@ -71,11 +55,8 @@ class MetricsLogger:
         except OSError as exc:
             raise write_error("metrics", self.path, exc) from None
         scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
-        if self._tb is not None:
-            for key, value in scalars.items():
-                self._tb.add_scalar(key, value, record["step"])
-        if self._wandb is not None:
-            self._wandb.log(scalars, step=record["step"])
+        for sink in self.sinks:
+            sink.log(scalars, record["step"])
 
     def truncate(self, last_step: int) -> None:
         """Forget records after last_step (a rollback writes them again)."""
@@ -85,18 +66,8 @@ class MetricsLogger:
 
     def close(self) -> None:
         self._file.close()  # unbuffered: nothing left to write, so a full disk cannot fail here
-        if self._tb is not None:
-            self._tb.close()
-        if self._wandb is not None:
-            self._wandb.finish()
-
-
-def _utf8(path) -> bool:
-    try:
-        str(path).encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
+        for sink in self.sinks:
+            sink.close()
 
 
 LIMIT = 1 << 63

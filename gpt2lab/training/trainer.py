@@ -413,7 +413,7 @@ class Trainer(RunFolder, Resuming):
     def fit(self) -> dict:
         run = self.cfg
         self._announce()
-        logger = (MetricsLogger(self.run_dir, run.log.tensorboard, run.log.wandb_project, run.to_dict(), self.echo)
+        logger = (MetricsLogger(self.run_dir, run.to_dict(), self.echo)
                   if self.dist.is_main else NullLogger())
         loop = Loop(self, logger)
         profiler = Profiler(self.run_dir, run.log.profile_steps or 0, self.runtime.device, self.dist.rank,
