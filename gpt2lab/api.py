@@ -210,7 +210,8 @@ def sample(path: PathLike, prompt: str = "", *, device: str = "auto", tokenizer:
 def evaluate(path: PathLike, *, data: PathLike | Data | None = None, split: str = "val",
              hellaswag: PathLike | None = None, limit: int | None = None, text: PathLike | None = None,
              stride: int | None = None, device: str = "auto", batch_size: int = 8, max_batches: int | None = None,
-             tokenizer: PathLike | None = None, skip_hash: bool = False, quiet: bool = True) -> dict:
+             tokenizer: PathLike | None = None, skip_hash: bool = False, quiet: bool = True,
+             tasks: list[str] | str | None = None) -> dict:
     """Loss and perplexity on a data split, HellaSwag accuracy, and/or a text file's perplexity and bits per byte;
     the dict `gpt2lab eval --json` prints."""
     from .commands.eval import EvalOptions
@@ -223,7 +224,8 @@ def evaluate(path: PathLike, *, data: PathLike | Data | None = None, split: str 
         raise UserError(f"split must be 'val' or 'train', got {split!r}")
     options = EvalOptions(data=fs(data), split=split, hellaswag=fs(hellaswag), limit=limit, text=fs(text),
                           stride=stride, device=device, batch_size=batch_size, max_batches=max_batches,
-                          tokenizer=fs(tokenizer), quiet=quiet, skip_hash=skip_hash)
+                          tokenizer=fs(tokenizer), quiet=quiet, skip_hash=skip_hash,
+                          tasks=",".join(tasks) if isinstance(tasks, (list, tuple)) else tasks)
     return run_eval(os.fspath(path), options)
 
 

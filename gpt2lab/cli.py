@@ -85,7 +85,7 @@ def cmd_eval(args) -> None:
     result = api.evaluate(args.checkpoint, data=args.data, split=args.split, hellaswag=args.hellaswag, limit=args.limit,
                           text=args.text, stride=args.stride, device=args.device, batch_size=args.batch_size,
                           max_batches=args.max_batches, tokenizer=args.tokenizer, quiet=args.quiet,
-                          skip_hash=args.skip_hash)
+                          skip_hash=args.skip_hash, tasks=args.tasks)
     if args.json:
         print(json.dumps(result))
         return
@@ -100,6 +100,8 @@ def cmd_eval(args) -> None:
         r = result["text"]
         print(f"text ({args.text}): {r['tokens']:,} tokens | loss {r['loss']:.4f} | perplexity {r['perplexity']:.2f} "
               f"| {r['bits_per_byte']:.4f} bits/byte | stride {r['stride']}")
+    if "tasks" in result:
+        print("tasks: " + " | ".join(f"{k} {v:.4f}" for k, v in result["tasks"].items()))
 
 
 def cmd_export(args) -> None:
@@ -261,6 +263,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--stride", type=int, default=None, help="text: slide windows by this many tokens (default: the context)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--tokenizer", help=TOKENIZER_HELP)
+    p.add_argument("--tasks", help="registered evaluations by name, comma-separated, run as training runs them "
+                   "(with --data): val, token_accuracy, hellaswag (with --hellaswag)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--skip-hash", action="store_true", help=SKIP_HASH_HELP)

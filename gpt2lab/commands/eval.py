@@ -33,6 +33,7 @@ class EvalOptions:
     tokenizer: str | None = None
     quiet: bool = False
     skip_hash: bool = False  # check the checkpoint's sizes only (huge checkpoints)
+    tasks: str | None = None  # evaluations registered in eval/__init__.py, by name, comma-separated (need --data)
 
 
 def read_text(path: str) -> str:
@@ -72,6 +73,8 @@ def _evaluate(checkpoint: str, options: EvalOptions) -> dict:
     o = options
     if not (o.data or o.hellaswag or o.text):
         raise UserError("nothing to evaluate: pass --data DATA_DIR, --hellaswag FILE and/or --text FILE")
+    if o.tasks and not o.data:
+        raise UserError("--tasks runs the registered evaluations on a data folder's validation split: pass --data")
     runtime = resolve_runtime(o.device)
     model, config, path = load_model_from_checkpoint(checkpoint, runtime.device, hashes=not o.skip_hash)
     _check(o, config.model.block_size)
@@ -80,9 +83,36 @@ def _evaluate(checkpoint: str, options: EvalOptions) -> dict:
     content = read_text(o.text) if o.text else None
     if o.data:
         result[o.split] = _data_loss(model, config, runtime, o)
+    if o.tasks:
+        result["tasks"] = registered(model, config, runtime, o)
     if rows or content:
         result.update(_tokenized(model, config, runtime, o, path, rows, content))
     return result
+
+
+def registered(model, config, runtime, o: EvalOptions) -> dict:
+    """The evaluations of eval/__init__.py named in --tasks, built and called exactly as the training loop does
+    (the checkpoint's own settings, this data folder, --batch-size and --max-batches): one path for both."""
+    from ..eval import EVALUATORS, build_evaluators
+
+    names = [t.strip() for t in o.tasks.split(",") if t.strip()]
+    cfg = config  # the checkpoint's own, freshly read: changed here for this evaluation only
+    cfg.data.dir, cfg.eval.tasks, cfg.run.micro_batch = o.data, ",".join(n for n in names if n != "val"), o.batch_size
+    cfg.eval.batches = o.max_batches
+    if "hellaswag" in names:
+        if not o.hellaswag:
+            raise UserError("--tasks hellaswag needs --hellaswag FILE (the original hellaswag_val.jsonl)")
+        cfg.eval.hellaswag_path, cfg.eval.hellaswag_every, cfg.eval.hellaswag_limit = o.hellaswag, 1, o.limit
+    known = {e.name for e in EVALUATORS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"--tasks names {unknown[0]!r}, which is not an evaluation of gpt2lab; choose from "
+                        f"{', '.join(sorted(known))}")
+    chosen = [e for e in build_evaluators(cfg, read_meta(o.data), lambda *_: None) if e.name in names]
+    out: dict = {}
+    for evaluator in chosen:
+        out.update(evaluator(model, runtime))
+    return out
 
 
 def _data_loss(model, config, runtime, o: EvalOptions) -> dict:

@@ -10,7 +10,19 @@ eval.tasks, every eval.every steps (see `requested`).
 
 from __future__ import annotations
 
+from typing import Iterator
+
 from ..metrics.names import Metric
+
+
+def rank_rounds(total: int, per_rank: int, shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[int, range]]:
+    """How every evaluation splits its work across ranks: rounds of world x per_rank items; in each, this rank
+    takes its slice (range(0) when nothing is left for it). Every rank runs the same number of rounds (FSDP's
+    forward is a collective), and which items are evaluated does not depend on the world size.
+    Yields (the round's first item, this rank's items)."""
+    rank, world = shard
+    for begin in range(0, total, per_rank * world):
+        yield begin, range(min(begin + rank * per_rank, total), min(begin + (rank + 1) * per_rank, total))
 
 
 class Evaluator:

@@ -21,7 +21,7 @@ from ..formats.schemas import HellaSwagRow
 from ..metrics.names import Metric
 from ..runtime import Runtime
 from ..tokenizer import load_tokenizer
-from .evaluator import Evaluator
+from .evaluator import Evaluator, rank_rounds
 
 
 @dataclass
@@ -94,15 +94,14 @@ def evaluate_hellaswag(model, examples: list[Example], runtime: Runtime, block_s
 
     With shard=(rank, world) each process scores its part of every round and `reduce` sums the counts;
     every process runs the same number of forward passes (FSDP needs that)."""
-    rank, world = shard
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].context) + max(map(len, examples[i].endings)))
     correct = torch.zeros(2)
-    step = batch_examples * world
-    for b in range(0, len(order), step):
-        mine = order[b + rank * batch_examples : b + (rank + 1) * batch_examples]
+    step = batch_examples * shard[1]
+    for b, items in rank_rounds(len(order), batch_examples, shard):
+        mine = [order[i] for i in items]
         chosen = [examples[i] for i in mine] or [examples[order[0]]]  # an idle process still runs the forward pass
         scores = ending_losses(model, chosen, runtime, block_size)
         if mine:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..data.loader import Windows, document_ids, to_device
 from ..metrics.names import Metric
 from ..runtime import Runtime
-from .evaluator import Evaluator
+from .evaluator import Evaluator, rank_rounds
 
 
 @torch.no_grad()
@@ -28,15 +28,14 @@ def evaluate_loss(model: torch.nn.Module, windows: Windows, batch_size: int, run
     `reduce` sums the totals across processes; the windows evaluated do not depend on the world size, and
     every process runs the same number of forward passes (FSDP needs that).
     """
-    rank, world = shard
     was_training = model.training
     model.eval()
     n = len(windows)
     stop = n if not max_batches else min(n, max_batches * batch_size)
     total = torch.zeros((), dtype=torch.float64, device=runtime.device)
     count = 0
-    for begin in range(0, stop, batch_size * world):
-        mine = np.arange(begin + rank * batch_size, min(begin + (rank + 1) * batch_size, stop))
+    for _, items in rank_rounds(stop, batch_size, shard):
+        mine = np.asarray(items, dtype=np.int64)
         x, y = to_device(windows.tokens(mine if len(mine) else np.zeros(1, dtype=np.int64)), runtime.device)
         with runtime.autocast():
             doc_ids = document_ids(x, doc_eot) if doc_eot is not None else None

@@ -9,7 +9,7 @@ import torch
 
 from ..data.loader import Windows, to_device
 from ..metrics.names import Metric
-from .evaluator import Evaluator
+from .evaluator import Evaluator, rank_rounds
 
 
 class TokenAccuracy(Evaluator):
@@ -29,13 +29,12 @@ class TokenAccuracy(Evaluator):
 
     @torch.no_grad()
     def __call__(self, model, runtime, shard=(0, 1), reduce=None) -> dict[str, float]:
-        rank, world = shard
         was_training = model.training
         model.eval()
         stop = len(self.windows) if self.batches is None else min(len(self.windows), self.batches * self.micro_batch)
         hits, count = 0.0, 0.0
-        for begin in range(0, stop, self.micro_batch * world):  # every rank runs the same number of passes
-            mine = np.arange(begin + rank * self.micro_batch, min(begin + (rank + 1) * self.micro_batch, stop))
+        for _, items in rank_rounds(stop, self.micro_batch, shard):  # every rank runs the same number of passes
+            mine = np.asarray(items, dtype=np.int64)
             x, y = to_device(self.windows.tokens(mine if len(mine) else np.zeros(1, dtype=np.int64)), runtime.device)
             with runtime.autocast():  # top-1 per token, chunk by chunk: never the whole logits
                 _, correct = model(x, y, per_token=True, loss_chunk=runtime.loss_chunk)[1]
