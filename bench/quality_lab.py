@@ -166,28 +166,34 @@ def checkpoints(run: Path) -> list[tuple[int, Path]]:
     return sorted((step_of(p), p) for p in complete_checkpoints(run))
 
 
-def crossing(work: Path, run: Path, target: float, cpus: str) -> dict | None:
-    """Where the run first reaches `target` on the scoring split: bisection over its kept checkpoints (the loss
-    falls nearly monotonically), interpolated in tokens and in the run's own elapsed seconds."""
+def crossing(work: Path, run: Path, target: float, cpus: str, guess_step: float | None = None) -> dict | None:
+    """Where the run first reaches `target` on the scoring split, interpolated in tokens and in the run's own
+    elapsed seconds between the two kept checkpoints around it. The search starts at the checkpoint nearest
+    `guess_step` (where the tuning-split curve crosses) and walks to the bracket: the loss falls nearly
+    monotonically, so two or three scorings find it."""
     kept = checkpoints(run)
     if not kept or score(work, kept[-1][1], cpus) > target:
         return None
-    lo, hi = -1, len(kept) - 1  # invariant: kept[hi] reaches the target, kept[lo] (if any) does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if score(work, kept[mid][1], cpus) <= target:
-            hi = mid
-        else:
-            lo = mid
+    steps = [s for s, _ in kept]
+    i = min(range(len(kept)), key=lambda j: abs(steps[j] - guess_step)) if guess_step else len(kept) // 2
+    if score(work, kept[i][1], cpus) <= target:
+        while i > 0 and score(work, kept[i - 1][1], cpus) <= target:
+            i -= 1
+        hi = i
+    else:
+        while score(work, kept[i + 1][1], cpus) > target:  # the last one reaches it (checked above)
+            i += 1
+        hi = i + 1
     by_step = {r["step"]: r for r in read_metrics(run)}
     step_hi, loss_hi = kept[hi][0], score(work, kept[hi][1], cpus)
-    if lo < 0:
+    if hi == 0:
         return {"tokens": step_hi * TOKENS_PER_STEP, "seconds": by_step[step_hi]["elapsed"], "bracket": [None, step_hi]}
-    step_lo, loss_lo = kept[lo][0], score(work, kept[lo][1], cpus)
+    step_lo, loss_lo = kept[hi - 1][0], score(work, kept[hi - 1][1], cpus)
     f = (loss_lo - target) / (loss_lo - loss_hi) if loss_lo != loss_hi else 1.0
     tokens = (step_lo + f * (step_hi - step_lo)) * TOKENS_PER_STEP
     seconds = by_step[step_lo]["elapsed"] + f * (by_step[step_hi]["elapsed"] - by_step[step_lo]["elapsed"])
     return {"tokens": round(tokens), "seconds": round(seconds, 1), "bracket": [step_lo, step_hi],
+            "scoring_losses": [round(loss_lo, 4), round(loss_hi, 4)],
             "resolution": round((step_hi - step_lo) * TOKENS_PER_STEP / tokens, 3)}
 
 
@@ -249,11 +255,15 @@ def best_baseline(work: Path, horizon: str) -> tuple[str | None, list[dict]]:
     return best["name"], sorted(sweep, key=lambda p: p["lr"])
 
 
+def finished_seeds(work: Path, name: str, horizon: str) -> list[Path]:
+    return [run_dir(work, name, horizon, s) for s in SEEDS if finished(run_dir(work, name, horizon, s), horizon)]
+
+
 def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
     base_name, sweep = best_baseline(work, horizon)
     if base_name is None:
         return None
-    base_runs = [run_dir(work, base_name, horizon, s) for s in SEEDS if finished(run_dir(work, base_name, horizon, s), horizon)]
+    base_runs = finished_seeds(work, base_name, horizon)
     finals = [score(work, checkpoints(r)[-1][1], cpus) for r in base_runs]
     target = sum(finals) / len(finals)
     base_seconds = [read_metrics(r)[-1]["elapsed"] for r in base_runs]
@@ -263,7 +273,7 @@ def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
                           "tokens": HORIZONS[horizon], "seconds_per_seed": [round(s, 1) for s in base_seconds]},
              "contenders": []}
     for name in CONTENDERS:
-        runs = [run_dir(work, name, horizon, s) for s in SEEDS if finished(run_dir(work, name, horizon, s), horizon)]
+        runs = finished_seeds(work, name, horizon)
         if name.startswith("baseline-") or not runs:
             continue
         rows = [_seed_row(work, seed, run, horizon, target, base_runs, base_seconds, cpus) for seed, run in zip(SEEDS, runs)]
@@ -278,16 +288,16 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
               base_seconds: list[float], cpus: str) -> dict:
     """One contender seed: where it crosses the baseline's scoring-split loss (tokens, its own seconds), its final
     scoring loss, and (for comparison) the crossing on the tuning split's in-run curve."""
-    cross = crossing(work, run, target, cpus)
+    tuning = curve_of(run)
+    t = reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
+    cross = crossing(work, run, target, cpus, None if t is None else t / TOKENS_PER_STEP)
     final = score(work, checkpoints(run)[-1][1], cpus)
     row = {"seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
-           "seconds_total": round(read_metrics(run)[-1]["elapsed"], 1)}
+           "seconds_total": round(read_metrics(run)[-1]["elapsed"], 1),
+           "token_ratio_on_tuning_split": None if t is None else round(t / HORIZONS[horizon], 3)}
     if cross:
         row["token_ratio"] = round(cross["tokens"] / HORIZONS[horizon], 3)
         row["time_ratio"] = round(cross["seconds"] / (sum(base_seconds) / len(base_seconds)), 3)
-    tuning = curve_of(run)
-    t = reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
-    row["token_ratio_on_tuning_split"] = None if t is None else round(t / HORIZONS[horizon], 3)
     return row
 
 
@@ -309,7 +319,9 @@ def compared(work: Path) -> dict:
             ns = sum(5 * (4 * max(s) * min(s) ** 2 + 2 * min(s) ** 3) for s in matrices) / TOKENS_PER_STEP
         out[name] = {"parameters": model.num_params(), "flops_per_token_model": per_token,
                      "flops_per_token_optimizer": round(ns), "tokens_per_step": TOKENS_PER_STEP,
-                     "optimizer": cfg.optim.name, "decay": cfg.schedule.decay, "weight_decay": cfg.optim.weight_decay}
+                     "optimizer": cfg.optim.name, "decay": cfg.schedule.decay, "weight_decay": cfg.optim.weight_decay,
+                     "warmup_steps": cfg.schedule.warmup_steps if not name.startswith("baseline-") else "steps // 16",
+                     "data_order": "run.seed 1337: the same windows in the same order for every contender"}
     return out
 
 
@@ -343,7 +355,7 @@ def report(work: Path, cpus: str) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["run", "queue", "report", "ngram"])
+    parser.add_argument("what", choices=["run", "queue", "report", "ngram", "score"])
     parser.add_argument("names", nargs="*", help="run: a contender; queue: NAME@HORIZON[@SEED] ...")
     parser.add_argument("--horizon", default="1M", choices=list(HORIZONS))
     parser.add_argument("--seed", type=int, default=SEEDS[0])
@@ -360,6 +372,10 @@ def main() -> None:
             train(work, name, horizon, int(seed[0]) if seed else SEEDS[0], args.cpus)
     elif args.what == "ngram":
         print(ngram_losses(work))
+        return
+    elif args.what == "score":  # score checkpoints ahead of `report` (RUN/checkpoints/step_N ...), on --cpus
+        for path in args.names:
+            print(path, score(work, Path(path), args.cpus), flush=True)
         return
     report(work, args.cpus)
 
