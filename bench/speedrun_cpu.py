@@ -56,7 +56,7 @@ SPEEDRUN_ARCH = ["model.pos=rope", "model.norm=rmsnorm", "model.bias=false", "mo
                  "model.zero_init_proj=true", "model.tie_embeddings=false"]
 # chosen by 256-step scouts (runs/scout): embedding 0.2 beat 0.05 and 0.6; Muon 0.02 beat 0.03 and 0.04
 MUON = ["optim.name=muon", "optim.matrix_lr=0.02", "optim.embedding_lr=0.2", "optim.head_lr=0.008",
-        "optim.gain_lr=0.02", "optim.lr=0.004", "optim.weight_decay=0.0", "optim.beta1=0.8", "optim.momentum=0.95"]
+        "optim.gain_lr=0.02", "optim.lr=0.004", "optim.weight_decay=0.0", "optim.beta1=0.8", "optim.muon.momentum=0.95"]
 WSD = ["schedule.decay=wsd", "schedule.cooldown_fraction=0.4", "schedule.warmup_steps=16", "schedule.min_lr_ratio=0.0"]
 
 

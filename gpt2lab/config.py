@@ -56,9 +56,9 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
-    momentum: float = 0.95  # Muon's momentum
-    nesterov: bool = True  # Muon: Nesterov momentum
-    ns_steps: int = 5  # Muon: Newton-Schulz iterations
+    # each optimizer's own settings, by optimizer: optim.muon.momentum=0.9 (CLI), [optim.muon] (TOML); declared
+    # and checked by the optimizer's module (its Settings), read only when that optimizer is chosen
+    settings: dict = field(default_factory=dict)
     grad_clip: float | None = optional(1.0)  # max global gradient norm; None: no clipping
     fused: bool = True  # fused AdamW kernel where the device has one
 
@@ -197,8 +197,6 @@ def _optim_checks(o: OptimConfig) -> list[tuple[bool, str]]:
         (0 <= o.weight_decay <= 10, f"optim.weight_decay must be between 0 and 10, got {o.weight_decay}"),
         (0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, "optim.beta1 and optim.beta2 must be in [0, 1)"),
         (0 < o.eps <= 1, f"optim.eps must be in (0, 1], got {o.eps}"),
-        (0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}"),
-        (1 <= o.ns_steps <= 20, f"optim.ns_steps must be between 1 and 20, got {o.ns_steps}"),
         (o.grad_clip is None or o.grad_clip > 0, f"optim.grad_clip must be positive (or none for no clipping), got {o.grad_clip}"),
     ]
 
@@ -372,6 +370,26 @@ def _convert(section: str, key: str, target: type, value: Any) -> Any:
     return str(value)
 
 
+def typed_settings(kind: type, values: dict, where: str):
+    """A component's own settings dataclass from raw values (CLI strings, TOML, JSON), each converted to its
+    field's type as config keys are; an unknown key is one line that suggests the closest."""
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    for key in values:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            raise UserError(f"unknown setting {where}.{key}; {f'did you mean {close[0]!r}? ' if close else ''}"
+                            f"{where} has {', '.join(fields) or 'none'}")
+    hints = typing.get_type_hints(kind)
+    converted = {}
+    for key, value in values.items():
+        target = hints[key]
+        try:
+            converted[key] = _convert(where, key, target, value)
+        except (TypeError, ValueError, OverflowError):
+            raise UserError(f"{where}.{key}={value!r} is not a valid {target.__name__}") from None
+    return kind(**converted)
+
+
 def coerce(section: str, key: str, value: Any, notes: list[str] | None = None) -> Any:
     """A value converted to the declared type of section.key, or a UserError that says what was expected."""
     fields = _fields(section)
@@ -391,6 +409,7 @@ def coerce(section: str, key: str, value: Any, notes: list[str] | None = None) -
 def merge(base: dict, layer: dict, where: str = "", notes: list[str] | None = None) -> dict:
     """Overlay a nested {section: {key: value}} layer onto base, checking and converting every key."""
     out = {s: dict(base.get(s, {})) for s in SECTIONS}
+    out["optim"]["settings"] = {k: dict(v) for k, v in out["optim"].get("settings", {}).items()}  # not base's
     for section, values in layer.items():
         if not isinstance(section, str) or section not in SECTIONS:
             raise _unknown(f"config section{where}", section, SECTIONS)
@@ -399,6 +418,8 @@ def merge(base: dict, layer: dict, where: str = "", notes: list[str] | None = No
         for key, value in values.items():
             if not isinstance(key, str):
                 raise UserError(f"config key {key!r} in section {section!r}{where} must be text")
+            if section == "optim" and _optimizer_setting(out["optim"], key, value, where, notes):
+                continue
             target_section, target_key = section, key
             if f"{section}.{key}" in MOVED:
                 target_section, target_key = MOVED[f"{section}.{key}"].split(".")
@@ -406,6 +427,37 @@ def merge(base: dict, layer: dict, where: str = "", notes: list[str] | None = No
                     notes.append(f"{section}.{key} is now {target_section}.{target_key}")
             out[target_section][target_key] = coerce(target_section, target_key, value, notes)
     return out
+
+
+# Muon's settings of the 0.2 layout, now its own (optim.muon.*)
+OPTIMIZER_MOVED = {"momentum": "muon", "nesterov": "muon", "ns_steps": "muon"}
+
+
+def _optimizer_setting(optim: dict, key: str, value: Any, where: str, notes: list[str] | None) -> bool:
+    """Route an optimizer's own setting into optim.settings[name] (raw: its module types and checks it when the
+    optimizer is built): optim.NAME.KEY, a [optim.NAME] table, a saved `settings` table, or a 0.2 key of Muon's.
+    False when the key is an ordinary optim key."""
+    settings = optim.setdefault("settings", {})
+    if key == "settings" and not isinstance(value, dict):
+        raise UserError(f"optim.settings{where} must be a table of tables: optimizer name -> its settings")
+    if key == "settings":
+        for name, values in value.items():
+            if not isinstance(values, dict):
+                raise UserError(f"optim.settings.{name}{where} must be a table of an optimizer's settings")
+            settings.setdefault(str(name), {}).update(values)
+        return True
+    if key in OPTIMIZER_MOVED:
+        if notes is not None:  # one line however many of them a 0.2 config holds
+            notes.append("optim.momentum, optim.nesterov and optim.ns_steps are now optim.muon.* (Muon's own settings)")
+        key = f"{OPTIMIZER_MOVED[key]}.{key}"
+    if "." in key:
+        name, sub = key.split(".", 1)
+        settings.setdefault(name, {})[sub] = value
+        return True
+    if isinstance(value, dict) and key not in _fields("optim"):
+        settings.setdefault(key, {}).update(value)
+        return True
+    return False
 
 
 def parse_sets(items: list[str]) -> dict:

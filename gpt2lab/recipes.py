@@ -14,7 +14,7 @@ _SPEEDRUN = {"pos": "rope", "norm": "rmsnorm", "bias": False, "mlp": "relu2", "q
              "tie_embeddings": False}
 # Muon for hidden matrices, AdamW for embeddings, head and gains: the CPU lab's learning rates
 _MUON = {"name": "muon", "matrix_lr": 0.02, "embedding_lr": 0.2, "head_lr": 0.008, "gain_lr": 0.02, "lr": 0.004,
-         "weight_decay": 0.0, "beta1": 0.8, "beta2": 0.95, "momentum": 0.95, "grad_clip": 1.0}
+         "weight_decay": 0.0, "beta1": 0.8, "beta2": 0.95, "muon": {"momentum": 0.95}, "grad_clip": 1.0}
 
 PRESETS: dict[str, dict] = {
     # CPU tests and the demo: seconds per step on two cores.

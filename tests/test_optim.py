@@ -77,7 +77,7 @@ def test_muon_groups_hidden_matrices_and_uses_adamw_for_the_rest():
 def test_muon_moves_matrices_by_an_orthogonal_update_and_skips_on_the_device():
     torch.manual_seed(0)
     model = small()
-    opt = build_optimizer(model, OptimConfig(name="muon", matrix_lr=0.1, weight_decay=0.0, nesterov=False), CPU)
+    opt = build_optimizer(model, OptimConfig(name="muon", matrix_lr=0.1, weight_decay=0.0, settings={"muon": {"nesterov": False}}), CPU)
     w = model.transformer.h[0].mlp.c_fc.weight  # one logical matrix, tall (128 x 32): scaled by sqrt(128 / 32) = 2
     x = torch.randint(0, 64, (4, 16))
     model(x, x)[1].backward()
@@ -178,3 +178,29 @@ def test_every_parameter_is_in_exactly_one_group():
     optimizer.param_groups[0]["params"] = optimizer.param_groups[0]["params"][1:-1]  # and one forgotten
     with pytest.raises(UserError, match="is in no optimizer group"):
         check_groups(optimizer, model)
+
+
+def test_an_optimizers_own_settings_live_with_it_and_old_configs_load_with_a_note():
+    """Muon declares its settings (optim/muon.py: Settings); config.py knows none of them. optim.muon.KEY on the
+    command line, [optim.muon] in a file and the 0.2 layout's flat optim.momentum all reach it, typed; a typo is
+    one line; the run's config keeps the typed values."""
+    from gpt2lab.config import build_config, from_dict
+    from gpt2lab.training.optim import settings_of
+    from gpt2lab.training.optim.muon import Settings
+
+    cfg = build_config(sets=["optim.name=muon", "optim.muon.momentum=0.9", "optim.muon.ns_steps=3"])
+    assert settings_of(cfg.optim) == Settings(momentum=0.9, nesterov=True, ns_steps=3)
+    assert cfg.to_dict()["optim"]["settings"]["muon"] == {"momentum": 0.9, "nesterov": True, "ns_steps": 3}
+    assert from_dict(cfg.to_dict()).optim.settings == cfg.optim.settings  # config.json round trip
+    old = build_config(base={"optim": {"name": "muon", "momentum": 0.8, "nesterov": False, "ns_steps": 5}})
+    assert settings_of(old.optim) == Settings(momentum=0.8, nesterov=False, ns_steps=5)
+    assert sum("now optim.muon" in n for n in old.notes) == 1
+    for sets, message in ((["optim.muon.momentun=0.9"], "did you mean 'momentum'"),
+                          (["optim.muon.ns_steps=many"], "optim.muon.ns_steps='many' is not a valid int"),
+                          (["optim.muon.momentum=1.5"], "optim.muon.momentum must be in [0, 1)"),
+                          (["optim.moun.momentum=0.9"], "did you mean 'muon'"),
+                          (["optim.adamw.momentum=0.9"], "optim.adamw has no settings of its own")):
+        with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+            c = build_config(sets=sets)
+            c.optim.name = "adamw" if "adamw" in sets[0] else "muon"
+            settings_of(c.optim)

@@ -101,10 +101,12 @@ def test_muons_fused_adamw_step_counts_follow_the_parameters_on_resume():
         model = GPT(cfg.model)
     from gpt2lab.training.optim.groups import param_groups
 
-    o = cfg.optim
+    from gpt2lab.training.optim import settings_of
+
+    o, s = cfg.optim, settings_of(cfg.optim)
     optimizer = Muon(param_groups(model, o, ("matrix",), use_muon=True)
                      + param_groups(model, o, ("embedding", "head", "gain"), use_muon=False),
-                     o.momentum, o.nesterov, o.ns_steps, (o.beta1, o.beta2), o.eps, True, cfg.model.mlp)
+                     s.momentum, s.nesterov, s.ns_steps, (o.beta1, o.beta2), o.eps, True, cfg.model.mlp)
     state = {}
     for group in optimizer.param_groups:
         for name, p in zip(group["names"], group["params"]):

@@ -8,11 +8,12 @@ trainer decides to skip a bad update on the device, without waiting for it.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 
 import torch
 
-from ...config import OptimConfig
+from ...config import OptimConfig, typed_settings
 from ...errors import UserError
 from . import adamw, lion, muon
 from .groups import ROLES, check_groups, load_named_state_dict, named_state_dict, role_of, set_lr_multiplier
@@ -32,7 +33,26 @@ def _module(name: str):
     return OPTIMIZERS[name]
 
 
+def settings_of(cfg: OptimConfig):
+    """The chosen optimizer's own settings (its module's Settings dataclass), typed and checked; the config
+    keeps the typed values, so the run's config.json shows every one. Settings of an optimizer gpt2lab does not
+    have are a typo: one line."""
+    for name in cfg.settings:
+        _module(name)
+    kind = getattr(_module(cfg.name), "Settings", None)
+    if kind is None:
+        if cfg.settings.get(cfg.name):
+            raise UserError(f"optim.{cfg.name} has no settings of its own; remove optim.{cfg.name}.*")
+        return None
+    settings = typed_settings(kind, cfg.settings.get(cfg.name, {}), f"optim.{cfg.name}")
+    if hasattr(settings, "check"):
+        settings.check()
+    cfg.settings[cfg.name] = dataclasses.asdict(settings)
+    return settings
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
+    settings_of(cfg)  # before anything is built: a bad setting is one line
     optimizer = _module(cfg.name).build(model, cfg, device)
     check_groups(optimizer, model)
     if not hasattr(optimizer, "skips_on_device"):
@@ -52,4 +72,4 @@ def state_bytes(model: torch.nn.Module, name: str) -> int:
 
 
 __all__ = ["OPTIMIZERS", "ROLES", "build_optimizer", "load_named_state_dict", "named_state_dict", "role_of",
-           "set_lr_multiplier", "state_bytes", "state_bytes_per_param"]
+           "set_lr_multiplier", "settings_of", "state_bytes", "state_bytes_per_param"]

@@ -14,6 +14,8 @@ FSDP shards each matrix across ranks and Newton-Schulz needs it whole, so run.pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch.optim.adam import adam
 
@@ -135,6 +137,19 @@ class Muon(torch.optim.Optimizer):
              eps=group["eps"], maximize=False)
 
 
+@dataclass
+class Settings:
+    """Muon's own settings: optim.muon.KEY=VALUE (CLI) or [optim.muon] (TOML)."""
+    momentum: float = 0.95  # of the matrices' update (Nesterov-style when nesterov)
+    nesterov: bool = True
+    ns_steps: int = 5  # Newton-Schulz iterations that orthogonalise each matrix's update
+
+    def check(self) -> None:
+        if not (0 <= self.momentum < 1 and 1 <= self.ns_steps <= 20):
+            raise UserError(f"optim.muon.momentum must be in [0, 1) and optim.muon.ns_steps between 1 and 20, got "
+                            f"{self.momentum} and {self.ns_steps}")
+
+
 def build(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> Muon:
     if any(hasattr(p, "full_tensor") for p in model.parameters()):
         raise UserError("optim.name=muon does not work with run.parallel=fsdp: Newton-Schulz needs whole matrices and "
@@ -144,5 +159,5 @@ def build(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> Muo
     # the fused kernel needs it (otherwise a resumed `step` stays on the CPU and the CUDA kernel refuses it)
     groups = (param_groups(model, cfg, ("matrix",), use_muon=True)
               + param_groups(model, cfg, ("embedding", "head", "gain"), use_muon=False))
-    return Muon(groups, cfg.momentum, cfg.nesterov, cfg.ns_steps, (cfg.beta1, cfg.beta2), cfg.eps, fused,
-                model.config.mlp)
+    s = Settings(**cfg.settings.get("muon", {}))  # typed and checked by build_optimizer (settings_of)
+    return Muon(groups, s.momentum, s.nesterov, s.ns_steps, (cfg.beta1, cfg.beta2), cfg.eps, fused, model.config.mlp)
