@@ -21,4 +21,6 @@ SWITCHES = {
     "relu2": ({**MODERN, "mlp": "relu2"}, CUSTOM),
     "softcap": ({**MODERN, "logit_softcap": 15.0}, CUSTOM),
     "speedrun": (SPEEDRUN, CUSTOM),
+    "speedrun+skips": ({**SPEEDRUN, "skips": True}, CUSTOM),
+    "classic+skips": ({"skips": True}, CUSTOM),
 }

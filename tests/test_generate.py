@@ -7,6 +7,7 @@ CONFIGS = {
     "classic": GPTConfig(vocab_size=101, block_size=24, n_layer=2, n_head=2, n_embd=32),
     "modern": GPTConfig(vocab_size=101, block_size=24, n_layer=2, n_head=2, n_embd=32, pos="rope",
                         mlp="swiglu", norm="rmsnorm", bias=False, qk_norm=True),
+    "skips": GPTConfig(vocab_size=101, block_size=24, n_layer=3, n_head=2, n_embd=32, pos="rope", skips=True),
 }
 
 

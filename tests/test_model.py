@@ -117,3 +117,40 @@ def test_sequence_longer_than_block_is_refused():
     model = GPT(small())
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 33, dtype=torch.long))
+
+
+@pytest.mark.parametrize("n_layer", [4, 5])
+def test_unet_skips_match_a_plain_reference(n_layer):
+    """model.skips: before block i the stream is x_mix[i] * x + x0_mix[i] * embeddings, and a block of the second
+    half also gets skip_weights[j] times the output of its mirror block n-1-i; written here from that definition,
+    with the model's own blocks and weights, and compared with the model's forward and its KV-cache path."""
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=97, block_size=16, n_layer=n_layer, n_head=2, n_embd=32, skips=True, **MODERN)
+    model = GPT(config).eval()
+    with torch.no_grad():  # away from the initial values, so that every term counts
+        for p in (model.x_mix, model.x0_mix, model.skip_weights):
+            p.uniform_(0.3, 1.5)
+    idx = torch.randint(0, 97, (2, 12))
+    with torch.no_grad():
+        x0 = model.transformer.wte(idx)
+        rope = (model.rope_cos[:12], model.rope_sin[:12])
+        x, outputs = x0, {}
+        for i, block in enumerate(model.transformer.h):
+            x = model.x_mix[i] * x + model.x0_mix[i] * x0
+            mirror = n_layer - 1 - i
+            if mirror < i and mirror < n_layer // 2:
+                x = x + model.skip_weights[i - (n_layer - n_layer // 2)] * outputs[mirror]
+            x = block(x, rope, None, None)
+            outputs[i] = x
+        expected = model.lm_head(model.transformer.ln_f(x))
+        logits, _ = model(idx)
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert {n for n, p in model.named_parameters() if p.dim() == 1} >= {"x_mix", "x0_mix", "skip_weights"}
+    from gpt2lab.training.optim import role_of
+
+    assert {role_of(n, p) for n, p in model.named_parameters() if n.endswith("mix") or n == "skip_weights"} == {"gain"}
+
+
+def test_the_skips_switch_off_leaves_the_model_as_it_was():
+    plain = GPT(GPTConfig(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    assert not any("mix" in n or "skip" in n for n, _ in plain.named_parameters()) and plain.config.is_classic

@@ -48,6 +48,8 @@ def hf_architecture(config: GPTConfig) -> str:
     differing = [f"{k}={getattr(config, k)!r} (needs {v!r})" for k, v in _MODERN.items() if getattr(config, k) != v]
     if config.logit_softcap is not None:
         differing.append(f"logit_softcap={config.logit_softcap} (needs none)")
+    if config.skips:
+        differing.append("skips=True (needs False)")
     if not differing:
         return "qwen3" if config.qk_norm else "llama"
     raise UserError(

@@ -52,6 +52,9 @@ class GPTConfig:
     tie_embeddings: bool = True
     zero_init_proj: bool = False
     logit_softcap: float | None = field(default=None, metadata={"legacy_off": True})
+    # U-net skips (the speedrun line's): each block reads a learned mix of the stream and the embeddings, and each
+    # block of the second half adds the output of its mirror in the first half with a learned weight
+    skips: bool = False
 
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistent field."""
@@ -90,8 +93,8 @@ class GPTConfig:
     @property
     def is_classic(self) -> bool:
         """True when the architecture is exactly OpenAI's GPT-2 (initialisation aside)."""
-        return ((self.pos, self.norm, self.mlp, self.bias, self.qk_norm, self.logit_softcap)
-                == ("learned", "layernorm", "gelu", True, False, None))
+        return ((self.pos, self.norm, self.mlp, self.bias, self.qk_norm, self.logit_softcap, self.skips)
+                == ("learned", "layernorm", "gelu", True, False, None, False))
 
 
 
@@ -219,6 +222,10 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.transformer.wte.weight
+        if config.skips:  # at initialisation: the stream alone into each block, each mirror's output added whole
+            self.x_mix = nn.Parameter(torch.ones(config.n_layer))
+            self.x0_mix = nn.Parameter(torch.zeros(config.n_layer))
+            self.skip_weights = nn.Parameter(torch.ones(config.n_layer // 2))
         self.apply(self._init_weights)
         if config.zero_init_proj and not config.tie_embeddings:
             nn.init.zeros_(self.lm_head.weight)
@@ -260,11 +267,18 @@ class GPT(nn.Module):
         if doc_ids is not None:
             causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
             mask = (doc_ids[:, None, :, None] == doc_ids[:, None, None, :]) & causal
+        x0, saved, n = x, [], self.config.n_layer
         for i, block in enumerate(self.transformer.h):
+            if self.config.skips:
+                x = self.x_mix[i] * x + self.x0_mix[i] * x0
+                if i >= n - n // 2:  # the second half: the mirror block's output comes back
+                    x = x + self.skip_weights[i - (n - n // 2)] * saved.pop()
             if recompute and self.training and cache is None:
                 x = checkpoint(block, x, rope, None, mask, use_reentrant=False)  # recomputed in backward
             else:
                 x = block(x, rope, cache.layer(i) if cache is not None else None, mask)
+            if self.config.skips and i < n // 2:
+                saved.append(x)
         if cache is not None:
             cache.advance(T)
         return x
