@@ -183,8 +183,12 @@ def test_a_kill_right_after_a_checkpoint_keeps_that_steps_record(data_dir, tmp_p
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == -9, out.stderr[-2000:]
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2]
-    trainer(micro_config(data_dir, "schedule.max_steps=4", "checkpoint.every=2"), tmp_path / "run", resume=True,
-            echo=lambda *_: None).fit()
+    said = []
+    try:
+        trainer(micro_config(data_dir, "schedule.max_steps=4", "checkpoint.every=2"), tmp_path / "run", resume=True,
+                echo=said.append).fit()
+    except Exception as exc:
+        raise AssertionError(f"{exc}; the trainer said: {said}") from exc
     assert [r["step"] for r in read_metrics(tmp_path / "run")] == [1, 2, 3, 4]
 
 
