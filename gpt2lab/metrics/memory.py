@@ -42,7 +42,8 @@ def block_activation_bytes(config: GPTConfig, precision: str) -> float:
     # saved hidden-width tensors: SwiGLU 4 (gate, up, silu(gate), product); GELU 2 (its input, c_proj's input);
     # ReLU^2 2 (relu's output, which its backward and the square's share, and c_proj's input)
     mlp = (4 if config.mlp == "swiglu" else 2) * h * a
-    return 2 * _norm_bytes(config, a) + attention + mlp
+    skips = 4 * d if config.skips else 0  # the fp32 stream, saved by the learned mix for its weight's gradient
+    return 2 * _norm_bytes(config, a) + attention + mlp + skips
 
 
 def head_bytes(config: GPTConfig, precision: str, peak: bool) -> float:

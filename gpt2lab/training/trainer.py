@@ -119,6 +119,15 @@ class Trainer(RunFolder, Resuming):
     def compiled(self, forward: torch.nn.Module) -> None:
         self.parts.model = forward
 
+    @property
+    def scaler(self) -> torch.amp.GradScaler | None:
+        """fp16's gradient scaler (None otherwise): the one every step uses."""
+        return self.parts.scaler
+
+    @scaler.setter
+    def scaler(self, scaler: torch.amp.GradScaler | None) -> None:
+        self.parts.scaler = scaler
+
     def _open_data(self) -> None:
         cfg = self.cfg
         if not cfg.data.dir:
@@ -169,7 +178,7 @@ class Trainer(RunFolder, Resuming):
         self.wrapped = wrap_model(self.model, self.dist, device)
         self.optimizer = build_optimizer(self.model, cfg.optim, device)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.scaler = torch.amp.GradScaler(device.type) if self.runtime.precision == "fp16" else None
+        scaler = torch.amp.GradScaler(device.type) if self.runtime.precision == "fp16" else None
         if cfg.run.auto_batch and not resume:
             self._auto_batch()
         self.accum = cfg.grad_accum_steps(self.dist.world_size)
@@ -183,8 +192,9 @@ class Trainer(RunFolder, Resuming):
         self._schedule_note: str | None = None
         self._placement_checked = False
         self.timer = StepTimer(device)
+        forward = torch.compile(self.wrapped) if self.runtime.compile else self.wrapped
         self.parts = StepParts(
-            torch.compile(self.wrapped) if self.runtime.compile else self.wrapped, self.optimizer, self.guard, self.runtime, self.accum, cfg.optim.grad_clip, self.scaler,
+            forward, self.optimizer, self.guard, self.runtime, self.accum, cfg.optim.grad_clip, scaler,
             self.dist.all_reduce_mean_, full_value, lambda last: gradient_sync(self.wrapped, self.dist, last),
             self.params, {"loss_chunk": self.runtime.loss_chunk, "recompute": cfg.run.activation_checkpointing})
         self.saver = CheckpointSaver(self.run_dir, cfg, self.echo)
