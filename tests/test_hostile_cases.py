@@ -172,3 +172,15 @@ def test_align_documents_without_an_end_of_text_id(finished_run, capsys, tmp_pat
     edit_json(no_eot / "meta.json", lambda m: m["tokenizer"].pop("eot"))
     code, _, err = gpt2lab(capsys, *train_args(no_eot, tmp_path / "run", "--set", "data.align_documents=true"))
     one_line_error(code, err, "data.align_documents", "end-of-text")
+
+
+def test_an_intact_checkpoint_of_a_newer_gpt2lab_is_refused_not_set_aside(run, capsys):
+    """A config.json with a key this version does not know, its SHA-256 resealed (as a newer gpt2lab writes it):
+    the run stops with one line and renames nothing; a damaged one would be set aside."""
+    data, run_dir = run
+    newest = ckpt.checkpoint_folder(run_dir, 8)
+    edit_json(newest / ckpt.CONFIG, lambda c: c["optim"].__setitem__("future_knob", 3))
+    reseal(newest)
+    code, _, err = gpt2lab(capsys, *train_args(data, run_dir, "--resume", "--max-steps", "12"))
+    one_line_error(code, err, "step_00000008", "newer gpt2lab", "nothing was set aside")
+    assert newest.is_dir() and not list((run_dir / "checkpoints").glob("*.corrupt"))

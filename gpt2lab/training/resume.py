@@ -14,6 +14,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..config import Config
 from ..errors import UserError
+from ..formats import BadFile
 from ..metrics.logger import truncate_metrics
 from ..runtime import set_rng_state
 from .distributed import load_sharded
@@ -41,7 +42,13 @@ class Resuming:
         marker = self._verify(checkpoint)
         try:
             saved = ckpt.load_config(checkpoint)
-        except UserError as exc:
+        except BadFile as exc:  # damaged: not JSON, too deep, too large
+            raise ckpt.CorruptCheckpoint(str(exc)) from None
+        except UserError as exc:  # well-formed, but not a config this gpt2lab knows
+            if ckpt.hashed(marker):  # its files match their SHA-256s: intact, from another (newer) gpt2lab
+                raise UserError(f"{checkpoint.name}'s config.json is intact but this gpt2lab cannot read it ({exc}); it "
+                                "was probably written by a newer gpt2lab: upgrade, or resume with the version that "
+                                "wrote it (nothing was set aside)") from None
             raise ckpt.CorruptCheckpoint(str(exc)) from None
         if saved.optim.name != self.cfg.optim.name:  # a setting, not damage: nothing on disk changes
             raise UserError(f"{checkpoint.name} was trained with optim.name={saved.optim.name}, this run asks for "
