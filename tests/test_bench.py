@@ -79,6 +79,7 @@ def test_steal_is_read_from_proc_stat_and_a_busy_host_is_warned_about(tmp_path, 
     assert report["cpu_steal"] == 0.3 and "took 30% of this VM's CPU time" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_off_the_cpu_contenders_run_one_at_a_time_with_their_own_peak(monkeypatch):
     """N7 + W2: four resident gpt2-124m contenders do not fit in 24 GB, and one never-reset peak was reported for
     all. Sequential mode (a GPU's) is run here on the CPU; the peak reading is checked with the CUDA double."""

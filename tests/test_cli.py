@@ -41,6 +41,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_prepare_train_eval_sample_end_to_end(tmp_path, tokenizer_dir, capsys):
     src = write_jsonl(tmp_path / "docs.jsonl", make_docs(40))
     data, run = str(tmp_path / "data"), str(tmp_path / "run")
