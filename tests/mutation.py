@@ -133,9 +133,9 @@ MUTANTS = [
     M("flops-attention-halved", "gpt2lab/metrics/flops.py", "attention_scores=L * 2 * 2 * T * d", "attention_scores=L * 2 * T * d",
       ("test_flops.py",)),
     M("flops-training-2x", "gpt2lab/metrics/flops.py", "return 3 * self.forward", "return 2 * self.forward", ("test_flops.py",)),
-    M("device-row-shadowed", "gpt2lab/metrics/devices.py",
-      '    GPU("h200-nvl", "NVIDIA H200 NVL", r"(?<!G)H200.*NVL", 141, 835.0, 835.0, 417.5),\n    GPU("h200", "NVIDIA H200 SXM", r"(?<!G)H200", 141, 989.4, 989.4, 494.7),',
-      '    GPU("h200", "NVIDIA H200 SXM", r"(?<!G)H200", 141, 989.4, 989.4, 494.7),\n    GPU("h200-nvl", "NVIDIA H200 NVL", r"(?<!G)H200.*NVL", 141, 835.0, 835.0, 417.5),',
+    # exact names come first, so row order alone no longer decides (the old row-swap mutant was equivalent); the
+    # anchoring of each pattern still does: unanchored, "RTX 4090 Laptop GPU" would read as a desktop 4090
+    M("device-pattern-unanchored", "gpt2lab/metrics/devices.py", 'r"RTX 4090\\s*$", 24, 165.2', 'r"RTX 4090", 24, 165.2',
       ("test_devices.py",)),
     M("plan-grads-2-bytes", "gpt2lab/metrics/memory.py", "weights=4 * n_params, gradients=4 * n_params",
       "weights=4 * n_params, gradients=2 * n_params", ("test_plan.py",)),
