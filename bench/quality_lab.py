@@ -155,8 +155,11 @@ def score(work: Path, checkpoint: Path, cpus: str) -> float:
     if done.returncode != 0:
         sys.exit(f"quality_lab: scoring {checkpoint} failed: {done.stderr.strip()[-300:]}")
     loss = json.loads(done.stdout.strip().splitlines()[-1])["train"]["loss"]
+    known = json.loads(cache.read_text()) if cache.is_file() else {}  # again: another core may have scored meanwhile
     known[checkpoint.name] = loss
-    cache.write_text(json.dumps(known, indent=1))
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known, indent=1))
+    os.replace(tmp, cache)
     return loss
 
 
