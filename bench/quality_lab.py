@@ -320,7 +320,7 @@ def compared(work: Path) -> dict:
         ns = 0
         if cfg.optim.name == "muon":  # 5 Newton-Schulz iterations per matrix per step: ~ (4 m n^2 + 2 n^3) each
             ns = sum(5 * (4 * max(s) * min(s) ** 2 + 2 * min(s) ** 3) for s in matrices) / TOKENS_PER_STEP
-        out[name] = {"parameters": model.num_params(), "flops_per_token_model": per_token,
+        out[name] = {"parameters": model.num_params(), "flops_per_token_model": per_token.training,
                      "flops_per_token_optimizer": round(ns), "tokens_per_step": TOKENS_PER_STEP,
                      "optimizer": cfg.optim.name, "decay": cfg.schedule.decay, "weight_decay": cfg.optim.weight_decay,
                      "warmup_steps": cfg.schedule.warmup_steps if not name.startswith("baseline-") else "steps // 16",
