@@ -328,6 +328,20 @@ def compared(work: Path) -> dict:
     return out
 
 
+def carry_over(horizons: dict, results: Path) -> None:
+    """A horizon with no finished runs in this work folder keeps its table from the newest earlier report (the
+    checkpoints behind it live in another machine's work folder; its raw curves are in quality_lab_runs/)."""
+    for earlier in sorted(results.glob("quality_lab_2*.json"), reverse=True):
+        try:
+            before = json.loads(earlier.read_text())
+        except (OSError, ValueError):
+            continue
+        source = f"{earlier.name} of {before.get('date')} (commit {before.get('commit')})"
+        for h, table in (before.get("horizons") or {}).items():
+            if horizons.get(h) is None and table is not None:
+                horizons[h] = {**table, "carried_from": table.get("carried_from", source)}
+
+
 def report(work: Path, cpus: str) -> Path:
     import torch
 
@@ -342,6 +356,7 @@ def report(work: Path, cpus: str) -> Path:
               "word_statistics_on_scoring_split": ngram_losses(work), "contenders": compared(work),
               "horizons": {h: horizon_table(work, h, cpus) for h in HORIZONS}}
     out = ROOT / "bench" / "results"
+    carry_over(result["horizons"], out)
     path = out / f"quality_lab_{datetime.now(timezone.utc):%Y%m%d}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     runs_out = out / "quality_lab_runs"  # the raw curves, small enough to commit

@@ -32,7 +32,7 @@ from safetensors.torch import load_file, load_model, save_file
 
 from .config import Config, from_dict
 from .errors import UserError
-from .files import copy_mode_from_umask, file_digest, fsync_dir, write_error
+from .files import copy_mode_from_umask, file_digest, fsync_dir, utf8_path, write_error
 from .formats import BadFile, check, read_json
 from .formats.json_file import MB
 from .formats.schemas import Manifest, TrainingState
@@ -308,23 +308,15 @@ def load_config(checkpoint: Path) -> Config:
     return from_dict(values)
 
 
-def _utf8(path: Path) -> bool:
-    try:
-        str(path).encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors; through Python's own file reading where the path is not UTF-8 (which the
     safetensors library cannot open)."""
-    return load_file(str(path)) if _utf8(path) else load_bytes(path.read_bytes())
+    return load_file(str(path)) if utf8_path(path) else load_bytes(path.read_bytes())
 
 
 def load_weights(model: GPT, checkpoint: Path, device: torch.device | str = "cpu") -> None:
     try:
-        if _utf8(checkpoint):
+        if utf8_path(checkpoint):
             missing, unexpected = load_model(model, str(checkpoint / WEIGHTS), strict=False, device=str(device))
         else:
             missing, unexpected = model.load_state_dict(read_tensors(checkpoint / WEIGHTS), strict=False)

@@ -31,6 +31,16 @@ def absolute(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(os.fspath(path)))
 
 
+def utf8_path(path: str | os.PathLike) -> bool:
+    """Whether the path's name is valid UTF-8: libraries that take paths as Rust or C++ strings (safetensors,
+    TensorBoard's writer) cannot open one that is not, while Python's own file functions can."""
+    try:
+        os.fspath(path).encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def describe_os_error(exc: BaseException) -> str:
     """`No space left on device`, `Permission denied`, ... for any write failure, OSError or not."""
     if isinstance(exc, OSError):

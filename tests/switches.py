@@ -23,4 +23,6 @@ SWITCHES = {
     "speedrun": (SPEEDRUN, CUSTOM),
     "speedrun+skips": ({**SPEEDRUN, "skips": True}, CUSTOM),
     "classic+skips": ({"skips": True}, CUSTOM),
+    "speedrun+value_embeds": ({**SPEEDRUN, "value_embeds": 1}, CUSTOM),
+    "classic+value_embeds": ({"value_embeds": 1}, CUSTOM),
 }

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from gpt2lab.model import GPT, GPTConfig
+from gpt2lab.model.generate import KVCache
 from gpt2lab.recipes import PRESETS
 
 from tests.switches import MODERN, SWITCHES
@@ -149,6 +150,62 @@ def test_unet_skips_match_a_plain_reference(n_layer):
     from gpt2lab.training.optim import role_of
 
     assert {role_of(n, p) for n, p in model.named_parameters() if n.endswith("mix") or n == "skip_weights"} == {"gain"}
+
+
+@pytest.mark.parametrize("n_layer,k", [(4, 2), (5, 1)])
+def test_value_embeddings_match_a_plain_reference(n_layer, k):
+    """model.value_embeds=K: table j's rows for the input tokens are mixed into the attention values of layers j
+    and n_layer - K + j (v <- v_mix[i] * v + ve_mix[i] * table_j(tokens)); the rest of attention is as written
+    here from its definition (plain softmax attention, RoPE by rotate-half), compared with the model's forward and
+    with its KV-cache path."""
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=97, block_size=16, n_layer=n_layer, n_head=2, n_embd=32, value_embeds=k, **MODERN)
+    model = GPT(config).eval()
+    with torch.no_grad():
+        model.v_mix.uniform_(0.3, 1.5), model.ve_mix.uniform_(0.3, 1.5)
+        for table in model.value_embeds:
+            table.weight.normal_(0, 1.0)  # large enough that a missed or misplaced mix shows
+    served = {i: j for j in range(k) for i in (j, n_layer - k + j)}
+    idx = torch.randint(0, 97, (2, 12))
+    T, H, D = 12, 2, 16
+    cos, sin = model.rope_cos[:T], model.rope_sin[:T]
+
+    def rotate(t):
+        t1, t2 = t[..., : D // 2], t[..., D // 2 :]
+        return t * cos + torch.cat([-t2, t1], dim=-1) * sin
+
+    with torch.no_grad():
+        x = model.transformer.wte(idx)
+        for i, block in enumerate(model.transformer.h):
+            h = block.ln_1(x)
+            q, kk, v = block.attn.c_attn(h).split(32, dim=2)
+            if i in served:
+                v = model.v_mix[i] * v + model.ve_mix[i] * model.value_embeds[served[i]].weight[idx]
+            q, kk, v = (t.view(2, T, H, D).transpose(1, 2) for t in (q, kk, v))
+            scores = rotate(q) @ rotate(kk).transpose(-1, -2) / D ** 0.5
+            scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+            y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(2, T, 32)
+            x = x + block.attn.c_proj(y)
+            x = x + block.mlp(block.ln_2(x))
+        expected = model.lm_head(model.transformer.ln_f(x))
+        logits, _ = model(idx)
+        cache = KVCache(model, batch_size=2)
+        stepped = [model(idx[:, :8], cache=cache)[0]] + [model(idx[:, t : t + 1], cache=cache)[0] for t in range(8, 12)]
+    assert torch.allclose(logits, expected, atol=1e-4)
+    assert torch.allclose(torch.cat(stepped, dim=1), expected, atol=1e-4)
+    from gpt2lab.training.optim import role_of
+
+    roles = {n: role_of(n, p) for n, p in model.named_parameters()}
+    assert {roles[f"value_embeds.{j}.weight"] for j in range(k)} == {"embedding"} and roles["ve_mix"] == "gain"
+    assert model.num_params(exclude_embeddings=True) == GPT(GPTConfig(**{**config.__dict__, "value_embeds": 0})).num_params(
+        exclude_embeddings=True) + 2 * n_layer
+
+
+def test_value_embeddings_are_checked():
+    with pytest.raises(ValueError, match="value_embeds must be between 0 .* n_layer // 2 = 2"):
+        GPTConfig(n_layer=4, value_embeds=3).validate()
+    plain = GPT(GPTConfig(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32))
+    assert not any("value" in n or "v_mix" in n for n, _ in plain.named_parameters())
 
 
 def test_the_skips_switch_off_leaves_the_model_as_it_was():

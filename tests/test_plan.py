@@ -8,7 +8,7 @@ from gpt2lab.metrics.devices import require_gpu
 from gpt2lab.metrics.flops import flops_per_token
 from gpt2lab.model import GPT, GPTConfig
 from gpt2lab.commands.plan import make_plan
-from gpt2lab.metrics.memory import GB, block_activation_bytes, head_bytes, largest_micro_batch, memory_plan
+from gpt2lab.metrics.memory import GB, body_activation_bytes, head_bytes, largest_micro_batch, memory_plan
 
 from tests.switches import MODERN, SWITCHES
 
@@ -38,7 +38,7 @@ def test_activation_estimate_matches_autograds_saved_tensors(switches, precision
     x = torch.randint(0, 2048, (4, 128))
     measured = saved_activation_bytes(model, x, torch.bfloat16 if precision == "bf16" else None)
     casts = memory_plan(config, model.num_params(), 4, 128, precision).weight_casts
-    estimate = 4 * 128 * (4 * block_activation_bytes(config, precision) + head_bytes(config, precision, peak=False)) + casts
+    estimate = 4 * 128 * (body_activation_bytes(config, precision) + head_bytes(config, precision, peak=False)) + casts
     tolerance = 0.15 if config.qk_norm else 0.02  # QK-norm's share depends on the RMSNorm kernel
     assert abs(estimate - measured) / measured < tolerance, (estimate, measured)
 

@@ -50,6 +50,8 @@ def hf_architecture(config: GPTConfig) -> str:
         differing.append(f"logit_softcap={config.logit_softcap} (needs none)")
     if config.skips:
         differing.append("skips=True (needs False)")
+    if config.value_embeds:
+        differing.append(f"value_embeds={config.value_embeds} (needs 0)")
     if not differing:
         return "qwen3" if config.qk_norm else "llama"
     raise UserError(

@@ -46,6 +46,13 @@ def block_activation_bytes(config: GPTConfig, precision: str) -> float:
     return 2 * _norm_bytes(config, a) + attention + mlp + skips
 
 
+def body_activation_bytes(config: GPTConfig, precision: str) -> float:
+    """Bytes saved for backward per token by all the blocks: each block's share, and in each layer with a value
+    embedding its fp32 rows (kept by the learned mix for its weight's gradient) and the mixed values."""
+    served = sum(config.value_table(i) is not None for i in range(config.n_layer))
+    return config.n_layer * block_activation_bytes(config, precision) + served * (4 + _act_bytes(precision)) * config.n_embd
+
+
 def head_bytes(config: GPTConfig, precision: str, peak: bool) -> float:
     """Per token: final norm and log-softmax saved (and a soft cap's tanh output); at the peak also the logits'
     gradients."""
@@ -77,10 +84,11 @@ class MemoryPlan:
 
 
 def _looked_up(config: GPTConfig) -> int:
-    """Parameters only ever looked up, never multiplied, so never cast to 16 bits: the position table, and the
-    token table when the head has its own weight."""
+    """Parameters only ever looked up, never multiplied, so never cast to 16 bits: the position table, the value
+    embeddings, and the token table when the head has its own weight."""
     d = config.n_embd
-    return (config.block_size * d if config.pos == "learned" else 0) + (0 if config.tie_embeddings else config.vocab_size * d)
+    return ((config.block_size * d if config.pos == "learned" else 0) + (0 if config.tie_embeddings else config.vocab_size * d)
+            + config.value_embeds * config.vocab_size * d)
 
 
 def memory_plan(config: GPTConfig, n_params: int, micro_batch: int, seq_len: int, precision: str,
@@ -89,8 +97,10 @@ def memory_plan(config: GPTConfig, n_params: int, micro_batch: int, seq_len: int
     tokens = micro_batch * seq_len
     per_block = block_activation_bytes(config, precision)
     head = head_bytes(config, precision, peak=True)
-    full = tokens * (config.n_layer * per_block + head)
-    checkpointed = tokens * (config.n_layer * 4 * config.n_embd + per_block + head)
+    full = tokens * (body_activation_bytes(config, precision) + head)
+    served = sum(config.value_table(i) is not None for i in range(config.n_layer))
+    # checkpointing keeps each block's fp32 input, and per value-embedding layer its fp32 rows and mixed-in input
+    checkpointed = tokens * ((config.n_layer * 4 + served * 8) * config.n_embd + per_block + head)
     return MemoryPlan(
         weights=4 * n_params, gradients=4 * n_params,
         optimizer=8 * n_params if optimizer_bytes is None else optimizer_bytes,

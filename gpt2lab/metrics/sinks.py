@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from ..errors import UserError
+from ..files import utf8_path
 
 
 class Sink(Protocol):
@@ -62,9 +63,7 @@ def open_sinks(run_dir: Path, config: dict, echo: Callable) -> list[Sink]:
     """The backends the run's config asks for; none when the run folder's name is not UTF-8 (they cannot write
     there), with a note."""
     asked = [name for name, (wanted, _, _) in SINKS.items() if wanted(config)]
-    try:
-        str(run_dir).encode("utf-8")
-    except UnicodeEncodeError:
+    if not utf8_path(run_dir):
         if asked:
             echo(f"note: {' and '.join(asked)} logging is off: the run folder's name is not UTF-8, which "
                  f"{'they' if len(asked) > 1 else 'it'} cannot write to; metrics.jsonl has everything")

@@ -15,6 +15,9 @@ and, from the speedrun line of GPT-2 training (all off by default, so that class
   zero_init_proj=True  the residual projections (attention and MLP outputs) and an untied head start at zero
   logit_softcap=C      logits squashed to (-C, C) by C * tanh(logits / C)
   tie_embeddings=False a separate output head, initialised like the embedding (std 0.02) or at zero as above
+  skips=True           U-net skips: the embeddings into every block, early blocks' outputs into late ones
+  value_embeds=K       K more token tables whose rows are mixed into the attention values of the first K and the
+                       last K layers (table j serves layers j and n_layer - K + j)
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ class GPTConfig:
     # U-net skips (the speedrun line's): each block reads a learned mix of the stream and the embeddings, and each
     # block of the second half adds the output of its mirror in the first half with a learned weight
     skips: bool = False
+    # value embeddings: this many extra token tables, each mixed into the values of two layers (0: off)
+    value_embeds: int = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistent field."""
@@ -75,6 +80,9 @@ class GPTConfig:
             raise ValueError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
         if self.pos == "rope" and self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head size; n_embd/n_head = {self.head_dim}")
+        if not 0 <= self.value_embeds <= self.n_layer // 2:
+            raise ValueError(f"model.value_embeds must be between 0 (off) and n_layer // 2 = {self.n_layer // 2}, "
+                             f"got {self.value_embeds}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -93,8 +101,15 @@ class GPTConfig:
     @property
     def is_classic(self) -> bool:
         """True when the architecture is exactly OpenAI's GPT-2 (initialisation aside)."""
-        return ((self.pos, self.norm, self.mlp, self.bias, self.qk_norm, self.logit_softcap, self.skips)
-                == ("learned", "layernorm", "gelu", True, False, None, False))
+        return ((self.pos, self.norm, self.mlp, self.bias, self.qk_norm, self.logit_softcap, self.skips,
+                 self.value_embeds) == ("learned", "layernorm", "gelu", True, False, None, False, 0))
+
+    def value_table(self, layer: int) -> int | None:
+        """Which value-embedding table a layer mixes into its values, or None."""
+        k, n = self.value_embeds, self.n_layer
+        if layer < k:
+            return layer
+        return layer - (n - k) if layer >= n - k else None
 
 
 
@@ -141,9 +156,12 @@ class CausalSelfAttention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def forward(self, x, rope=None, cache=None, mask=None):
+    def forward(self, x, rope=None, cache=None, mask=None, value=None):
+        """value: (scale, embedding (B, T, C)) of a layer with a value embedding: v becomes scale * v + embedding."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
+        if value is not None:  # in v's dtype, as the rest of attention runs under autocast
+            v = value[0].to(v.dtype) * v + value[1].to(v.dtype)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
         if self.q_norm is not None:
             # in q's dtype: CUDA's autocast would run rms_norm in fp32 and undo the weight cast
@@ -195,8 +213,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config, config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x, rope=None, cache=None, mask=None):
-        x = x + self.attn(self.ln_1(x), rope, cache, mask)
+    def forward(self, x, rope=None, cache=None, mask=None, value=None):
+        x = x + self.attn(self.ln_1(x), rope, cache, mask, value)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -226,6 +244,11 @@ class GPT(nn.Module):
             self.x_mix = nn.Parameter(torch.ones(config.n_layer))
             self.x0_mix = nn.Parameter(torch.zeros(config.n_layer))
             self.skip_weights = nn.Parameter(torch.ones(config.n_layer // 2))
+        if config.value_embeds:  # at initialisation: each served layer's values plus its table's rows
+            self.value_embeds = nn.ModuleList(nn.Embedding(config.vocab_size, config.n_embd)
+                                              for _ in range(config.value_embeds))
+            self.v_mix = nn.Parameter(torch.ones(config.n_layer))
+            self.ve_mix = nn.Parameter(torch.ones(config.n_layer))
         self.apply(self._init_weights)
         if config.zero_init_proj and not config.tie_embeddings:
             nn.init.zeros_(self.lm_head.weight)
@@ -242,13 +265,19 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def num_params(self, exclude_embeddings: bool = False) -> int:
-        """Parameters counted once (tied weights once). Optionally leave out the position and token tables."""
+        """Parameters counted once (tied weights once). Optionally leave out the tables (token, position, value)."""
         n = sum(p.numel() for p in self.parameters())
         if exclude_embeddings:
-            n -= self.transformer.wte.weight.numel()
-            if "wpe" in self.transformer:
-                n -= self.transformer.wpe.weight.numel()
+            n -= sum(p.numel() for name, p in self.named_parameters()
+                     if name in ("transformer.wte.weight", "transformer.wpe.weight") or name.startswith("value_embeds."))
         return n
+
+    def _value(self, idx: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(scale of v, mixed-in embedding) for a layer with a value embedding; None for the others."""
+        table = self.config.value_table(layer)
+        if table is None:
+            return None
+        return self.v_mix[layer], self.ve_mix[layer] * self.value_embeds[table](idx)
 
     def _body(self, idx: torch.Tensor, cache, doc_ids: torch.Tensor | None, recompute: bool) -> torch.Tensor:
         """The embeddings and every block: the residual stream before the final norm, (B, T, n_embd)."""
@@ -269,14 +298,15 @@ class GPT(nn.Module):
             mask = (doc_ids[:, None, :, None] == doc_ids[:, None, None, :]) & causal
         x0, saved, n = x, [], self.config.n_layer
         for i, block in enumerate(self.transformer.h):
+            value = self._value(idx, i) if self.config.value_embeds else None
             if self.config.skips:
                 x = self.x_mix[i] * x + self.x0_mix[i] * x0
                 if i >= n - n // 2:  # the second half: the mirror block's output comes back
                     x = x + self.skip_weights[i - (n - n // 2)] * saved.pop()
             if recompute and self.training and cache is None:
-                x = checkpoint(block, x, rope, None, mask, use_reentrant=False)  # recomputed in backward
+                x = checkpoint(block, x, rope, None, mask, value, use_reentrant=False)  # recomputed in backward
             else:
-                x = block(x, rope, cache.layer(i) if cache is not None else None, mask)
+                x = block(x, rope, cache.layer(i) if cache is not None else None, mask, value)
             if self.config.skips and i < n // 2:
                 saved.append(x)
         if cache is not None:

@@ -2,7 +2,7 @@
 
 Every parameter has one role:
   matrix     2-D weights inside the blocks (attention and MLP projections)
-  embedding  the token and position tables
+  embedding  the token, position and value-embedding tables
   head       the output head, when it is not tied to the token table
   gain       norm gains and biases (anything 1-D): never weight-decayed
 Each role gets its own LR (optim.matrix_lr, embedding_lr, head_lr, gain_lr; each defaults to optim.lr) and
@@ -28,14 +28,14 @@ ROLES = ("matrix", "embedding", "head", "gain")
 # embedding, a skip gain) gets its role on purpose instead of falling into "matrix" (where Muon would
 # orthogonalise an embedding table). Add the new name here when adding the weight.
 _MATRIX = re.compile(r"transformer\.h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight")
-_EMBEDDING = ("transformer.wte.weight", "transformer.wpe.weight")
+_EMBEDDING = re.compile(r"transformer\.wte\.weight|transformer\.wpe\.weight|value_embeds\.\d+\.weight")
 
 
 def role_of(name: str, param: torch.Tensor) -> str:
     """The role of a parameter of gpt2lab's GPT; a UserError for one this table does not know."""
     if param.dim() < 2:
         return "gain"
-    if name in _EMBEDDING:
+    if _EMBEDDING.fullmatch(name):
         return "embedding"
     if name == "lm_head.weight":
         return "head"

@@ -22,20 +22,26 @@ from torch.optim.adam import adam
 from ...config import OptimConfig
 from ...errors import UserError
 from .groups import param_groups
+from .polar import polar_coefficients
 
 STATE_BYTES = {"matrix": 4, "embedding": 8, "head": 8, "gain": 8}  # one momentum buffer; AdamW's two moments
 QUINTIC = (3.4445, -4.7750, 2.0315)  # chosen so that the iteration maps (0, 1] close to 1 in a few steps
 
 
-def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """Approximately U V^T for g = U S V^T (singular values near 1, within about [0.7, 1.2]), in bf16."""
-    a, b, c = QUINTIC
+def coefficients_of(kind: str, steps: int) -> tuple[tuple[float, float, float], ...]:
+    """Each Newton-Schulz iteration's (a, b, c): one fixed quintic ("quintic"), or one per iteration ("polar")."""
+    return polar_coefficients(steps) if kind == "polar" else (QUINTIC,) * steps
+
+
+def orthogonalize(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, kind: str = "quintic") -> torch.Tensor:
+    """Approximately U V^T for g = U S V^T, in bf16: singular values within about [0.7, 1.2] with the quintic,
+    [0.87, 1.13] with per-iteration coefficients (from 1e-3 up; see polar.py)."""
     x = g.bfloat16()
     tall = x.size(0) > x.size(1)
     if tall:
         x = x.mT
     x = x / (x.norm() + eps)  # every singular value now at most 1
-    for _ in range(steps):
+    for a, b, c in coefficients_of(kind, steps):
         gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
     return (x.mT if tall else x).to(g.dtype)
@@ -65,8 +71,9 @@ class Muon(torch.optim.Optimizer):
     skips_on_device = True  # step() honours found_inf without reading it on the host (fused AdamW part)
 
     def __init__(self, groups: list[dict], momentum: float, nesterov: bool, ns_steps: int, betas, eps: float,
-                 fused_adamw: bool, mlp: str):
-        defaults = dict(momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas, eps=eps, fused=fused_adamw)
+                 fused_adamw: bool, mlp: str, coefficients: str = "quintic"):
+        defaults = dict(momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas, eps=eps, fused=fused_adamw,
+                        coefficients=coefficients)
         super().__init__(groups, defaults)
         self.mlp = mlp
         self.orthogonalized = 0  # matrices this rank has orthogonalised (under DDP: its share)
@@ -100,8 +107,8 @@ class Muon(torch.optim.Optimizer):
             if owner == rank:
                 update = p.grad + mu * new_buf if group["nesterov"] else new_buf
                 parts = update.chunk(_blocks(name, p.shape, self.mlp), dim=0)
-                ortho = torch.cat([orthogonalize(u, group["ns_steps"]) * max(1.0, u.size(0) / u.size(1)) ** 0.5
-                                   for u in parts])
+                ortho = torch.cat([orthogonalize(u, group["ns_steps"], kind=group["coefficients"])
+                                   * max(1.0, u.size(0) / u.size(1)) ** 0.5 for u in parts])
                 self.orthogonalized += 1
                 new_p = p * (1.0 - lr * wd) - lr * ortho
                 # decided on the device: a non-finite gradient must not reach the weights or the momentum
@@ -143,11 +150,14 @@ class Settings:
     momentum: float = 0.95  # of the matrices' update (Nesterov-style when nesterov)
     nesterov: bool = True
     ns_steps: int = 5  # Newton-Schulz iterations that orthogonalise each matrix's update
+    coefficients: str = "quintic"  # "quintic": one polynomial every iteration; "polar": one per iteration (polar.py)
 
     def check(self) -> None:
         if not (0 <= self.momentum < 1 and 1 <= self.ns_steps <= 20):
             raise UserError(f"optim.muon.momentum must be in [0, 1) and optim.muon.ns_steps between 1 and 20, got "
                             f"{self.momentum} and {self.ns_steps}")
+        if self.coefficients not in ("quintic", "polar"):
+            raise UserError(f"optim.muon.coefficients must be quintic or polar, got {self.coefficients!r}")
 
 
 def build(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> Muon:
@@ -160,4 +170,5 @@ def build(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> Muo
     groups = (param_groups(model, cfg, ("matrix",), use_muon=True)
               + param_groups(model, cfg, ("embedding", "head", "gain"), use_muon=False))
     s = Settings(**cfg.settings.get("muon", {}))  # typed and checked by build_optimizer (settings_of)
-    return Muon(groups, s.momentum, s.nesterov, s.ns_steps, (cfg.beta1, cfg.beta2), cfg.eps, fused, model.config.mlp)
+    return Muon(groups, s.momentum, s.nesterov, s.ns_steps, (cfg.beta1, cfg.beta2), cfg.eps, fused, model.config.mlp,
+                s.coefficients)
