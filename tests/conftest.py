@@ -10,6 +10,43 @@ import pytest
 from tests.helpers import SmallRun, make_data_dir, small_run_in
 
 
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per core this process may use, at most 4 (more only adds torch imports)."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _share_the_cores() -> None:
+    """In an xdist worker: this worker's share of the cores as torch's threads, and (through OMP_NUM_THREADS) as
+    the default of every process a test starts, so that workers do not oversubscribe the machine."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // workers)
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+_share_the_cores()
+
+
+def pytest_configure(config) -> None:
+    """Before any worker starts (the machine is as quiet as it will be): the CPU peak behind MFU, for one thread
+    in both precisions, measured and cached as gpt2lab caches it (~/.cache/gpt2lab or $GPT2LAB_CACHE; a stable
+    measurement only). Otherwise every training process a test starts, with the workers keeping the cores busy,
+    would measure an unstable peak again (about 5 s each). Tests of the probe use their own cache."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "numprocesses", None) in (None, 0):
+        return
+    import torch
+
+    from gpt2lab.metrics.cpu_peak import cpu_peak_flops
+    from gpt2lab.runtime import cpu_name
+
+    before = torch.get_num_threads()
+    for precision in ("bf16", "fp32"):
+        cpu_peak_flops(precision, cpu_name(), threads=1)
+    torch.set_num_threads(before)
 SHARED = Path(os.environ.get("GPT2LAB_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 TOKENIZER_DIR = SHARED / "data" / "gpt2_tokenizer"
 

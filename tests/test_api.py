@@ -25,7 +25,6 @@ def walkthrough() -> str:
 def test_the_readme_notebook_walkthrough_runs_as_written(tmp_path, monkeypatch, offline_tokenizer, capsys):
     pytest.importorskip("transformers")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path / "cache"))
     namespace: dict = {}
     exec(compile(walkthrough(), "README.md (api-walkthrough)", "exec"), namespace)
     result = namespace["result"]
