@@ -119,6 +119,7 @@ def test_planted_lookalikes_are_never_lost(command, trial, source_run, tmp_path,
         hf = tmp_path / "hf"
         transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=1,
                                                             n_head=2)).save_pretrained(hf)
+        capsys.readouterr()  # the setup's own output (transformers' progress bar when no test before turned it off)
         argv = ["import", str(hf), "--out", str(out)]
     else:
         if command == "export":
