@@ -378,8 +378,46 @@ def report(work: Path, cpus: str) -> Path:
         for name in ("metrics.jsonl", "config.json", "device.json", "scoring.json"):
             if (run / name).is_file():
                 shutil.copy(run / name, target / name)
+    png = plot(result, runs_out, path.with_suffix(".png"))
     print(json.dumps(result["horizons"], indent=1))
-    print(f"wrote {path}")
+    print(f"wrote {path} and {png}")
+    return path
+
+
+def plot(result: dict, runs: Path, path: Path) -> Path:
+    """One row per horizon with results: validation loss against tokens and against the run's own seconds. Lines:
+    the in-run curve on the tuning split; dots: kept checkpoints scored on the scoring split; the dashed line is
+    the target (the baseline's final scoring loss), the dotted one the bigram model's loss on the scoring split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    horizons = [h for h, t in result["horizons"].items() if t]
+    fig, axes = plt.subplots(len(horizons), 2, figsize=(12, 4 * len(horizons)), squeeze=False)
+    bigram = result["word_statistics_on_scoring_split"]["bigram"]
+    for row, h in zip(axes, horizons):
+        table = result["horizons"][h]
+        for folder in sorted(runs.glob(f"*-{h}-seed*")):
+            records = [r for r in read_metrics(folder) if "val_loss" in r]
+            scored = json.loads((folder / "scoring.json").read_text()) if (folder / "scoring.json").is_file() else {}
+            at = {r["step"]: r for r in records}
+            points = sorted((int(name.rsplit("_", 1)[-1]), loss) for name, loss in scored.items())
+            points = [(at[step], loss) for step, loss in points if step in at]
+            for ax, key in zip(row, ("tokens", "elapsed")):
+                line, = ax.plot([r[key] for r in records], [r["val_loss"] for r in records], lw=1.2,
+                                label=f"{folder.name.rsplit('-' + h, 1)[0]} seed {folder.name.rsplit('seed', 1)[-1]}")
+                ax.plot([r[key] for r, _ in points], [loss for _, loss in points], "o", ms=4, color=line.get_color())
+        for ax, label in zip(row, ("training tokens", "seconds (the run's own clock, one core)")):
+            ax.axhline(table["baseline"]["target"], ls="--", color="grey", lw=1)
+            ax.axhline(bigram, ls=":", color="black", lw=1)
+            ax.set(xlabel=label, ylabel="loss (nats/token)", title=f"{h} tokens", ylim=(bigram - 1.0, bigram + 2.5))
+            ax.legend(fontsize=7)
+    fig.suptitle("CPU quality lab v2: lines = tuning split (in run), dots = scoring split; dashed = target, "
+                 "dotted = bigram", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
     return path
 
 
