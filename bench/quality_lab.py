@@ -76,6 +76,11 @@ CONTENDERS = {
                          "about": "speedrun-cpu with two value-embedding tables (layers 0, 2 and 1, 3)"},
     "speedrun-cpu+polar": {"sets": SPEEDRUN_ARCH + MUON + WSD + ["optim.muon.coefficients=polar"],
                            "about": "speedrun-cpu with per-iteration Newton-Schulz coefficients"},
+    "speedrun-cpu+ramp": {"sets": SPEEDRUN_ARCH + MUON + WSD + ["run.micro_batch=2", f"run.batch_tokens={TOKENS_PER_STEP}"],
+                          "about": "speedrun-cpu with a batch growing from 2 to 8 sequences over the first quarter "
+                                   "(micro-batches of 2, accumulated)"},
+    "speedrun-cpu+aligned": {"sets": SPEEDRUN_ARCH + MUON + WSD + ["data.align_documents=true"],
+                             "about": "speedrun-cpu with training windows that start at a document boundary"},
 }
 
 
@@ -130,6 +135,8 @@ def train(work: Path, name: str, horizon: str, seed: int, cpus: str) -> Path:
             f"checkpoint.every={every}", f"log.every={every}", *COMMON, *CONTENDERS[name]["sets"]]
     if name.startswith(("baseline-", "adamw-groups")):  # the baseline's warmup scales with its horizon (32 steps at 1M, as in v1)
         sets.append(f"schedule.warmup_steps={steps // 16}")
+    if name.endswith("+ramp"):  # the batch grows over the first quarter of the horizon
+        sets.append(f"schedule.batch_ramp_steps={steps // 4}")
     command = [sys.executable, "-m", "gpt2lab", "train", "--preset", "gpt2-15m", "--out", str(out)]
     command += [a for s in sets for a in ("--set", s)]
     from gpt2lab.checkpoint import latest_checkpoint
@@ -202,14 +209,14 @@ def crossing(work: Path, run: Path, target: float, cpus: str, guess_step: float 
     by_step = {r["step"]: r for r in read_metrics(run)}
     step_hi, loss_hi = kept[hi][0], score(work, kept[hi][1], cpus)
     if hi == 0:
-        return {"tokens": step_hi * TOKENS_PER_STEP, "seconds": by_step[step_hi]["elapsed"], "bracket": [None, step_hi]}
+        return {"tokens": by_step[step_hi]["tokens"], "seconds": by_step[step_hi]["elapsed"], "bracket": [None, step_hi]}
     step_lo, loss_lo = kept[hi - 1][0], score(work, kept[hi - 1][1], cpus)
     f = (loss_lo - target) / (loss_lo - loss_hi) if loss_lo != loss_hi else 1.0
-    tokens = (step_lo + f * (step_hi - step_lo)) * TOKENS_PER_STEP
+    tokens = by_step[step_lo]["tokens"] + f * (by_step[step_hi]["tokens"] - by_step[step_lo]["tokens"])  # the run's own count
     seconds = by_step[step_lo]["elapsed"] + f * (by_step[step_hi]["elapsed"] - by_step[step_lo]["elapsed"])
     return {"tokens": round(tokens), "seconds": round(seconds, 1), "bracket": [step_lo, step_hi],
             "scoring_losses": [round(loss_lo, 4), round(loss_hi, 4)],
-            "resolution": round((step_hi - step_lo) * TOKENS_PER_STEP / tokens, 3)}
+            "resolution": round((by_step[step_hi]["tokens"] - by_step[step_lo]["tokens"]) / tokens, 3)}
 
 
 # --- word statistics: how far past them a horizon gets ------------------------------------------------------------

@@ -72,6 +72,10 @@ class ScheduleConfig:
     decay: str = "cosine"  # "cosine" | "linear" | "constant" | "wsd" (warmup-stable-decay)
     cooldown_fraction: float = 0.2  # wsd: the last share of the run, in which the LR decays linearly
     time_budget_s: float | None = None  # plan the run to end (decay included) after this many seconds
+    # a batch that grows: accumulate batch_ramp_start x the micro-batches of run.batch_tokens at step 0, all of
+    # them from step batch_ramp_steps on, linearly between (training/batch_ramp.py); None: off
+    batch_ramp_steps: int | None = optional()
+    batch_ramp_start: float = 0.25
 
 
 @dataclass
@@ -214,6 +218,9 @@ def _schedule_checks(s: ScheduleConfig, o: OptimConfig) -> list[tuple[bool, str]
         (0 < s.cooldown_fraction <= 1, f"schedule.cooldown_fraction must be in (0, 1], got {s.cooldown_fraction}"),
         (s.time_budget_s is None or 1 <= s.time_budget_s <= 366 * 86400,
          f"schedule.time_budget_s must be between 1 s and a year, got {s.time_budget_s}"),
+        (s.batch_ramp_steps is None or 1 <= s.batch_ramp_steps <= s.max_steps,
+         f"schedule.batch_ramp_steps={s.batch_ramp_steps} must be between 1 and max_steps={s.max_steps} (or none: off)"),
+        (0 < s.batch_ramp_start < 1, f"schedule.batch_ramp_start must be in (0, 1), got {s.batch_ramp_start}"),
     ]
 
 

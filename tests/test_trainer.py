@@ -47,7 +47,8 @@ def test_training_learns_and_logs(data_dir, tmp_path):
     assert (tmp_path / "run" / "config.json").is_file() and (tmp_path / "run" / "device.json").is_file()
 
 
-@pytest.mark.parametrize("extra", [[], ["model.dropout=0.1", "run.batch_tokens=256"]])
+@pytest.mark.parametrize("extra", [[], ["model.dropout=0.1", "run.batch_tokens=256"],
+                                   ["run.batch_tokens=512", "schedule.batch_ramp_steps=8"]])  # cut mid-ramp
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(data_dir, tmp_path, extra):
     """Dropout makes the RNG state matter; batch_tokens=256 adds gradient accumulation (2 micro-steps)."""
     cfg = micro_config(data_dir, "schedule.max_steps=12", "checkpoint.every=5", *extra)

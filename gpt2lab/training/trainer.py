@@ -35,6 +35,7 @@ from ..metrics.timing import StepTimer, memory_stats
 from ..model import GPT
 from ..runtime import deterministic_algorithms, resolve_runtime, rng_state, seed_everything
 from .autobatch import tune_micro_batch
+from .batch_ramp import BatchRamp
 from .distributed import (full_value, gradient_sync, init_distributed, local_device,
                           shutdown, wrap_model)
 from .guards import LossGuard, UtilizationGuard, check_placement, check_step_placement
@@ -182,7 +183,10 @@ class Trainer(RunFolder, Resuming):
         if cfg.run.auto_batch and not resume:
             self._auto_batch()
         self.accum = cfg.grad_accum_steps(self.dist.world_size)
-        self.tokens_per_step = self.accum * cfg.run.micro_batch * cfg.seq_len * self.dist.world_size
+        self.tokens_per_micro = cfg.run.micro_batch * cfg.seq_len * self.dist.world_size  # all ranks together
+        self.tokens_per_step = self.accum * self.tokens_per_micro  # at the full batch
+        self.ramp = BatchRamp(self.accum, cfg.schedule.batch_ramp_steps, cfg.schedule.batch_ramp_start)
+        self.ramp.check()
         self.stream = BatchStream(self.train_windows, cfg.run.micro_batch, cfg.run.seed, self.dist.rank,
                                   self.dist.world_size, prefetch=cfg.data.prefetch)
         self.guard = LossGuard(cfg.guard.spike_z, device)
@@ -318,11 +322,14 @@ class Trainer(RunFolder, Resuming):
         multiplier = lr_multiplier(position, cfg.schedule, self.total_steps(), self.floor, warmup) * self.lr_scale
         set_lr_multiplier(self.optimizer, multiplier)
         started = self.clock()
+        self.parts.micro_steps = self.ramp.micro_steps(self.step)  # the full count, unless the batch is ramping
         stats, timing = train_step(self.parts, self._next_batch, float(self.stop_signal is not None),
                                    (self.elapsed, self.eval_seconds), self.timer)
         self.step += 1
-        record = {"step": self.step, "tokens": self.step * self.tokens_per_step, "lr": cfg.optim.lr * multiplier,
-                  "epoch": self.stream.epoch}
+        record = {"step": self.step, "tokens": self.ramp.micro_steps_before(self.step) * self.tokens_per_micro,
+                  "lr": cfg.optim.lr * multiplier, "epoch": self.stream.epoch}
+        if self.parts.micro_steps != self.accum:
+            record["batch_tokens"] = self.parts.micro_steps * self.tokens_per_micro
         if self.plan:  # the plan's revisions, step by step
             record["planned_steps"] = self.plan.planned
         for role, lr in self._role_lrs().items():  # groups on their own LRs (Muon's roles): each one's rate
@@ -341,7 +348,7 @@ class Trainer(RunFolder, Resuming):
     def complete(self, pending: Pending, step_seconds: float) -> dict:
         """The record of a finished step: its device values read, rates and memory added."""
         r = pending.read(self.scaler is not None, step_seconds)
-        r["tokens_per_sec"] = self.tokens_per_step / max(step_seconds, 1e-9)
+        r["tokens_per_sec"] = r.get("batch_tokens", self.tokens_per_step) / max(step_seconds, 1e-9)
         if self.peak_flops:
             r["mfu"] = r["tokens_per_sec"] / self.dist.world_size * self.flops.training / self.peak_flops  # per GPU
         if self.log_now(r["step"]):
