@@ -14,7 +14,10 @@ Protocol (fixed; every number in the JSON can be checked on its own):
              found by bisection over its kept checkpoints on the scoring split, interpolated between the two
              around it (in tokens, and in the run's own elapsed seconds)
   baseline   classic GPT-2 + AdamW + cosine to the horizon; its LR swept per horizon on the tuning split
-  contenders speedrun-cpu (Muon + ReLU^2 + QK-norm + RoPE + RMSNorm + zero-init projections + untied head, WSD)
+  contenders speedrun-cpu (Muon + ReLU^2 + QK-norm + RoPE + RMSNorm + zero-init projections + untied head, WSD);
+             adamw-groups-embLR (classic GPT-2, AdamW with the embeddings at their own LR: what per-group LRs
+             alone are worth); speedrun-cpu+skips, +ve2, +polar, +ramp, +aligned (one technique each on top)
+  tokens     read from each run's records (a ramped batch takes fewer tokens per step early on)
   reference  unigram and bigram losses of the training text on the scoring split, beside every table
   resume     every run continues from its own latest checkpoint (gpt2lab train --resume); `report` reads whatever
              has finished; a stopped lab started again skips what is done
@@ -22,7 +25,8 @@ Protocol (fixed; every number in the JSON can be checked on its own):
 Usage (project root, ../shared beside it; each run is pinned to --cpus with one thread):
   python bench/quality_lab.py run baseline-lr0.0012 --horizon 4M
   python bench/quality_lab.py queue baseline-lr0.0012@4M speedrun-cpu@4M     # one after another
-  python bench/quality_lab.py report
+  python bench/quality_lab.py score RUN/checkpoints/step_N ...   # score ahead of `report`, on --cpus
+  python bench/quality_lab.py report        # a horizon with no runs here keeps the newest earlier report's table
 Results: bench/results/quality_lab_<date>.json (and the runs' metrics under bench/results/quality_lab_runs/).
 """
 
