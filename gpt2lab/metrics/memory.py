@@ -46,11 +46,16 @@ def block_activation_bytes(config: GPTConfig, precision: str) -> float:
     return 2 * _norm_bytes(config, a) + attention + mlp + skips
 
 
+def _value_layers(config: GPTConfig) -> int:
+    """How many layers mix a value embedding into their values."""
+    return sum(config.value_table(i) is not None for i in range(config.n_layer))
+
+
 def body_activation_bytes(config: GPTConfig, precision: str) -> float:
     """Bytes saved for backward per token by all the blocks: each block's share, and in each layer with a value
     embedding its fp32 rows (kept by the learned mix for its weight's gradient) and the mixed values."""
-    served = sum(config.value_table(i) is not None for i in range(config.n_layer))
-    return config.n_layer * block_activation_bytes(config, precision) + served * (4 + _act_bytes(precision)) * config.n_embd
+    return (config.n_layer * block_activation_bytes(config, precision)
+            + _value_layers(config) * (4 + _act_bytes(precision)) * config.n_embd)
 
 
 def head_bytes(config: GPTConfig, precision: str, peak: bool) -> float:
@@ -98,9 +103,8 @@ def memory_plan(config: GPTConfig, n_params: int, micro_batch: int, seq_len: int
     per_block = block_activation_bytes(config, precision)
     head = head_bytes(config, precision, peak=True)
     full = tokens * (body_activation_bytes(config, precision) + head)
-    served = sum(config.value_table(i) is not None for i in range(config.n_layer))
     # checkpointing keeps each block's fp32 input, and per value-embedding layer its fp32 rows and mixed-in input
-    checkpointed = tokens * ((config.n_layer * 4 + served * 8) * config.n_embd + per_block + head)
+    checkpointed = tokens * ((config.n_layer * 4 + _value_layers(config) * 8) * config.n_embd + per_block + head)
     return MemoryPlan(
         weights=4 * n_params, gradients=4 * n_params,
         optimizer=8 * n_params if optimizer_bytes is None else optimizer_bytes,
