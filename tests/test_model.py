@@ -1,9 +1,11 @@
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from gpt2lab.model import GPT, GPTConfig
+from gpt2lab.model import GPT, GPTConfig, model_shapes
 from gpt2lab.model.generate import KVCache
 from gpt2lab.recipes import PRESETS
 
@@ -37,9 +39,28 @@ def test_large_presets_have_gpt2_shapes():
     # counted from shapes on the meta device: no memory is spent on 1.5B parameters
     expected = {"gpt2-350m": 354_823_168, "gpt2-774m": 774_030_080, "gpt2-1558m": 1_557_611_200}
     for name, n in expected.items():
-        with torch.device("meta"):
-            model = GPT(GPTConfig(**{**PRESETS[name], "vocab_size": 50257}))
+        model = model_shapes(GPTConfig(**{**PRESETS[name], "vocab_size": 50257}))
         assert model.num_params() == n, name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shapes_only_is_the_real_model_without_values(variant):
+    config = small(**VARIANTS[variant])
+    real, shapes = GPT(config), model_shapes(config)
+    assert {k: (v.shape, v.dtype) for k, v in shapes.state_dict().items()} == \
+           {k: (v.shape, v.dtype) for k, v in real.state_dict().items()}
+    assert [(n, b.shape) for n, b in shapes.named_buffers()] == [(n, b.shape) for n, b in real.named_buffers()]
+    assert shapes.num_params() == real.num_params() and {t.device.type for t in shapes.state_dict().values()} == {"meta"}
+    with torch.device("meta"):  # a plain meta build (the default device honoured, RoPE tables included) agrees
+        assert all(b.is_meta for b in GPT(config).buffers())
+
+
+def test_shapes_only_costs_no_dynamo_import():
+    # meta random fills and arithmetic import torch._dynamo (about 2 s on every `train` start-up); shapes skip them
+    code = ("import sys; from gpt2lab.model import GPTConfig, model_shapes; from gpt2lab.recipes import PRESETS; "
+            "model_shapes(GPTConfig(**PRESETS['gpt2-124m-modern'])); print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from ..errors import UserError
 from ..metrics.devices import GPU, peak_tflops
 from ..metrics.flops import flops_per_token
 from ..metrics.memory import CONTEXT_OVERHEAD_GB, GB, largest_micro_batch, memory_plan
-from ..model.gpt import GPT, GPTConfig
+from ..model.gpt import GPTConfig
+from ..model.shapes import model_shapes
 from ..training.optim import state_bytes
 
 
@@ -29,8 +28,7 @@ def make_plan(config: GPTConfig, gpu: GPU, tokens: float, micro_batch: int, seq_
         raise UserError("--micro-batch must be between 1 and 65536 and --tokens between 1 and 1e15")
     if price_per_hour is not None and not (math.isfinite(price_per_hour) and 0 <= price_per_hour <= 1e6):
         raise UserError(f"--price must be a finite, non-negative number of dollars per hour, got {price_per_hour}")
-    with torch.device("meta"):  # shapes only: no memory for a 1.5B-parameter model
-        model = GPT(config)
+    model = model_shapes(config)  # shapes only: no memory for a 1.5B-parameter model
     n_params, state = model.num_params(), state_bytes(model, optimizer)
     flops = flops_per_token(config, seq_len)
     mem = memory_plan(config, n_params, micro_batch, seq_len, precision, state)

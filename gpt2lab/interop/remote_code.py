@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import UserError
-from ..model import GPT
+from ..model import GPT, model_shapes
 
 ARCHITECTURE = "Gpt2labForCausalLM"
 
@@ -85,8 +85,7 @@ class Gpt2labForCausalLM(PreTrainedModel):
 def write_custom_architecture(model: GPT, folder: Path) -> str:
     """Write model as a trust_remote_code architecture into folder; returns the architecture's name. The copied
     model file must hold every tensor of this model: one it does not know is a one-line error."""
-    with torch.device("meta"):
-        known = set(GPT(model.config).state_dict())
+    known = set(model_shapes(model.config).state_dict())
     unknown = sorted(set(model.state_dict()) - known)
     if unknown:
         raise UserError(f"the model has {len(unknown)} tensor(s) gpt2lab's model file does not define (e.g. "

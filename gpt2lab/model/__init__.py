@@ -2,5 +2,6 @@
 
 from .generate import KVCache, generate, sample_next
 from .gpt import GPT, GPTConfig
+from .shapes import model_shapes
 
-__all__ = ["GPT", "GPTConfig", "KVCache", "generate", "sample_next"]
+__all__ = ["GPT", "GPTConfig", "KVCache", "generate", "model_shapes", "sample_next"]

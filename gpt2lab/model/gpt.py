@@ -126,11 +126,15 @@ def make_norm(config: GPTConfig, dim: int) -> nn.Module:
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of shape (length, head_dim) for the rotate-half convention."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-    angles = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    """cos and sin of shape (length, head_dim) for the rotate-half convention, on the default device. Computed on
+    the CPU whatever that device is: the same numbers everywhere, and a shapes-only build on the meta device stays
+    cheap (meta arithmetic runs through Python references that import torch._dynamo, about 2 s)."""
+    cpu = torch.device("cpu")
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=cpu) / head_dim)
+    angles = torch.outer(torch.arange(length, dtype=torch.float32, device=cpu), inv_freq)
     angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos(), angles.sin()
+    device = torch.get_default_device()
+    return angles.cos().to(device), angles.sin().to(device)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

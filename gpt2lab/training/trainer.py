@@ -32,7 +32,7 @@ from ..metrics.logger import MetricsLogger
 from ..metrics.memory import GB, largest_micro_batch, memory_plan
 from ..metrics.profiler import Profiler
 from ..metrics.timing import StepTimer, memory_stats
-from ..model import GPT
+from ..model import GPT, model_shapes
 from ..runtime import deterministic_algorithms, resolve_runtime, rng_state, seed_everything
 from .autobatch import tune_micro_batch
 from .batch_ramp import BatchRamp
@@ -150,8 +150,7 @@ class Trainer(RunFolder, Resuming):
         on a GPU the micro-batch is about to be searched, so only the smallest (1) must fit. Every rank checks its
         own device and the job refuses when any rank would: one rank stopping alone leaves the others waiting."""
         cfg, device = self.cfg, self.runtime.device
-        with torch.device("meta"):
-            shapes = GPT(cfg.model)
+        shapes = model_shapes(cfg.model)
         n_params, self.state_bytes = shapes.num_params(), state_bytes(shapes, cfg.optim.name)  # the chosen optimizer's
         searched = cfg.run.auto_batch and device.type == "cuda"
         micro = 1 if searched else cfg.run.micro_batch
