@@ -134,22 +134,12 @@ def test_init_from_works_under_fsdp(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_auto_batch_tunes_on_rank_0_and_every_rank_takes_its_answer():
-    import torch.multiprocessing as mp
+    from tests.two_ranks import run_two_ranks
 
-    ctx = mp.get_context("spawn")
-    results = ctx.Manager().dict()
-    procs = [ctx.Process(target=_tune_on_rank, args=(rank, results)) for rank in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0]
-    assert results[0] == results[1] == 8  # rank 1 alone would have chosen 2
+    assert run_two_ranks(_tune_on_rank) == [8, 8]  # rank 1 alone would have chosen 2
 
 
-def _tune_on_rank(rank: int, results) -> None:
-    import os
-
+def _tune_on_rank(rank: int) -> int:
     import torch.distributed as dist
 
     from gpt2lab.config import build_config
@@ -157,8 +147,7 @@ def _tune_on_rank(rank: int, results) -> None:
     from gpt2lab.training.autobatch import tune_micro_batch
     from gpt2lab.training.distributed import Dist
 
-    store = dist.FileStore(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"gpt2lab-tune-{os.getppid()}"), 2)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=2)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
     model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16))
     optimizer = torch.optim.AdamW(model.parameters(), fused=True)
     optimizer.skips_on_device = True
@@ -166,8 +155,8 @@ def _tune_on_rank(rank: int, results) -> None:
     best = tune_micro_batch(model, optimizer, resolve_runtime("cpu", "fp32"), build_config(preset="tiny"),
                             Dist(rank=rank, world_size=2, strategy="ddp"), 32, 64, fits=lambda b: b <= limit)
     assert all(len(s) == 0 or float(s["step"]) == 0 for s in optimizer.state.values())  # nothing was updated
-    results[rank] = best
     dist.destroy_process_group()
+    return best
 
 
 def test_eval_uses_the_chunked_loss_and_never_the_whole_head(data_dir):
