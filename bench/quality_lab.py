@@ -395,6 +395,19 @@ def report(work: Path, cpus: str) -> Path:
     return path
 
 
+def plot_run(row, folder: Path, horizon: str) -> None:
+    """One run on a row of two axes (against tokens, against seconds): its in-run curve and its scored checkpoints."""
+    records = [r for r in read_metrics(folder) if "val_loss" in r]
+    scored = json.loads((folder / "scoring.json").read_text()) if (folder / "scoring.json").is_file() else {}
+    at = {r["step"]: r for r in records}
+    points = sorted((int(name.rsplit("_", 1)[-1]), loss) for name, loss in scored.items())
+    points = [(at[step], loss) for step, loss in points if step in at]
+    label = f"{folder.name.rsplit('-' + horizon, 1)[0]} seed {folder.name.rsplit('seed', 1)[-1]}"
+    for ax, key in zip(row, ("tokens", "elapsed")):
+        line, = ax.plot([r[key] for r in records], [r["val_loss"] for r in records], lw=1.2, label=label)
+        ax.plot([r[key] for r, _ in points], [loss for _, loss in points], "o", ms=4, color=line.get_color())
+
+
 def plot(result: dict, runs: Path, path: Path) -> Path:
     """One row per horizon with results: validation loss against tokens and against the run's own seconds. Lines:
     the in-run curve on the tuning split; dots: kept checkpoints scored on the scoring split; the dashed line is
@@ -410,15 +423,7 @@ def plot(result: dict, runs: Path, path: Path) -> Path:
     for row, h in zip(axes, horizons):
         table = result["horizons"][h]
         for folder in sorted(runs.glob(f"*-{h}-seed*")):
-            records = [r for r in read_metrics(folder) if "val_loss" in r]
-            scored = json.loads((folder / "scoring.json").read_text()) if (folder / "scoring.json").is_file() else {}
-            at = {r["step"]: r for r in records}
-            points = sorted((int(name.rsplit("_", 1)[-1]), loss) for name, loss in scored.items())
-            points = [(at[step], loss) for step, loss in points if step in at]
-            for ax, key in zip(row, ("tokens", "elapsed")):
-                line, = ax.plot([r[key] for r in records], [r["val_loss"] for r in records], lw=1.2,
-                                label=f"{folder.name.rsplit('-' + h, 1)[0]} seed {folder.name.rsplit('seed', 1)[-1]}")
-                ax.plot([r[key] for r, _ in points], [loss for _, loss in points], "o", ms=4, color=line.get_color())
+            plot_run(row, folder, h)
         for ax, label in zip(row, ("training tokens", "seconds (the run's own clock, one core)")):
             ax.axhline(table["baseline"]["target"], ls="--", color="grey", lw=1)
             ax.axhline(bigram, ls=":", color="black", lw=1)

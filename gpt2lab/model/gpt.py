@@ -63,6 +63,17 @@ class GPTConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistent field."""
+        self._check_each_field()
+        if self.n_embd % self.n_head:
+            raise ValueError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
+        if self.pos == "rope" and self.head_dim % 2:
+            raise ValueError(f"RoPE needs an even head size; n_embd/n_head = {self.head_dim}")
+        if not 0 <= self.value_embeds <= self.n_layer // 2:
+            raise ValueError(f"model.value_embeds must be between 0 (off) and n_layer // 2 = {self.n_layer // 2}, "
+                             f"got {self.value_embeds}")
+
+    def _check_each_field(self) -> None:
+        """Each field on its own: one of its choices, or within its range."""
         choices = {"pos": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "swiglu", "relu2")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -76,13 +87,6 @@ class GPTConfig:
             raise ValueError(f"model.logit_softcap must be positive (or none: off), got {self.logit_softcap}")
         if not (0 < self.norm_eps < 1 and 1 <= self.rope_theta <= 1e9):
             raise ValueError("model.norm_eps must be in (0, 1) and model.rope_theta in [1, 1e9]")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"model.n_embd={self.n_embd} is not divisible by model.n_head={self.n_head}")
-        if self.pos == "rope" and self.head_dim % 2:
-            raise ValueError(f"RoPE needs an even head size; n_embd/n_head = {self.head_dim}")
-        if not 0 <= self.value_embeds <= self.n_layer // 2:
-            raise ValueError(f"model.value_embeds must be between 0 (off) and n_layer // 2 = {self.n_layer // 2}, "
-                             f"got {self.value_embeds}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -118,6 +122,13 @@ def _no_autocast(device_type: str):
     if torch.amp.is_autocast_available(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
+
+def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) attention mask from document ids (B, T): causal, and within the same document only."""
+    T = doc_ids.size(1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    return (doc_ids[:, None, :, None] == doc_ids[:, None, None, :]) & causal
+
 
 def make_norm(config: GPTConfig, dim: int) -> nn.Module:
     if config.norm == "rmsnorm":
@@ -283,23 +294,25 @@ class GPT(nn.Module):
             return None
         return self.v_mix[layer], self.ve_mix[layer] * self.value_embeds[table](idx)
 
-    def _body(self, idx: torch.Tensor, cache, doc_ids: torch.Tensor | None, recompute: bool) -> torch.Tensor:
-        """The embeddings and every block: the residual stream before the final norm, (B, T, n_embd)."""
-        B, T = idx.shape
-        start = cache.length if cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
+    def _embed(self, idx: torch.Tensor, start: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Token (and learned position) embeddings after dropout, and RoPE's tables for positions start.. ."""
+        T = idx.size(1)
         x = self.transformer.wte(idx)
         rope = None
         if self.config.pos == "learned":
             x = x + self.transformer.wpe(torch.arange(start, start + T, device=idx.device))
         else:
             rope = (self.rope_cos[start : start + T], self.rope_sin[start : start + T])
-        x = self.transformer.drop(x)
-        mask = None
-        if doc_ids is not None:
-            causal = torch.ones(T, T, dtype=torch.bool, device=idx.device).tril()
-            mask = (doc_ids[:, None, :, None] == doc_ids[:, None, None, :]) & causal
+        return self.transformer.drop(x), rope
+
+    def _body(self, idx: torch.Tensor, cache, doc_ids: torch.Tensor | None, recompute: bool) -> torch.Tensor:
+        """The embeddings and every block: the residual stream before the final norm, (B, T, n_embd)."""
+        T = idx.size(1)
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
+        x, rope = self._embed(idx, start)
+        mask = document_mask(doc_ids) if doc_ids is not None else None
         x0, saved, n = x, [], self.config.n_layer
         for i, block in enumerate(self.transformer.h):
             value = self._value(idx, i) if self.config.value_embeds else None
