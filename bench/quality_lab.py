@@ -187,9 +187,15 @@ def score(work: Path, checkpoint: Path, cpus: str) -> float:
 
 
 def checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """The run's kept checkpoints as (step, path): those on disk or, for a run whose records alone were kept (as
+    committed under bench/results), those its scoring cache names, so that `report` reads their cached scores."""
     from gpt2lab.checkpoint import complete_checkpoints, step_of
 
-    return sorted((step_of(p), p) for p in complete_checkpoints(run))
+    on_disk = sorted((step_of(p), p) for p in complete_checkpoints(run))
+    if on_disk or not (run / "scoring.json").is_file():
+        return on_disk
+    scored = json.loads((run / "scoring.json").read_text())
+    return sorted((int(name.rsplit("_", 1)[-1]), run / "checkpoints" / name) for name in scored)
 
 
 def crossing(work: Path, run: Path, target: float, cpus: str, guess_step: float | None = None) -> dict | None:
