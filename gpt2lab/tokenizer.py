@@ -57,8 +57,15 @@ def _no_tiktoken_cache():
             os.environ["TIKTOKEN_CACHE_DIR"] = saved
 
 
+_ENCODINGS: dict[tuple[str, ...], object] = {}  # this process's encodings, by the SHA-256s of the files read
+
+
 def _from_folder(folder: Path):
-    """GPT-2's encoding from the files in a folder, read as they are now (no cache)."""
+    """GPT-2's encoding from the files in a folder as they are now. Building it takes about 1 s; it is kept for
+    this process under the files' SHA-256s (a few ms to compute), so a second load of the same bytes is free and
+    a changed file is read again."""
+    import hashlib
+
     import tiktoken
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks, load_tiktoken_bpe
     from tiktoken_ext.openai_public import r50k_pat_str
@@ -70,9 +77,13 @@ def _from_folder(folder: Path):
             f"tokenizer folder {folder} holds neither encoder.json + vocab.bpe nor r50k_base.tiktoken; "
             "point --tokenizer at a folder with GPT-2's BPE files"
         )
+    files = pair if all(p.is_file() for p in pair) else (single,)
     try:
+        key = tuple(hashlib.sha256(p.read_bytes()).hexdigest() for p in files)
+        if key in _ENCODINGS:
+            return _ENCODINGS[key]
         with _no_tiktoken_cache():
-            if all(p.is_file() for p in pair):
+            if len(files) == 2:
                 ranks = data_gym_to_mergeable_bpe_ranks(str(pair[0]), str(pair[1]))
             else:
                 ranks = load_tiktoken_bpe(str(single))
@@ -85,6 +96,7 @@ def _from_folder(folder: Path):
     if encoding.n_vocab != GPT2_EOT + 1:
         raise UserError(f"the BPE files in {folder} give {encoding.n_vocab} tokens, not GPT-2's {GPT2_EOT + 1}; "
                         "point --tokenizer at the original encoder.json and vocab.bpe")
+    _ENCODINGS[key] = encoding
     return encoding
 
 

@@ -47,6 +47,21 @@ def pytest_configure(config) -> None:
     for precision in ("bf16", "fp32"):
         cpu_peak_flops(precision, cpu_name(), threads=1)
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """A test that runs `--threads N` or run.threads=N in this process (train, bench) sets torch's threads for the
+    whole worker; every later test would run oversubscribed (a worker was left at 3 threads on 2 cores). Each
+    test gets back the worker's share."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 SHARED = Path(os.environ.get("GPT2LAB_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 TOKENIZER_DIR = SHARED / "data" / "gpt2_tokenizer"
 

@@ -38,8 +38,10 @@ def world(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def no_heavy_work(monkeypatch):
-    """Training, generation and benchmark timing return at once; everything before them runs."""
+    """Training, generation, benchmark timing and the CPU peak probe (about 10 s for each new thread count that
+    --threads or run.threads asks for) return at once; everything before them runs."""
     from gpt2lab.commands import bench, demo, sample
+    from gpt2lab.metrics import cpu_peak
     from gpt2lab.training import trainer
 
     def fit(self):
@@ -52,6 +54,9 @@ def no_heavy_work(monkeypatch):
     monkeypatch.setattr(bench.Contender, "__init__", lambda self, name, cfg, runtime, mb, chunk: _fake_contender(self, name, runtime, mb, cfg))
     monkeypatch.setattr(bench.Contender, "warm_up", lambda self, steps: 0.0)
     monkeypatch.setattr(bench.Contender, "timed", lambda self, steps: 1000.0)
+    monkeypatch.setattr(cpu_peak, "_measured", {})  # what this test measures stays in this test
+    monkeypatch.setattr(cpu_peak, "measure", lambda dtype, threads: {"flops": 1e12, "spread": None, "tries": 0,
+                                                                     "stable": False, "why": "not probed in this test"})
 
 
 def _fake_contender(self, name, runtime, micro_batch, cfg):

@@ -59,9 +59,14 @@ def test_a_tokenizer_folder_is_read_as_it_is_and_never_cached(tmp_path, tokenize
     shutil.copytree(tokenizer_dir, folder, ignore=shutil.ignore_patterns("tiktoken_cache", "r50k_base.tiktoken"))
     assert load_tokenizer(str(folder)).encode("Hello world") == [15496, 995]
     assert not cache.exists() or not list(cache.iterdir())  # the user's cache was not written
+    first = load_tokenizer(str(folder)).encoding
+    assert load_tokenizer(str(folder)).encoding is first  # the same bytes: built once in this process
+    original = (folder / "encoder.json").read_bytes()
     (folder / "encoder.json").write_text("{not json")  # the folder is damaged now: that must show at once
     with pytest.raises(UserError, match="not GPT-2's"):
         load_tokenizer(str(folder))
+    (folder / "encoder.json").write_bytes(original)  # and repaired: the same bytes again
+    assert load_tokenizer(str(folder)).encoding is first
     import os
 
     assert os.environ["TIKTOKEN_CACHE_DIR"] == str(cache)  # restored
