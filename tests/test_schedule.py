@@ -138,7 +138,7 @@ def test_a_time_budget_warms_up_decays_monotonely_and_ends_at_the_budget(data_di
     from tests.helpers import MICRO_MODEL
 
     kind, name = source
-    sets = [*MICRO_MODEL, f"data.dir={data_dir}", "run.device=cpu", "run.precision=fp32", "run.micro_batch=4",
+    sets = [*MICRO_MODEL, f"data.dir={data_dir}", "run.device=cpu", "run.precision=fp32", "run.compile=off", "run.micro_batch=4",
             "run.batch_tokens=none", "log.every=none", "eval.every=16", "eval.batches=1", "checkpoint.every=none",
             "schedule.max_steps=1000", "schedule.time_budget_s=60", "schedule.warmup_steps=none", "eval.hellaswag_every=none"]
     if name == "gpt2-15m":
