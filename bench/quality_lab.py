@@ -316,13 +316,23 @@ def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
     return table
 
 
+def step_at(run: Path, tokens: float) -> int:
+    """The first step by which the run had trained on `tokens` (from its records: a ramped batch takes fewer
+    tokens per step early on, so tokens / TOKENS_PER_STEP would guess too early)."""
+    return next((r["step"] for r in read_metrics(run) if r.get("tokens", 0) >= tokens), steps_of_run(run))
+
+
+def steps_of_run(run: Path) -> int:
+    return read_metrics(run)[-1]["step"]
+
+
 def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, base_runs: list[Path],
               base_seconds: list[float], cpus: str) -> dict:
     """One contender seed: where it crosses the baseline's scoring-split loss (tokens, its own seconds), its final
     scoring loss, and (for comparison) the crossing on the tuning split's in-run curve."""
     tuning = curve_of(run)
     t = reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
-    cross = crossing(work, run, target, cpus, None if t is None else t / TOKENS_PER_STEP)
+    cross = crossing(work, run, target, cpus, None if t is None else step_at(run, t))
     final = score(work, checkpoints(run)[-1][1], cpus)
     row = {"seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
            "seconds_total": round(read_metrics(run)[-1]["elapsed"], 1),
