@@ -319,11 +319,8 @@ def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
 def step_at(run: Path, tokens: float) -> int:
     """The first step by which the run had trained on `tokens` (from its records: a ramped batch takes fewer
     tokens per step early on, so tokens / TOKENS_PER_STEP would guess too early)."""
-    return next((r["step"] for r in read_metrics(run) if r.get("tokens", 0) >= tokens), steps_of_run(run))
-
-
-def steps_of_run(run: Path) -> int:
-    return read_metrics(run)[-1]["step"]
+    records = read_metrics(run)
+    return next((r["step"] for r in records if r.get("tokens", 0) >= tokens), records[-1]["step"])
 
 
 def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, base_runs: list[Path],
