@@ -35,8 +35,13 @@ def test_bench_modern_uses_the_matching_transformers_architecture():
     assert type(model).__name__ == "LlamaForCausalLM"
 
 
-def test_chunked_head_loss_equals_the_plain_head():
+@pytest.mark.parametrize("form", ["in place (eager CPU)", "fusable (GPU, compiled)"])
+def test_chunked_head_loss_equals_the_plain_head(form, monkeypatch):
     from gpt2lab.model import GPT, GPTConfig
+    from gpt2lab.model import loss as head
+
+    if form.startswith("fusable"):  # the form a GPU or a compiled run takes, run here on the CPU
+        monkeypatch.setattr(head, "_in_place_chunks", lambda h: False)
 
     for switches in ({}, dict(pos="rope", mlp="swiglu", norm="rmsnorm", bias=False, tie_embeddings=False),
                      dict(logit_softcap=15.0, mlp="relu2")):
@@ -56,6 +61,28 @@ def test_chunked_head_loss_equals_the_plain_head():
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain_grads, chunked_grads))
         with torch.no_grad():  # evaluation: the same loss, chunk by chunk, no gradients kept
             assert abs(model(x, y, loss_chunk=37)[1].item() - plain) < 1e-5
+
+
+def test_the_two_forms_of_the_chunked_loss_agree_under_bf16_autocast():
+    """The eager CPU form and the fusable form compute the same loss and gradients from the same bf16 logits."""
+    from gpt2lab.model import loss as head
+
+    torch.manual_seed(0)
+    h = torch.randn(70, 16)
+    w = torch.randn(500, 16) * 0.3
+    t = torch.randint(0, 500, (70,))
+    t[::9] = -1
+    valid = (t != -1).float()
+    for cap in (None, 15.0):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, grad = head._chunk_in_place(h, w, t, valid, cap)
+            logits, squashed, dtype = head._chunk_logits(h, w, cap)
+            ref_loss, lse = head._chunk_loss(logits, t, valid)
+            ref_grad = head._chunk_grad(logits, lse, t, valid, squashed, dtype)
+        assert grad.dtype == ref_grad.dtype == torch.bfloat16
+        assert torch.allclose(loss, ref_loss, rtol=1e-6)
+        assert torch.allclose(grad.float(), ref_grad.float(), atol=1e-2 * ref_grad.float().abs().max().item())
+        assert (grad[t == -1] == 0).all()
 
 
 def test_steal_is_read_from_proc_stat_and_a_busy_host_is_warned_about(tmp_path, monkeypatch, capsys):

@@ -9,6 +9,11 @@ gradients); the softmax runs in fp32.
 
 No step reads a device value back to the host (no boolean-mask indexing, no .item()): ignored targets are
 masked by multiplication, so the GPU never waits on the CPU, and torch.compile traces it as one graph.
+
+On a CPU without torch.compile (eager), each chunk takes a second form that computes the same numbers in place:
+eager PyTorch runs every elementwise op as its own pass over a fresh (chunk x vocab) fp32 buffer, and on a CPU
+those passes, not the matmuls, were most of a small model's step (bench/head_loss_eager_cpu.py, bench/NOTES.md).
+A GPU, or any compiled run, keeps the fusable form above unchanged.
 """
 
 from __future__ import annotations
@@ -47,6 +52,32 @@ def _chunk_grad(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor, 
     return grad.to(dtype)
 
 
+def _chunk_in_place(hc: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                    cap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss, d(summed loss)/d(raw logits) in the matmul's dtype) of one chunk, as _chunk_logits,
+    _chunk_loss and _chunk_grad compute them, in one fp32 buffer that every pass updates in place."""
+    raw = F.linear(hc, weight)
+    buf = raw.float()
+    squashed = None
+    if cap is not None:
+        squashed = buf.div_(cap).tanh_().clone()
+        buf.mul_(cap)
+    top = buf.amax(dim=1)
+    target_logit = buf.gather(1, targets.clamp(min=0)[:, None])[:, 0]
+    sums = buf.sub_(top[:, None]).exp_().sum(dim=1)
+    loss = ((top + sums.log() - target_logit) * valid).sum()
+    buf.mul_((valid / sums)[:, None])  # softmax, zero on ignored rows
+    buf.scatter_add_(1, targets.clamp(min=0)[:, None], -valid[:, None])  # minus the one-hot of valid targets
+    if squashed is not None:
+        buf.mul_(squashed.mul_(squashed).neg_().add_(1.0))
+    return loss, buf.to(raw.dtype)
+
+
+def _in_place_chunks(h: torch.Tensor) -> bool:
+    """The in-place form: eager runs on a CPU only."""
+    return h.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 class ChunkedHeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int, cap: float | None):
@@ -56,12 +87,16 @@ class ChunkedHeadLoss(torch.autograd.Function):
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros_like(weight, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
+        in_place = _in_place_chunks(h)
         for start in range(0, h.size(0), chunk):
             hc, tc, valid = h[start : start + chunk], t[start : start + chunk], valid_all[start : start + chunk]
-            logits, squashed, mm_dtype = _chunk_logits(hc, weight, cap)
-            loss, lse = _chunk_loss(logits, tc, valid)
+            if in_place:
+                loss, grad = _chunk_in_place(hc, weight, tc, valid, cap)
+            else:
+                logits, squashed, mm_dtype = _chunk_logits(hc, weight, cap)
+                loss, lse = _chunk_loss(logits, tc, valid)
+                grad = _chunk_grad(logits, lse, tc, valid, squashed, mm_dtype)  # in the matmuls' dtype (bf16 under autocast)
             total = total + loss
-            grad = _chunk_grad(logits, lse, tc, valid, squashed, mm_dtype)  # in the matmuls' dtype (bf16 under autocast)
             grad_h[start : start + chunk] = F.linear(grad, weight.t())  # grad @ weight
             grad_w += F.linear(grad.t(), hc.t()).float()  # grad.T @ hc
         n = valid_all.sum().clamp(min=1.0)
