@@ -49,6 +49,12 @@ def pytest_configure(config) -> None:
     torch.set_num_threads(before)
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Slow tests (processes, end-to-end runs: up to a minute each) first, the rest in their order after them: the
+    workers then end on short tests, not one worker on a long test while the other has nothing left to take."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads_restored():
     """A test that runs `--threads N` or run.threads=N in this process (train, bench) sets torch's threads for the

@@ -59,6 +59,20 @@ def test_a_damaged_or_unwritable_cache_only_means_probing_again(monkeypatch, tmp
     assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 2.0e11
 
 
+def test_an_fp16_run_reads_the_fp32_probes_entry(monkeypatch, tmp_path):
+    """A CPU fp16 run is measured with the fp32 probe: one measurement and one cache entry serve both."""
+    monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(cpu_peak, "_measured", {})
+    dtypes = []
+    monkeypatch.setattr(cpu_peak, "probe", lambda dtype: dtypes.append(dtype) or 2.0e11)
+    peak, source = cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)
+    probes = len(dtypes)
+    assert cpu_peak.cpu_peak_flops("fp16", "Test CPU", 1) == (peak, source) and "fp32 matmul probe" in source
+    assert len(dtypes) == probes and set(dtypes) == {torch.float32}
+    cpu_peak.cpu_peak_flops("bf16", "Test CPU", 1)
+    assert dtypes[-1] == torch.bfloat16 and len(json.loads((tmp_path / "cpu_peak.json").read_text())) == 2
+
+
 def test_an_implausible_cached_peak_is_measured_again(monkeypatch, tmp_path):
     # the cache is a plain JSON file: NaN, Infinity, 0, negatives, booleans and strings must not become the
     # denominator of MFU (a division by zero, or an MFU of 1e-300 or -40%)

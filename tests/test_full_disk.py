@@ -1,6 +1,7 @@
 """A real full disk: a small tmpfs mounted for the test (root only; skipped with the reason otherwise). Every write
 path ends in one line, removes its temporary files and leaves the previous state intact, and the command run
-again after freeing space continues."""
+again after freeing space continues. The command that meets the full disk runs as its own process (its exit code
+and stderr are what a user sees); the set-up and the run after freeing space run in this one."""
 
 import json
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gpt2lab.checkpoint import complete_checkpoints
+from gpt2lab.cli import main
 from tests.helpers import MICRO_MODEL, make_data_dir
 from tests.helpers import make_docs, write_jsonl
 
@@ -61,8 +63,7 @@ def test_a_checkpoint_that_does_not_fit(small_disk, tmp_path):
     run = small_disk / "run"
     sets = [a for s in MICRO_MODEL + ["log.tensorboard=false", "run.device=cpu", "checkpoint.every=2",
                                        "checkpoint.asynchronous=false", "checkpoint.keep_last=1"] for a in ("--set", s)]
-    first = gpt2lab("train", "--data", str(data), "--out", str(run), "--max-steps", "2", *sets)
-    assert first.returncode == 0, first.stderr
+    assert main(["train", "--data", str(data), "--out", str(run), "--max-steps", "2", *sets]) == 0  # in this process
     one = sum(p.stat().st_size for p in complete_checkpoints(run)[0].iterdir())
     filler = fill(small_disk, leave=one // 3)  # the next checkpoint cannot be written
     full = gpt2lab("train", "--out", str(run), "--resume", "--max-steps", "4", *sets)
@@ -70,8 +71,7 @@ def test_a_checkpoint_that_does_not_fit(small_disk, tmp_path):
     assert "No space left on device" in full.stderr and "step_00000002" in full.stderr
     assert not leftovers(run) and [p.name for p in complete_checkpoints(run)] == ["step_00000002"]
     filler.unlink()  # space freed: the same command continues from the last good checkpoint
-    again = gpt2lab("train", "--out", str(run), "--resume", "--max-steps", "4", *sets)
-    assert again.returncode == 0, again.stderr
+    assert main(["train", "--out", str(run), "--resume", "--max-steps", "4", *sets]) == 0
     assert [p.name for p in complete_checkpoints(run)] == ["step_00000004"]
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
@@ -89,7 +89,7 @@ def test_shards_that_do_not_fit(small_disk, tmp_path, tokenizer_dir):
     again = gpt2lab(*args)
     assert again.returncode == 0, again.stderr
     whole = tmp_path / "whole"
-    assert gpt2lab(*args[:3], str(whole), *args[4:]).returncode == 0
+    assert main([*args[:3], str(whole), *args[4:]]) == 0
     for split in ("train", "val"):
         a = sorted(p.read_bytes() for p in out.glob(f"{split}_*.bin"))
         assert a == sorted(p.read_bytes() for p in whole.glob(f"{split}_*.bin"))
@@ -99,7 +99,7 @@ def test_report_and_export_that_do_not_fit(small_disk, tmp_path):
     data = make_data_dir(tmp_path / "data")
     run = tmp_path / "run"
     sets = [a for s in MICRO_MODEL + ["run.device=cpu"] for a in ("--set", s)]
-    assert gpt2lab("train", "--data", str(data), "--out", str(run), "--max-steps", "3", *sets).returncode == 0
+    assert main(["train", "--data", str(data), "--out", str(run), "--max-steps", "3", *sets]) == 0
     shutil.copytree(run, small_disk / "run")
     fill(small_disk, leave=2_000)
     report = gpt2lab("report", str(small_disk / "run"), "--no-overlap-check")

@@ -1,7 +1,7 @@
 """A CPU's peak matmul rate, measured: the denominator of MFU on CPUs, where no datasheet figure applies.
 
 A short probe (about two seconds) multiplies matrices in the precision training uses (fp32, or bf16 where the
-CPU has it natively) with torch's own threads, into preallocated outputs, and keeps the best rate of a few
+CPU has it natively; an fp16 run is measured against the fp32 probe) with torch's own threads, into preallocated outputs, and keeps the best rate of a few
 rounds and shapes. The shapes include contractions as narrow as the small models' width (256, 512): on an AMX
 CPU those run fastest (about 1.0-1.1 TFLOP/s in bf16 on this project's 2-core VM, against 0.5-0.7 for
 2048-deep ones), and a peak that leaves them out overstates MFU by a third (probe version 1 did).
@@ -115,8 +115,9 @@ def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None, fresh: 
     """(peak FLOP/s for this precision, where it came from), measured once per machine and cached when the
     measurement was stable and the machine quiet; `fresh` measures again (bench --reprobe)."""
     threads = threads or torch.get_num_threads()
-    key = f"{cpu}|{threads} threads|torch {torch.__version__}|{precision}|probe {PROBE_VERSION}"
-    label = f"measured: {precision} matmul probe on this CPU ({threads} threads)"
+    probed = "bf16" if precision == "bf16" else "fp32"  # fp16 on a CPU: the fp32 probe, one cache entry for both
+    key = f"{cpu}|{threads} threads|torch {torch.__version__}|{probed}|probe {PROBE_VERSION}"
+    label = f"measured: {probed} matmul probe on this CPU ({threads} threads)"
     path = cache_file()
     try:
         cache = read_json(path, max_bytes=MB, max_depth=8)
@@ -129,7 +130,7 @@ def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None, fresh: 
         return float(entry["flops"]), label
     if not fresh and key in _measured:
         return _measured[key]
-    result = measure(torch.bfloat16 if precision == "bf16" else torch.float32, threads)
+    result = measure(torch.bfloat16 if probed == "bf16" else torch.float32, threads)
     if not result["stable"]:
         _measured[key] = result["flops"], f"{label}; unstable, not kept ({result['why']}): MFU is approximate"
         return _measured[key]
