@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -298,9 +299,16 @@ def _fields(section: str) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(_SECTION_TYPES[section]) if f.name != "notes"}
 
 
+@functools.cache
+def _hints(kind: type) -> dict[str, Any]:
+    """A settings dataclass's field types, resolved once: typing.get_type_hints evaluates every string
+    annotation again on each call (it was most of the time of building a config)."""
+    return typing.get_type_hints(kind)
+
+
 def _declared(section: str, key: str) -> tuple[type, bool]:
     """(the value type, whether None is allowed) of section.key."""
-    hint = typing.get_type_hints(_SECTION_TYPES[section])[key]
+    hint = _hints(_SECTION_TYPES[section])[key]
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
         return next(a for a in args if a is not type(None)), True
@@ -386,7 +394,7 @@ def typed_settings(kind: type, values: dict, where: str):
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             raise UserError(f"unknown setting {where}.{key}; {f'did you mean {close[0]!r}? ' if close else ''}"
                             f"{where} has {', '.join(fields) or 'none'}")
-    hints = typing.get_type_hints(kind)
+    hints = _hints(kind)
     converted = {}
     for key, value in values.items():
         target = hints[key]
@@ -481,13 +489,21 @@ def parse_sets(items: list[str]) -> dict:
 
 def _yaml_without_aliases(text: str):
     """YAML with anchors and aliases refused: a config needs neither, and aliases are how a small file
-    expands into gigabytes (the billion-laughs attack)."""
+    expands into gigabytes (the billion-laughs attack). Parsed by libyaml where PyYAML has it: PyYAML's Python
+    scanner is quadratic on some damaged files (a mangled 1 MB config took seconds)."""
     import yaml
+
+    refusal = "anchors and aliases (&, *) are not allowed in a gpt2lab config"
+    if getattr(yaml, "__with_libyaml__", False):
+        for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise yaml.YAMLError(refusal)
+        return yaml.load(text, Loader=yaml.CSafeLoader)
 
     class Loader(yaml.SafeLoader):
         def compose_node(self, parent, index):
             if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
-                raise yaml.YAMLError("anchors and aliases (&, *) are not allowed in a gpt2lab config")
+                raise yaml.YAMLError(refusal)
             return super().compose_node(parent, index)
 
     return yaml.load(text, Loader=Loader)

@@ -98,8 +98,16 @@ def test_a_truncated_run_config_on_resume_uses_the_checkpoints(world, capsys, tm
      "anchors and aliases"),
     ("run: [1, 2]\n", "must be a table"),
     ("run:\n  2: 3\n", "must be text"),
+    ("model: !!python/object/apply:os.system [echo hi]\n", "could not determine a constructor"),
 ])
-def test_hostile_yaml(world, capsys, tmp_path, text, message):
+@pytest.mark.parametrize("parser", ["libyaml", "PyYAML without libyaml"])
+def test_hostile_yaml(world, capsys, tmp_path, text, message, parser, monkeypatch):
+    import yaml
+
+    if parser != "libyaml":  # a PyYAML built without libyaml: the Python parser and its own alias check
+        monkeypatch.setattr(yaml, "__with_libyaml__", False)
+    elif not yaml.__with_libyaml__:
+        pytest.skip("this PyYAML has no libyaml")
     base, data = world
     (tmp_path / "c.yaml").write_text(text)
     one_line(["train", "--data", str(data), "--out", str(tmp_path / "r"), "--config", str(tmp_path / "c.yaml")], capsys,
