@@ -12,7 +12,8 @@ masked by multiplication, so the GPU never waits on the CPU, and torch.compile t
 
 On a CPU without torch.compile (eager), each chunk takes a second form that computes the same numbers in place:
 eager PyTorch runs every elementwise op as its own pass over a fresh (chunk x vocab) fp32 buffer, and on a CPU
-those passes, not the matmuls, were most of a small model's step (bench/head_loss_eager_cpu.py, bench/NOTES.md).
+those passes, not the matmuls, were most of a small model's step; in place, a whole eager step runs 1.83x faster
+for `tiny` and 1.64x for `gpt2-15m` on one thread (bench/head_loss_eager_cpu.py, bench/NOTES.md).
 A GPU, or any compiled run, keeps the fusable form above unchanged.
 """
 
