@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -63,7 +64,9 @@ def main() -> None:
             rates[name].append(timed(c, a.steps))
     loss_module._in_place_chunks = IN_PLACE
     device = runtime.describe()["name"]
-    result = {"device": device, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+                            cwd=Path(__file__).resolve().parents[1]).stdout.strip() or None
+    result = {"device": device, "threads": torch.get_num_threads(), "torch": torch.__version__, "commit": commit,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "preset": a.preset,
               "micro_batch": a.micro_batch, "seq_len": cfg.seq_len, "vocab": cfg.model.vocab_size,
               "precision": runtime.precision, "compile": runtime.compile, "loss_chunk": runtime.loss_chunk,
