@@ -1,8 +1,8 @@
 """A CPU's peak matmul rate, measured: the denominator of MFU on CPUs, where no datasheet figure applies.
 
 A short probe (about two seconds) multiplies matrices in the precision training uses (fp32, or bf16 where the
-CPU has it natively; an fp16 run is measured against the fp32 probe) with torch's own threads, into preallocated outputs, and keeps the best rate of a few
-rounds and shapes. The shapes include contractions as narrow as the small models' width (256, 512): on an AMX
+CPU has it natively; an fp16 run is measured against the fp32 probe) with torch's own threads, into
+preallocated outputs, and keeps the best rate of a few rounds and shapes. The shapes include contractions as narrow as the small models' width (256, 512): on an AMX
 CPU those run fastest (about 1.0-1.1 TFLOP/s in bf16 on this project's 2-core VM, against 0.5-0.7 for
 2048-deep ones), and a peak that leaves them out overstates MFU by a third (probe version 1 did).
 A peak that other runs reuse must be stable first: the probe repeats until two consecutive measurements agree
