@@ -219,14 +219,24 @@ def crossing(work: Path, run: Path, target: float, cpus: str, guess_step: float 
     by_step = {r["step"]: r for r in read_metrics(run)}
     step_hi, loss_hi = kept[hi][0], score(work, kept[hi][1], cpus)
     if hi == 0:
-        return {"tokens": by_step[step_hi]["tokens"], "seconds": by_step[step_hi]["elapsed"], "bracket": [None, step_hi]}
+        return {"tokens": by_step[step_hi]["tokens"], "seconds": by_step[step_hi]["elapsed"],
+                **_cpu(by_step[step_hi].get("cpu_seconds")), "bracket": [None, step_hi]}
     step_lo, loss_lo = kept[hi - 1][0], score(work, kept[hi - 1][1], cpus)
     f = (loss_lo - target) / (loss_lo - loss_hi) if loss_lo != loss_hi else 1.0
-    tokens = by_step[step_lo]["tokens"] + f * (by_step[step_hi]["tokens"] - by_step[step_lo]["tokens"])  # the run's own count
-    seconds = by_step[step_lo]["elapsed"] + f * (by_step[step_hi]["elapsed"] - by_step[step_lo]["elapsed"])
-    return {"tokens": round(tokens), "seconds": round(seconds, 1), "bracket": [step_lo, step_hi],
-            "scoring_losses": [round(loss_lo, 4), round(loss_hi, 4)],
+
+    def between(key: str) -> float | None:  # the run's own count or clock, interpolated like its loss
+        lo, hi_ = by_step[step_lo].get(key), by_step[step_hi].get(key)
+        return None if lo is None or hi_ is None else lo + f * (hi_ - lo)
+
+    tokens = between("tokens")
+    return {"tokens": round(tokens), "seconds": round(between("elapsed"), 1), **_cpu(between("cpu_seconds")),
+            "bracket": [step_lo, step_hi], "scoring_losses": [round(loss_lo, 4), round(loss_hi, 4)],
             "resolution": round((by_step[step_hi]["tokens"] - by_step[step_lo]["tokens"]) / tokens, 3)}
+
+
+def _cpu(seconds: float | None) -> dict:
+    """The CPU seconds the run's process had (runs from gpt2lab 0.x before it recorded them have none)."""
+    return {} if seconds is None else {"cpu_seconds": round(seconds, 1)}
 
 
 # --- word statistics: how far past them a horizon gets ------------------------------------------------------------
@@ -299,16 +309,19 @@ def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
     finals = [score(work, checkpoints(r)[-1][1], cpus) for r in base_runs]
     target = sum(finals) / len(finals)
     base_seconds = [read_metrics(r)[-1]["elapsed"] for r in base_runs]
+    base_cpu = [read_metrics(r)[-1].get("cpu_seconds") for r in base_runs]
     table = {"horizon_tokens": HORIZONS[horizon], "steps": steps_of(horizon),
              "baseline": {"name": base_name, "sweep_on_tuning_split": sweep, "seeds": SEEDS[:len(base_runs)],
                           "final_scoring_loss_per_seed": [round(x, 4) for x in finals], "target": round(target, 4),
-                          "tokens": HORIZONS[horizon], "seconds_per_seed": [round(s, 1) for s in base_seconds]},
+                          "tokens": HORIZONS[horizon], "seconds_per_seed": [round(s, 1) for s in base_seconds],
+                          "cpu_seconds_per_seed": [None if s is None else round(s, 1) for s in base_cpu]},
              "contenders": []}
     for name in CONTENDERS:
         runs = finished_seeds(work, name, horizon)
         if name.startswith("baseline-") or not runs:
             continue
-        rows = [_seed_row(work, seed, run, horizon, target, base_runs, base_seconds, cpus) for seed, run in zip(SEEDS, runs)]
+        rows = [_seed_row(work, seed, run, horizon, target, base_runs, (base_seconds, base_cpu), cpus)
+                for seed, run in zip(SEEDS, runs)]
         worst = [r.get("token_ratio") for r in rows]
         table["contenders"].append({"name": name, "about": CONTENDERS[name]["about"], "per_seed": rows,
                                     "worst_token_ratio": None if None in worst else max(worst),
@@ -324,19 +337,25 @@ def step_at(run: Path, tokens: float) -> int:
 
 
 def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, base_runs: list[Path],
-              base_seconds: list[float], cpus: str) -> dict:
+              base_clocks: tuple[list[float], list[float | None]], cpus: str) -> dict:
     """One contender seed: where it crosses the baseline's scoring-split loss (tokens, its own seconds), its final
-    scoring loss, and (for comparison) the crossing on the tuning split's in-run curve."""
+    scoring loss, and (for comparison) the crossing on the tuning split's in-run curve. The time ratio is in wall
+    seconds; the CPU-time ratio, in the CPU seconds each process had, is given when both runs recorded them: it
+    leaves out what other processes and the hypervisor took, which moves wall time by a third from day to day."""
+    base_seconds, base_cpu = base_clocks
     tuning = curve_of(run)
     t = reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
     cross = crossing(work, run, target, cpus, None if t is None else step_at(run, t))
     final = score(work, checkpoints(run)[-1][1], cpus)
     row = {"seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
            "seconds_total": round(read_metrics(run)[-1]["elapsed"], 1),
+           "cpu_seconds_total": _cpu(read_metrics(run)[-1].get("cpu_seconds")).get("cpu_seconds"),
            "token_ratio_on_tuning_split": None if t is None else round(t / HORIZONS[horizon], 3)}
     if cross:
         row["token_ratio"] = round(cross["tokens"] / HORIZONS[horizon], 3)
         row["time_ratio"] = round(cross["seconds"] / (sum(base_seconds) / len(base_seconds)), 3)
+        if "cpu_seconds" in cross and None not in base_cpu:
+            row["cpu_time_ratio"] = round(cross["cpu_seconds"] / (sum(base_cpu) / len(base_cpu)), 3)
     return row
 
 

@@ -65,6 +65,13 @@ MUTANTS = [
     M("in-place-loss-inside-compiled-graphs", "gpt2lab/model/loss.py",
       'return h.device.type == "cpu" and not torch.compiler.is_compiling()', 'return h.device.type == "cpu"',
       ("test_host_reads.py",)),
+    M("resume-restarts-the-cpu-clock", "gpt2lab/training/state.py",
+      'self.cpu_seconds = state.get("cpu_seconds", 0.0)', "self.cpu_seconds = 0.0", ("test_trainer.py",)),
+    M("lab-crossing-from-the-wrong-end", "bench/quality_lab.py", "f = (loss_lo - target) / (loss_lo - loss_hi)",
+      "f = (target - loss_hi) / (loss_lo - loss_hi)", ("test_quality_lab.py",)),
+    M("lab-cpu-ratio-against-wall-seconds", "bench/quality_lab.py",
+      'round(cross["cpu_seconds"] / (sum(base_cpu) / len(base_cpu)), 3)',
+      'round(cross["cpu_seconds"] / (sum(base_seconds) / len(base_seconds)), 3)', ("test_quality_lab.py",)),
     M("peak-cache-trusts-any-number", "gpt2lab/metrics/cpu_peak.py",
       "return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e18",
       "return isinstance(value, (int, float))", ("test_cpu_peak.py",)),
@@ -164,10 +171,16 @@ def hide_transformers(folder: Path) -> Path:
     return site
 
 
+def copy_sources(work: Path) -> None:
+    """Fresh copies of the package and of bench/'s scripts (the lab's arithmetic is tested too), not its results."""
+    for folder in ("gpt2lab", "bench"):
+        shutil.rmtree(work / folder, ignore_errors=True)
+        shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "results"))
+
+
 def run_mutant(m: Mutant, work: Path, env: dict) -> tuple[bool, float]:
-    """(killed, seconds): the mutant applied to a fresh copy of the package, its tests run."""
-    shutil.rmtree(work / "gpt2lab", ignore_errors=True)
-    shutil.copytree(ROOT / "gpt2lab", work / "gpt2lab", ignore=shutil.ignore_patterns("__pycache__"))
+    """(killed, seconds): the mutant applied to a fresh copy of the package (and of bench/), its tests run."""
+    copy_sources(work)
     target = work / m.file
     text = target.read_text()
     if text.count(m.before) != 1:
@@ -189,7 +202,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gpt2lab-mutation-") as tmp:
         work = Path(tmp)
         shutil.copytree(ROOT / "tests", work / "tests", ignore=shutil.ignore_patterns("__pycache__", "mutation.py"))
-        shutil.copytree(ROOT / "gpt2lab", work / "gpt2lab", ignore=shutil.ignore_patterns("__pycache__"))
+        copy_sources(work)
         paths = [str(work)] + ([str(hide_transformers(work))] if args.no_transformers else [])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "GPT2LAB_SHARED": str(ROOT.parent / "shared"),
                "PYTHONDONTWRITEBYTECODE": "1"}

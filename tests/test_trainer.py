@@ -63,6 +63,10 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(data_dir, tmp_path
     assert [r["step"] for r in resumed] == list(range(1, 13))  # the killed run's later records were replaced
     for a, b in zip(full, resumed):
         assert a["loss"] == b["loss"] and a["grad_norm"] == b["grad_norm"], a["step"]
+    # the run's clocks continue from the checkpoint (step 5), they do not start again
+    for clock in ("elapsed", "cpu_seconds"):
+        values = [r[clock] for r in resumed]
+        assert all(0 < x < y for x, y in zip(values, values[1:])), (clock, values)
 
 
 def test_run_directory_guards(data_dir, tmp_path):

@@ -69,6 +69,7 @@ class TrainingState(Shape):
     rng_ranks: list[Any] | None = None
     loss_guard: GuardState | None = None
     elapsed: Seconds = 0.0
+    cpu_seconds: Seconds = 0.0
     lr_scale: Scale = 1.0
     rollbacks: Count = 0
     plan: PlanState | None = None

@@ -42,6 +42,7 @@ class LoopHost(Protocol):
     state: RunState
     step: int
     elapsed: float
+    cpu_seconds: float
     agreed_clock: tuple[float, float] | None
     plan: Any
     dist: Any
@@ -73,6 +74,7 @@ class Loop:
         self.last_eval: dict = {}
         self.carry: dict = {}  # for the next record: the seconds the previous step's checkpoint held training up
         self.start, self.start_step, self.elapsed_before = trainer.clock(), trainer.step, trainer.elapsed
+        self.cpu_start, self.cpu_before = time.process_time(), trainer.cpu_seconds
         self.first_step_time: float | None = None
         self.eta_from: tuple[float, int] | None = None
         self.cpu_watch = CpuWatch() if trainer.runtime.device.type == "cpu" else None
@@ -89,6 +91,9 @@ class Loop:
                 raise UserError(t.oom_message("during a training step")) from None
             t.elapsed = self.elapsed_before + t.clock() - self.start
             pending.record["elapsed"] = t.elapsed
+            # the CPU this process had over the same span: beside `elapsed`, what a shared or stolen CPU took away
+            t.cpu_seconds = self.cpu_before + time.process_time() - self.cpu_start
+            pending.record["cpu_seconds"] = t.cpu_seconds
             rollback = self._read_previous(pending)
             if rollback is None:
                 rollback = self._after_step(pending)

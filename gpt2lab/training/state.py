@@ -8,13 +8,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-SAVED = ("step", "elapsed", "lr_scale", "rollbacks", "run_id")  # what a checkpoint's state.json carries of it
+# what a checkpoint's state.json carries of it
+SAVED = ("step", "elapsed", "cpu_seconds", "lr_scale", "rollbacks", "run_id")
 
 
 @dataclass
 class RunState:
     step: int = 0  # optimizer steps taken
     elapsed: float = 0.0  # seconds trained (evaluations included), across resumes
+    cpu_seconds: float = 0.0  # CPU seconds this process (every thread) spent over the same span, across resumes
     lr_scale: float = 1.0  # multiplies the schedule's LR; each rollback lowers it
     rollbacks: int = 0  # rollbacks since the run (or its last resume) began
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # names this run's checkpoints (kept on resume)
@@ -29,6 +31,7 @@ class RunState:
     def restore(self, state: dict) -> None:
         """Take a checkpoint's values (state.json, already checked by formats.schemas.TrainingState)."""
         self.step, self.elapsed = state["step"], state.get("elapsed", 0.0)
+        self.cpu_seconds = state.get("cpu_seconds", 0.0)
         self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
         self.run_id = state.get("run_id") or self.run_id
 

@@ -72,7 +72,7 @@ class Trainer(RunFolder, Resuming):
     live in RunFolder, checkpoint restore, resume and rollback in Resuming."""
 
     # the run's counters live in one RunState (what the loop advances and a checkpoint saves)
-    step, elapsed, lr_scale, rollbacks, run_id = Shared(), Shared(), Shared(), Shared(), Shared()
+    step, elapsed, cpu_seconds, lr_scale, rollbacks, run_id = Shared(), Shared(), Shared(), Shared(), Shared(), Shared()
     trusted, awaiting_trust, eval_seconds, agreed_clock = Shared(), Shared(), Shared(), Shared()
 
     def __init__(self, cfg: Config, run_dir: str | os.PathLike, resume: bool = False, init_from: str | None = None,

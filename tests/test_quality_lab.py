@@ -1,0 +1,66 @@
+"""The quality lab's arithmetic (bench/quality_lab.py) on hand-made run records: which baseline is the target,
+where a contender crosses it on the scoring split, and the ratios it reports. Every score comes from the runs'
+scoring caches, as for the committed runs whose checkpoints are not kept, so nothing is trained or evaluated."""
+
+import json
+
+import pytest
+
+from bench import quality_lab as lab
+
+STEPS = lab.steps_of("1M")  # 512 steps of 2,048 tokens
+
+
+def write_run(work, name, seed, loss_at, scored, clocks=(1.0, None)):
+    """A finished 1M run: an evaluation every 16 steps with `loss_at(step)` on the tuning split, `scored` (step ->
+    scoring-split loss) in its scoring cache, and `clocks`: (wall seconds, CPU seconds or None) per step."""
+    run = lab.run_dir(work, name, "1M", seed)
+    run.mkdir(parents=True)
+    wall, cpu = clocks
+    with open(run / "metrics.jsonl", "w") as f:
+        for step in range(16, STEPS + 1, 16):
+            record = {"step": step, "tokens": step * lab.TOKENS_PER_STEP, "elapsed": wall * step,
+                      "val_loss": loss_at(step)}
+            if cpu is not None:
+                record["cpu_seconds"] = cpu * step
+            f.write(json.dumps(record) + "\n")
+    (run / "scoring.json").write_text(json.dumps({f"step_{s:08d}": loss for s, loss in scored.items()}))
+    return run
+
+
+@pytest.fixture
+def work(tmp_path):
+    # the sweep: 1.2e-3 ends lowest on the tuning split; its scoring-split final loss (5.5) is the target
+    write_run(tmp_path, "baseline-lr0.0006", 1337, lambda s: 6 - 0.8 * s / STEPS, {STEPS: 5.7})
+    write_run(tmp_path, "baseline-lr0.0012", 1337, lambda s: 6 - s / STEPS, {STEPS: 5.5}, clocks=(2.0, 1.5))
+    write_run(tmp_path, "baseline-lr0.0024", 1337, lambda s: 6 - 0.9 * s / STEPS, {STEPS: 5.6})
+    # a contender four times as fast per token, 1.5x as slow per step; seed 1338 ran before CPU seconds were kept
+    fast = {96: 5.6, 112: 5.52, 128: 5.44, STEPS: 4.0}
+    write_run(tmp_path, "speedrun-cpu", 1337, lambda s: 6 - 4 * s / STEPS, fast, clocks=(3.0, 2.0))
+    write_run(tmp_path, "speedrun-cpu", 1338, lambda s: 6 - 4 * s / STEPS, {**fast, 112: 5.5}, clocks=(3.0, None))
+    return tmp_path
+
+
+def test_the_target_is_the_best_baselines_scoring_loss_and_the_crossing_is_interpolated(work):
+    table = lab.horizon_table(work, "1M", cpus="")
+    base = table["baseline"]
+    assert base["name"] == "baseline-lr0.0012" and base["target"] == 5.5
+    assert [p["lr"] for p in base["sweep_on_tuning_split"]] == [6e-4, 1.2e-3, 2.4e-3]
+    assert base["seconds_per_seed"] == [1024.0] and base["cpu_seconds_per_seed"] == [768.0]
+    (contender,) = table["contenders"]
+    first, second = contender["per_seed"]
+    # seed 1337 crosses 5.5 a quarter of the way from step 112 (5.52) to step 128 (5.44): at step 116
+    assert first["crossing"]["bracket"] == [112, 128] and first["crossing"]["tokens"] == 116 * lab.TOKENS_PER_STEP
+    assert first["token_ratio"] == round(116 / STEPS, 3)
+    assert first["time_ratio"] == round(3.0 * 116 / 1024, 3)
+    assert first["cpu_time_ratio"] == round(2.0 * 116 / 768, 3)
+    # seed 1338 reaches it exactly at step 112; it has no CPU clock, so no CPU-time ratio rather than a wrong one
+    assert second["token_ratio"] == round(112 / STEPS, 3) and "cpu_time_ratio" not in second
+    assert contender["worst_token_ratio"] == first["token_ratio"]
+
+
+def test_a_contender_that_never_reaches_the_target_has_no_ratio(work):
+    write_run(work, "speedrun-cpu+skips", 1337, lambda s: 6 - 0.5 * s / STEPS, {64: 5.9, STEPS: 5.7})
+    rows = {c["name"]: c for c in lab.horizon_table(work, "1M", cpus="")["contenders"]}
+    (row,) = rows["speedrun-cpu+skips"]["per_seed"]
+    assert row["crossing"] is None and "token_ratio" not in row and rows["speedrun-cpu+skips"]["worst_token_ratio"] is None
