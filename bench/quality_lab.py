@@ -22,7 +22,8 @@ Protocol (fixed; every number in the JSON can be checked on its own):
   resume     every run continues from its own latest checkpoint (gpt2lab train --resume); `report` reads whatever
              has finished; a stopped lab started again skips what is done
 
-Usage (project root, ../shared beside it; each run is pinned to --cpus with one thread):
+Usage (project root, ../shared beside it; each run is pinned to --cpus with one thread per CPU named: `--cpus 1`
+is one thread on CPU 1, as every 1M and 4M run; `--cpus 0,1` two threads, to bring a 16M run within a few hours):
   python bench/quality_lab.py run baseline-lr0.0012 --horizon 4M
   python bench/quality_lab.py queue baseline-lr0.0012@4M speedrun-cpu@4M     # one after another
   python bench/quality_lab.py score RUN/checkpoints/step_N ...   # score ahead of `report`, on --cpus
@@ -118,6 +119,21 @@ def prepare_data(work: Path) -> tuple[Path, Path]:
     return train_dir, scoring_dir
 
 
+def threads_of(cpus: str) -> int:
+    """One thread per CPU of a taskset list ("1" -> 1, "0,1" and "0-1" -> 2); one when nothing is pinned."""
+    count = 0
+    for part in filter(None, cpus.split(",")):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return max(1, count)
+
+
+def threads_of_run(run: Path) -> int | None:
+    """The threads a run trained with, from its device report."""
+    device = run / "device.json"
+    return json.loads(device.read_text()).get("threads") if device.is_file() else None
+
+
 def run_dir(work: Path, name: str, horizon: str, seed: int) -> Path:
     return work / "runs" / f"{name}-{horizon}-seed{seed}"
 
@@ -152,7 +168,7 @@ def train(work: Path, name: str, horizon: str, seed: int, cpus: str) -> Path:
     log = work / "logs" / f"{out.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"[{datetime.now():%H:%M}] {out.name}{' (resuming)' if '--resume' in command else ''}", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads_of(cpus)), "PYTHONPATH": str(ROOT)}
     with open(log, "a") as f:
         code = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
     if code != 0:
@@ -173,7 +189,7 @@ def score(work: Path, checkpoint: Path, cpus: str) -> float:
                "--device", "cpu", "--batch-size", "8", "--json", "--quiet"]
     if cpus and shutil.which("taskset"):
         command = ["taskset", "-c", cpus, *command]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads_of(cpus)), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     if done.returncode != 0:
         sys.exit(f"quality_lab: scoring {checkpoint} failed: {done.stderr.strip()[-300:]}")
@@ -314,7 +330,8 @@ def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
              "baseline": {"name": base_name, "sweep_on_tuning_split": sweep, "seeds": SEEDS[:len(base_runs)],
                           "final_scoring_loss_per_seed": [round(x, 4) for x in finals], "target": round(target, 4),
                           "tokens": HORIZONS[horizon], "seconds_per_seed": [round(s, 1) for s in base_seconds],
-                          "cpu_seconds_per_seed": [None if s is None else round(s, 1) for s in base_cpu]},
+                          "cpu_seconds_per_seed": [None if s is None else round(s, 1) for s in base_cpu],
+                          "threads_per_seed": [threads_of_run(r) for r in base_runs]},
              "contenders": []}
     for name in CONTENDERS:
         runs = finished_seeds(work, name, horizon)
@@ -350,10 +367,14 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
     row = {"seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
            "seconds_total": round(read_metrics(run)[-1]["elapsed"], 1),
            "cpu_seconds_total": _cpu(read_metrics(run)[-1].get("cpu_seconds")).get("cpu_seconds"),
+           "threads": threads_of_run(run),
            "token_ratio_on_tuning_split": None if t is None else round(t / HORIZONS[horizon], 3)}
     if cross:
         row["token_ratio"] = round(cross["tokens"] / HORIZONS[horizon], 3)
         row["time_ratio"] = round(cross["seconds"] / (sum(base_seconds) / len(base_seconds)), 3)
+        base_threads = {threads_of_run(r) for r in base_runs}
+        if base_threads != {row["threads"]}:  # a ratio of wall times is only a ratio of recipes at equal threads
+            row["time_ratio_threads_differ"] = {"baseline": sorted(base_threads, key=str), "this run": row["threads"]}
         if "cpu_seconds" in cross and None not in base_cpu:
             row["cpu_time_ratio"] = round(cross["cpu_seconds"] / (sum(base_cpu) / len(base_cpu)), 3)
     return row
@@ -402,7 +423,7 @@ def report(work: Path, cpus: str) -> Path:
 
     device = next((json.loads((p / "device.json").read_text()) for p in sorted((work / "runs").glob("*"))
                    if (p / "device.json").is_file()), {})
-    result = {"device": f"{device.get('name')} (1 thread, pinned by taskset)", "torch": torch.__version__,
+    result = {"device": f"{device.get('name')} (pinned by taskset; each run's threads in its row)", "torch": torch.__version__,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                        cwd=ROOT).stdout.strip(),

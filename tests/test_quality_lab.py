@@ -11,11 +11,12 @@ from bench import quality_lab as lab
 STEPS = lab.steps_of("1M")  # 512 steps of 2,048 tokens
 
 
-def write_run(work, name, seed, loss_at, scored, clocks=(1.0, None)):
+def write_run(work, name, seed, loss_at, scored, clocks=(1.0, None), threads=1):
     """A finished 1M run: an evaluation every 16 steps with `loss_at(step)` on the tuning split, `scored` (step ->
     scoring-split loss) in its scoring cache, and `clocks`: (wall seconds, CPU seconds or None) per step."""
     run = lab.run_dir(work, name, "1M", seed)
     run.mkdir(parents=True)
+    (run / "device.json").write_text(json.dumps({"type": "cpu", "threads": threads}))
     wall, cpu = clocks
     with open(run / "metrics.jsonl", "w") as f:
         for step in range(16, STEPS + 1, 16):
@@ -57,6 +58,20 @@ def test_the_target_is_the_best_baselines_scoring_loss_and_the_crossing_is_inter
     # seed 1338 reaches it exactly at step 112; it has no CPU clock, so no CPU-time ratio rather than a wrong one
     assert second["token_ratio"] == round(112 / STEPS, 3) and "cpu_time_ratio" not in second
     assert contender["worst_token_ratio"] == first["token_ratio"]
+    assert first["threads"] == 1 and "time_ratio_threads_differ" not in first
+
+
+def test_a_time_ratio_between_runs_with_other_thread_counts_is_flagged(work):
+    write_run(work, "speedrun-cpu+polar", 1337, lambda s: 6 - 4 * s / STEPS, {112: 5.52, 128: 5.44, STEPS: 4.0},
+              threads=2)
+    rows = {c["name"]: c for c in lab.horizon_table(work, "1M", cpus="")["contenders"]}
+    (row,) = rows["speedrun-cpu+polar"]["per_seed"]
+    assert row["time_ratio_threads_differ"] == {"baseline": [1], "this run": 2}
+
+
+@pytest.mark.parametrize("cpus, threads", [("1", 1), ("0,1", 2), ("0-3", 4), ("0-1,6", 3), ("", 1)])
+def test_one_thread_per_pinned_cpu(cpus, threads):
+    assert lab.threads_of(cpus) == threads
 
 
 def test_a_contender_that_never_reaches_the_target_has_no_ratio(work):
