@@ -101,13 +101,15 @@ def test_a_retyped_loader_position_sets_the_checkpoint_aside(run, capsys, field,
     assert f"loader.{field}" in out and (run_dir / "checkpoints" / "step_00000008.corrupt").is_dir()
 
 
-def test_elapsed_as_a_string_sets_the_checkpoint_aside(run, capsys):
+@pytest.mark.parametrize("field, value", [("elapsed", "soon"), ("cpu_seconds", "soon"), ("cpu_seconds", -1.0),
+                                          ("cpu_seconds", float("inf"))])
+def test_a_clock_that_is_not_a_number_of_seconds_sets_the_checkpoint_aside(run, capsys, field, value):
     data, run_dir = run
     newest = ckpt.checkpoint_folder(run_dir, 8)
-    edit_json(newest / ckpt.STATE_JSON, lambda s: s.__setitem__("elapsed", "soon"))
+    edit_json(newest / ckpt.STATE_JSON, lambda s: s.__setitem__(field, value))
     reseal(newest)
     code, out, err = gpt2lab(capsys, *train_args(data, run_dir, "--resume", "--max-steps", "12"))
-    assert code == 0 and "field elapsed" in out, err
+    assert code == 0 and f"field {field}" in out, err
 
 
 def test_an_integer_where_the_manifest_has_an_object(run, capsys):
