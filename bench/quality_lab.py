@@ -124,6 +124,8 @@ def threads_of(cpus: str) -> int:
     count = 0
     for part in filter(None, cpus.split(",")):
         first, _, last = part.partition("-")
+        if not (first.isdigit() and (last or first).isdigit() and int(last or first) >= int(first)):
+            raise ValueError(f"--cpus {cpus!r} is not a CPU list; give one like 1, 0,1 or 0-3")
         count += int(last or first) - int(first) + 1
     return max(1, count)
 
@@ -324,8 +326,9 @@ def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
     base_runs = finished_seeds(work, base_name, horizon)
     finals = [score(work, checkpoints(r)[-1][1], cpus) for r in base_runs]
     target = sum(finals) / len(finals)
-    base_seconds = [read_metrics(r)[-1]["elapsed"] for r in base_runs]
-    base_cpu = [read_metrics(r)[-1].get("cpu_seconds") for r in base_runs]
+    base_last = [read_metrics(r)[-1] for r in base_runs]
+    base_seconds = [r["elapsed"] for r in base_last]
+    base_cpu = [r.get("cpu_seconds") for r in base_last]
     table = {"horizon_tokens": HORIZONS[horizon], "steps": steps_of(horizon),
              "baseline": {"name": base_name, "sweep_on_tuning_split": sweep, "seeds": SEEDS[:len(base_runs)],
                           "final_scoring_loss_per_seed": [round(x, 4) for x in finals], "target": round(target, 4),
@@ -364,9 +367,10 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
     t = reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
     cross = crossing(work, run, target, cpus, None if t is None else step_at(run, t))
     final = score(work, checkpoints(run)[-1][1], cpus)
+    last = read_metrics(run)[-1]
     row = {"seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
-           "seconds_total": round(read_metrics(run)[-1]["elapsed"], 1),
-           "cpu_seconds_total": _cpu(read_metrics(run)[-1].get("cpu_seconds")).get("cpu_seconds"),
+           "seconds_total": round(last["elapsed"], 1),
+           "cpu_seconds_total": None if last.get("cpu_seconds") is None else round(last["cpu_seconds"], 1),
            "threads": threads_of_run(run),
            "token_ratio_on_tuning_split": None if t is None else round(t / HORIZONS[horizon], 3)}
     if cross:
@@ -423,7 +427,8 @@ def report(work: Path, cpus: str) -> Path:
 
     device = next((json.loads((p / "device.json").read_text()) for p in sorted((work / "runs").glob("*"))
                    if (p / "device.json").is_file()), {})
-    result = {"device": f"{device.get('name')} (pinned by taskset; each run's threads in its row)", "torch": torch.__version__,
+    result = {"device": f"{device.get('name')} (pinned by taskset; each run's threads in its row)",
+              "torch": torch.__version__,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                        cwd=ROOT).stdout.strip(),
@@ -499,6 +504,10 @@ def main() -> None:
     parser.add_argument("--work", default=str(ROOT / "runs" / "quality_lab"))
     parser.add_argument("--cpus", default="1")
     args = parser.parse_args()
+    try:
+        threads_of(args.cpus)  # a typo in --cpus stops here (one line, exit 2), before anything runs
+    except ValueError as bad:
+        parser.error(str(bad))
     work = Path(args.work)
     if args.what == "run":
         for name in args.names:

@@ -79,3 +79,9 @@ def test_a_contender_that_never_reaches_the_target_has_no_ratio(work):
     rows = {c["name"]: c for c in lab.horizon_table(work, "1M", cpus="")["contenders"]}
     (row,) = rows["speedrun-cpu+skips"]["per_seed"]
     assert row["crossing"] is None and "token_ratio" not in row and rows["speedrun-cpu+skips"]["worst_token_ratio"] is None
+
+
+@pytest.mark.parametrize("cpus", ["0,x", "1-0", "-1", "0;1"])
+def test_a_cpu_list_typo_is_one_line(cpus):
+    with pytest.raises(ValueError, match="is not a CPU list"):
+        lab.threads_of(cpus)

@@ -43,8 +43,8 @@ def eval_metrics_of(records: list[dict], declared: list[Metric] | None) -> list[
     them, every numeric key that only some steps carry (evaluations are periodic)."""
     if declared:
         return declared
-    core = {m.key for m in TRAINING} | {"step", "tokens", "step_time", "epoch", "elapsed", "cpu_seconds", "checkpoint_time",
-                                        "mem_gb", "peak_mem_gb", "gpu_util", "data_time", "forward_time",
+    core = {m.key for m in TRAINING} | {"step", "tokens", "step_time", "epoch", "elapsed", "cpu_seconds",
+                                        "checkpoint_time", "mem_gb", "peak_mem_gb", "gpu_util", "data_time", "forward_time",
                                         "backward_time", "optimizer_time", "planned_steps", "compile_time",
                                         "lr_matrix", "lr_embedding", "lr_head", "lr_gain"}
     counts: dict[str, int] = {}
