@@ -87,7 +87,7 @@ class TrainResult:
     tokens: int | None
     tokens_per_sec: float | None
     elapsed_s: float | None
-    stopped_by: str | None  # "SIGINT"/"SIGTERM" when the run was stopped early (resume it with resume=True)
+    stopped_by: str | None  # "SIGINT"/"SIGTERM" when stopped early, "stop_at_step" when paused (resume=True goes on)
     config: Config
 
     def metrics(self) -> list[dict]:

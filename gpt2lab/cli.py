@@ -65,7 +65,8 @@ def cmd_train(args) -> int:
         return {k: v for k, v in values.items() if v is not None}
 
     sections = {
-        "run": given(micro_batch=args.micro_batch, auto_batch=True if args.auto_batch else None, threads=args.threads),
+        "run": given(micro_batch=args.micro_batch, auto_batch=True if args.auto_batch else None, threads=args.threads,
+                     stop_at_step=args.stop_at),
         "eval": given(every=args.eval_every), "checkpoint": given(every=args.checkpoint_every),
         "log": given(profile_steps=args.profile),
     }
@@ -242,6 +243,8 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, help="run.seed (default 1337)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (never a silent fallback; default auto)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--stop-at", type=int, metavar="STEP", help="pause after this step with a checkpoint "
+                   "(run.stop_at_step); the schedule still ends at --max-steps, and --resume goes on from there")
     p.add_argument("--auto-batch", action="store_true", help="find the largest micro-batch that fits the GPU")
     p.add_argument("--profile", type=int, metavar="N", help="write a torch.profiler trace of N steps to RUN_DIR/profile")
     p.add_argument("--init-from", metavar="CHECKPOINT", help="start from these weights (fine-tuning; e.g. from `gpt2lab import`)")

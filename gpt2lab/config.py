@@ -95,6 +95,7 @@ class RunConfig:
     peak_tflops: float | None = optional()  # the device's dense peak for MFU; None: table (GPU) or measured (CPU)
     threads: int | None = optional()  # CPU threads for torch; None: torch's default (one per core)
     deterministic: bool = False  # bit-exact runs and resumes: deterministic kernels, compile off (slower)
+    stop_at_step: int | None = optional()  # pause after this step with a checkpoint; the schedule still ends at max_steps, --resume goes on
 
 
 @dataclass
@@ -237,6 +238,8 @@ def _run_checks(r: RunConfig) -> list[tuple[bool, str]]:
         (_positive(r.loss_chunk), f"run.loss_chunk must be positive (or none: the whole head at once), got {r.loss_chunk}"),
         (r.peak_tflops is None or 0 < r.peak_tflops <= 1e6, f"run.peak_tflops must be positive, got {r.peak_tflops}"),
         (r.threads is None or 1 <= r.threads <= 1024, f"run.threads must be between 1 and 1,024, got {r.threads}"),
+        (r.stop_at_step is None or r.stop_at_step >= 1,
+         f"run.stop_at_step must be a step of at least 1 (or none: train to the end), got {r.stop_at_step}"),
     ]
 
 

@@ -48,6 +48,7 @@ def test_saved_config_round_trips():
         (dict(sets=["schedule.warmup_steps=5000"]), "warmup_steps"),
         (dict(sets=["optim.lr=-1"]), "optim.lr must be in"),
         (dict(sets=["run.precision=fp8"]), "not one of"),
+        (dict(sets=["run.stop_at_step=-3"]), "run.stop_at_step must be a step of at least 1"),
     ],
 )
 def test_bad_settings_are_one_line_errors(kwargs, message):

@@ -94,6 +94,17 @@ def test_sigterm_saves_and_stops_cleanly(reference, tmp_path):
     assert losses(run) == expected
 
 
+def test_stop_at_pauses_with_exit_0_and_resume_finishes_the_run(reference, tmp_path):
+    data, expected = reference
+    run = tmp_path / "run"
+    paused = subprocess.run(train_command(data, run, "--stop-at", "9"), capture_output=True, text=True, cwd=ROOT)
+    assert paused.returncode == 0, paused.stderr
+    assert "paused at step 9 of 40" in paused.stdout and read_metrics(run)[-1]["step"] == 9
+    assert complete_checkpoints(run)[0].name == "step_00000009"
+    subprocess.run(train_command(data, run, "--resume"), check=True, capture_output=True, cwd=ROOT)
+    assert losses(run) == expected
+
+
 def test_resume_skips_incomplete_and_corrupt_checkpoints(data_dir, tmp_path):
     cfg = micro_config(data_dir, "schedule.max_steps=10", "checkpoint.every=2", "checkpoint.keep_last=0")
     make_trainer(cfg, tmp_path / "full", **QUIET).fit()

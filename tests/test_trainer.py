@@ -4,6 +4,7 @@ import shutil
 import pytest
 import torch
 
+from gpt2lab.commands.train import train_config
 from gpt2lab.errors import UserError
 from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.model import GPT, GPTConfig
@@ -329,3 +330,54 @@ def test_compiling_is_announced_before_the_first_step(data_dir, tmp_path):
     first_step = next(i for i, m in enumerate(messages) if m.startswith("step"))
     assert any("compiling the model" in m for m in messages[:first_step])
     assert any(m.startswith("compile: about") for m in messages)
+
+
+def test_a_pause_at_a_step_saves_there_and_resume_goes_on_as_if_uninterrupted(data_dir, tmp_path):
+    """run.stop_at_step (--stop-at) pauses after that step with a checkpoint; --resume (no pause given) trains on
+    to the schedule's end, and the losses are the uninterrupted run's."""
+    cfg = micro_config(data_dir, "schedule.max_steps=12", "checkpoint.every=5", "checkpoint.keep_last=none")
+    make_trainer(cfg, tmp_path / "full", echo=lambda *_: None).fit()
+    full = read_metrics(tmp_path / "full")
+
+    said = []
+    paused = make_trainer(micro_config(data_dir, "schedule.max_steps=12", "checkpoint.every=5",
+                                       "checkpoint.keep_last=none", "run.stop_at_step=7"),
+                          tmp_path / "cut", echo=said.append).fit()
+    assert paused["stopped_by"] == "stop_at_step" and paused["step"] == 7
+    assert any("paused at step 7 of 12" in s for s in said), said
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step_00000005", "step_00000007"]
+    assert read_metrics(tmp_path / "cut")[-1]["step"] == 7
+    # the saved config holds the pause; a resume without one drops it and goes to the end
+    resumed_cfg = train_config(str(tmp_path / "cut"), resume=True, echo=lambda *_: None)
+    assert resumed_cfg.run.stop_at_step is None
+    done = make_trainer(resumed_cfg, tmp_path / "cut", resume=True, echo=lambda *_: None).fit()
+    assert done["stopped_by"] is None and done["step"] == 12
+    assert [(r["loss"], r["grad_norm"], r["lr"]) for r in read_metrics(tmp_path / "cut")] == \
+        [(r["loss"], r["grad_norm"], r["lr"]) for r in full]
+
+
+def test_a_checkpoint_replayed_in_another_folder_to_a_pause_retraces_the_run(data_dir, tmp_path):
+    """What the quality lab does to resolve a crossing between two kept checkpoints: one checkpoint, alone in a
+    new folder, resumed with denser checkpoints and a pause, gives the same steps as the original run."""
+    sets = ["schedule.max_steps=12", "checkpoint.keep_last=none", "model.dropout=0.1"]
+    make_trainer(micro_config(data_dir, *sets, "checkpoint.every=4"), tmp_path / "full", echo=lambda *_: None).fit()
+    full = {r["step"]: r for r in read_metrics(tmp_path / "full")}
+    replay = tmp_path / "replay"
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step_00000004", replay / "checkpoints" / "step_00000004")
+    cfg = micro_config(data_dir, *sets, "checkpoint.every=1", "run.stop_at_step=8")
+    make_trainer(cfg, replay, resume=True, echo=lambda *_: None).fit()
+    again = read_metrics(replay)
+    assert [r["step"] for r in again] == [5, 6, 7, 8]
+    assert [(r["loss"], r["grad_norm"]) for r in again] == [(full[s]["loss"], full[s]["grad_norm"]) for s in (5, 6, 7, 8)]
+    assert sorted(p.name for p in (replay / "checkpoints").iterdir()) == [f"step_{s:08d}" for s in range(4, 9)]
+
+
+def test_a_pause_at_or_before_the_checkpoint_trains_nothing(data_dir, tmp_path):
+    cfg = micro_config(data_dir, "schedule.max_steps=6", "checkpoint.every=3", "checkpoint.keep_last=none")
+    make_trainer(cfg, tmp_path / "run", echo=lambda *_: None).fit()
+    said = []
+    again = micro_config(data_dir, "schedule.max_steps=9", "checkpoint.every=3", "checkpoint.keep_last=none",
+                         "run.stop_at_step=4")
+    result = make_trainer(again, tmp_path / "run", resume=True, echo=said.append).fit()
+    assert result["step"] == 6 and read_metrics(tmp_path / "run")[-1]["step"] == 6
+    assert any("at or past run.stop_at_step=4" in s for s in said), said

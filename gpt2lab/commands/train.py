@@ -61,6 +61,8 @@ def train_config(out: str, *, resume: bool = False, init_from: str | None = None
     if resume and not run_dir.is_dir():
         raise UserError(f"--resume: the run folder {run_dir} does not exist; check --out")
     base = saved_config(run_dir, echo) if resume else base
+    if resume and base and isinstance(base.get("run"), dict):  # a pause (--stop-at) is for the run that took it
+        base = {**base, "run": {k: v for k, v in base["run"].items() if k != "stop_at_step"}}
     model = None
     if init_from:
         model = dataclasses.asdict(ckpt.load_config(ckpt.resolve_checkpoint(init_from)).model)

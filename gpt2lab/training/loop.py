@@ -53,6 +53,7 @@ class LoopHost(Protocol):
     echo: Callable[[str], None]
 
     def total_steps(self) -> int: ...
+    def last_step(self) -> int: ...
     def clock_view(self) -> tuple[float, float]: ...
     def train_step(self) -> Pending: ...
     def evaluate(self, final: bool) -> dict: ...
@@ -83,7 +84,7 @@ class Loop:
         t = self.t
         if t.runtime.compile and t.step < t.total_steps():
             t.echo("compiling the model (the first step; this takes a while, once)...")
-        while t.step < t.total_steps():
+        while t.step < t.last_step():
             try:
                 with profiler.step():
                     pending = t.train_step()
@@ -135,6 +136,8 @@ class Loop:
         t, k = self.t, self.t.cfg.checkpoint
         begin = t.clock()
         if t.stop_signal and not t.dist.active:  # one process: no need to wait for the flag to come round
+            self.stopping = True
+        if t.cfg.run.stop_at_step is not None and t.step >= t.cfg.run.stop_at_step:  # every rank knows the step
             self.stopping = True
         if t.plan:
             t.plan.update(t.step, *t.clock_view())

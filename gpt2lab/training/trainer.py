@@ -289,6 +289,11 @@ class Trainer(RunFolder, Resuming):
     def total_steps(self) -> int:
         return self.plan.planned if self.plan else self.cfg.schedule.max_steps
 
+    def last_step(self) -> int:
+        """Where this invocation stops: the schedule's end, or the pause (run.stop_at_step) before it."""
+        pause = self.cfg.run.stop_at_step
+        return self.total_steps() if pause is None else min(pause, self.total_steps())
+
     def _next_batch(self):
         x, y = self.stream.next_batch(self.runtime.device)
         if not self._placement_checked:  # the first step, and the first after a resume or rollback
@@ -425,6 +430,9 @@ class Trainer(RunFolder, Resuming):
                       f"time so that the {cfg.schedule.decay} decay ends at the deadline (at most {cfg.schedule.max_steps:,} steps)")
         if self.step >= self.total_steps():
             self.echo(f"nothing to do: the run is at step {self.step} of {self.total_steps()}; raise --max-steps to go on")
+        elif self.step >= self.last_step():
+            self.echo(f"nothing to do: the run is at step {self.step}, at or past run.stop_at_step={self.last_step()}; "
+                      "drop --stop-at (or raise it) to go on")
 
     def fit(self) -> dict:
         run = self.cfg
@@ -451,7 +459,11 @@ class Trainer(RunFolder, Resuming):
             logger.close()
             if self.lock is not None:
                 self.lock.release()
-        if loop.stopping:
+        if loop.stopping and self.stop_signal is None and self.step >= self.last_step():
+            self.echo(f"paused at step {self.step} of {self.total_steps()} (run.stop_at_step), with a checkpoint; "
+                      "continue with --resume")
+            self.stop_signal = "stop_at_step"
+        elif loop.stopping:
             self.stop_signal = self.stop_signal or "SIGTERM"
             self.echo(f"stopped by {self.stop_signal} at step {self.step}; continue with --resume")
         saved = self.saver.last_saved
