@@ -12,7 +12,9 @@ Protocol (fixed; every number in the JSON can be checked on its own):
              checkpoint at each point, kept, so any text can score them later
   scoring    the baseline's final checkpoint on the whole scoring split is the target; a contender's crossing is
              found by bisection over its kept checkpoints on the scoring split, interpolated between the two
-             around it (in tokens, and in the run's own elapsed seconds)
+             around it (in tokens, and in the run's own elapsed seconds); when those two are more than 5% of the
+             crossing's tokens apart, the stretch between them is trained again from the first (gpt2lab's resume,
+             pausing at the second) with checkpoints dense enough, and those are scored: a crossing to 5%
   baseline   classic GPT-2 + AdamW + cosine to the horizon; its LR swept per horizon on the tuning split
   contenders speedrun-cpu (Muon + ReLU^2 + QK-norm + RoPE + RMSNorm + zero-init projections + untied head, WSD);
              adamw-groups-embLR (classic GPT-2, AdamW with the embeddings at their own LR: what per-group LRs
@@ -54,6 +56,7 @@ SHARED = ROOT.parent / "shared" / "data"
 TOKENS_PER_STEP = 8 * 256
 HORIZONS = {"1M": 1 << 20, "4M": 1 << 22, "16M": 1 << 24, "smoke": 1 << 17}  # smoke: checks the lab's plumbing
 POINTS = 32
+RESOLUTION = 0.05  # a crossing is bracketed to this share of its tokens (refined by a replay when the points are sparser)
 EVAL_WINDOWS = 256  # 32 batches of 8: 65,536 tokens of the tuning split per in-run evaluation
 SEEDS = (1337, 1338)
 COMMON = ["run.micro_batch=8", f"eval.batches={EVAL_WINDOWS // 8}", "log.tensorboard=false", "run.compile=on",
@@ -145,11 +148,8 @@ def finished(path: Path, horizon: str) -> bool:
     return bool(records) and records[-1]["step"] >= steps_of(horizon) and "val_loss" in records[-1]
 
 
-def train(work: Path, name: str, horizon: str, seed: int, cpus: str) -> Path:
-    """One run, resumed from its own checkpoints when it was stopped; skipped when finished."""
-    out = run_dir(work, name, horizon, seed)
-    if finished(out, horizon):
-        return out
+def run_sets(work: Path, name: str, horizon: str, seed: int) -> list[str]:
+    """Every setting of one lab run (the replay of a stretch of it adds its own on top)."""
     data, _ = prepare_data(work)
     steps = steps_of(horizon)
     every = steps // POINTS
@@ -159,22 +159,35 @@ def train(work: Path, name: str, horizon: str, seed: int, cpus: str) -> Path:
         sets.append(f"schedule.warmup_steps={steps // 16}")
     if name.endswith("+ramp"):  # the batch grows over the first quarter of the horizon
         sets.append(f"schedule.batch_ramp_steps={steps // 4}")
-    command = [sys.executable, "-m", "gpt2lab", "train", "--preset", "gpt2-15m", "--out", str(out)]
-    command += [a for s in sets for a in ("--set", s)]
-    from gpt2lab.checkpoint import latest_checkpoint
+    return sets
 
-    if latest_checkpoint(out) is not None:
-        command.append("--resume")
+
+def gpt2lab_train(work: Path, out: Path, sets: list[str], cpus: str, threads: int, resume: bool,
+                  log_name: str | None = None) -> None:
+    """`gpt2lab train` on the lab's model, pinned to `cpus`, its output in work/logs/; a failure ends the lab."""
+    command = [sys.executable, "-m", "gpt2lab", "train", "--preset", "gpt2-15m", "--out", str(out)]
+    command += [a for s in sets for a in ("--set", s)] + (["--resume"] if resume else [])
     if cpus and shutil.which("taskset"):
         command = ["taskset", "-c", cpus, *command]
-    log = work / "logs" / f"{out.name}.log"
+    log = work / "logs" / f"{log_name or out.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[{datetime.now():%H:%M}] {out.name}{' (resuming)' if '--resume' in command else ''}", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads_of(cpus)), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     with open(log, "a") as f:
         code = subprocess.run(command, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env).returncode
     if code != 0:
         sys.exit(f"quality_lab: {out.name} failed (exit {code}); see {log}")
+
+
+def train(work: Path, name: str, horizon: str, seed: int, cpus: str) -> Path:
+    """One run, resumed from its own checkpoints when it was stopped; skipped when finished."""
+    out = run_dir(work, name, horizon, seed)
+    if finished(out, horizon):
+        return out
+    from gpt2lab.checkpoint import latest_checkpoint
+
+    resume = latest_checkpoint(out) is not None
+    print(f"[{datetime.now():%H:%M}] {out.name}{' (resuming)' if resume else ''}", flush=True)
+    gpt2lab_train(work, out, run_sets(work, name, horizon, seed), cpus, threads_of(cpus), resume)
     return out
 
 
@@ -205,51 +218,125 @@ def score(work: Path, checkpoint: Path, cpus: str) -> float:
 
 
 def checkpoints(run: Path) -> list[tuple[int, Path]]:
-    """The run's kept checkpoints as (step, path): those on disk or, for a run whose records alone were kept (as
-    committed under bench/results), those its scoring cache names, so that `report` reads their cached scores."""
+    """The run's checkpoints as (step, path): those on disk and those its scoring cache names (a run whose records
+    alone were kept, as committed under bench/results, or whose checkpoints were thinned out after scoring), so
+    that `report` reads their cached scores."""
     from gpt2lab.checkpoint import complete_checkpoints, step_of
 
-    on_disk = sorted((step_of(p), p) for p in complete_checkpoints(run))
-    if on_disk or not (run / "scoring.json").is_file():
-        return on_disk
-    scored = json.loads((run / "scoring.json").read_text())
-    return sorted((int(name.rsplit("_", 1)[-1]), run / "checkpoints" / name) for name in scored)
+    found = {step_of(p): p for p in complete_checkpoints(run)}
+    if (run / "scoring.json").is_file():
+        for name in json.loads((run / "scoring.json").read_text()):
+            found.setdefault(int(name.rsplit("_", 1)[-1]), run / "checkpoints" / name)
+    return sorted(found.items())
+
+
+def first_below(work: Path, kept: list[tuple[int, Path]], target: float, cpus: str, guess: int) -> int:
+    """The index of the first checkpoint whose scoring loss is at or below `target` (the last one is), starting
+    at `guess` and walking to it: the loss falls nearly monotonically, so two or three scorings find it."""
+    i = guess
+    if score(work, kept[i][1], cpus) <= target:
+        while i > 0 and score(work, kept[i - 1][1], cpus) <= target:
+            i -= 1
+        return i
+    while score(work, kept[i + 1][1], cpus) > target:
+        i += 1
+    return i + 1
 
 
 def crossing(work: Path, run: Path, target: float, cpus: str, guess_step: float | None = None) -> dict | None:
     """Where the run first reaches `target` on the scoring split, interpolated in tokens and in the run's own
-    elapsed seconds between the two kept checkpoints around it. The search starts at the checkpoint nearest
-    `guess_step` (where the tuning-split curve crosses) and walks to the bracket: the loss falls nearly
-    monotonically, so two or three scorings find it."""
+    elapsed seconds between the two kept checkpoints around it, then refined (see `refine`) when those two are
+    more than RESOLUTION of the crossing's tokens apart. The search starts at the checkpoint nearest
+    `guess_step` (where the tuning-split curve crosses)."""
     kept = checkpoints(run)
     if not kept or score(work, kept[-1][1], cpus) > target:
         return None
     steps = [s for s, _ in kept]
-    i = min(range(len(kept)), key=lambda j: abs(steps[j] - guess_step)) if guess_step else len(kept) // 2
-    if score(work, kept[i][1], cpus) <= target:
-        while i > 0 and score(work, kept[i - 1][1], cpus) <= target:
-            i -= 1
-        hi = i
-    else:
-        while score(work, kept[i + 1][1], cpus) > target:  # the last one reaches it (checked above)
-            i += 1
-        hi = i + 1
+    guess = min(range(len(kept)), key=lambda j: abs(steps[j] - guess_step)) if guess_step else len(kept) // 2
+    hi = first_below(work, kept, target, cpus, guess)
     by_step = {r["step"]: r for r in read_metrics(run)}
     step_hi, loss_hi = kept[hi][0], score(work, kept[hi][1], cpus)
     if hi == 0:
         return {"tokens": by_step[step_hi]["tokens"], "seconds": by_step[step_hi]["elapsed"],
                 **_cpu(by_step[step_hi].get("cpu_seconds")), "bracket": [None, step_hi]}
-    step_lo, loss_lo = kept[hi - 1][0], score(work, kept[hi - 1][1], cpus)
+    coarse = interpolate(by_step, (kept[hi - 1][0], score(work, kept[hi - 1][1], cpus)), (step_hi, loss_hi), target)
+    if coarse["resolution"] <= RESOLUTION:
+        return coarse
+    return refine(work, run, target, cpus, coarse, by_step) or coarse
+
+
+def interpolate(by_step: dict, lo: tuple[int, float], hi: tuple[int, float], target: float) -> dict:
+    """The crossing between two scored steps: the run's own token count and clocks, interpolated like its loss."""
+    (step_lo, loss_lo), (step_hi, loss_hi) = lo, hi
     f = (loss_lo - target) / (loss_lo - loss_hi) if loss_lo != loss_hi else 1.0
 
-    def between(key: str) -> float | None:  # the run's own count or clock, interpolated like its loss
-        lo, hi_ = by_step[step_lo].get(key), by_step[step_hi].get(key)
-        return None if lo is None or hi_ is None else lo + f * (hi_ - lo)
+    def between(key: str) -> float | None:
+        a, b = by_step[step_lo].get(key), by_step[step_hi].get(key)
+        return None if a is None or b is None else a + f * (b - a)
 
     tokens = between("tokens")
     return {"tokens": round(tokens), "seconds": round(between("elapsed"), 1), **_cpu(between("cpu_seconds")),
             "bracket": [step_lo, step_hi], "scoring_losses": [round(loss_lo, 4), round(loss_hi, 4)],
             "resolution": round((by_step[step_hi]["tokens"] - by_step[step_lo]["tokens"]) / tokens, 3)}
+
+
+def replay_every(crossing_tokens: float, tokens_per_step: float, gap: int) -> int:
+    """Checkpoint spacing (a power of two, in steps, below `gap`) that brackets a crossing to RESOLUTION of its
+    tokens."""
+    every = 1
+    while every * 2 < gap and every * 2 * tokens_per_step <= RESOLUTION * crossing_tokens:
+        every *= 2
+    return every
+
+
+def refine(work: Path, run: Path, target: float, cpus: str, coarse: dict, by_step: dict) -> dict | None:
+    """The crossing to RESOLUTION: the run's stretch between the two kept checkpoints around it, trained again from
+    the first of them (gpt2lab's resume, in RUN/replays/, pausing at the second) with checkpoints dense enough,
+    which are scored by bisection. The replay retraces the run: its per-step training losses are compared with
+    the run's own (`replay_loss_drift`; compile and thread scheduling may move the last digits). Tokens and
+    seconds still come from the run's own records, which hold every step. None when the first checkpoint was
+    not kept and no earlier replay was scored."""
+    step_lo, step_hi = coarse["bracket"]
+    every = replay_every(coarse["tokens"], (by_step[step_hi]["tokens"] - by_step[step_lo]["tokens"]) / (step_hi - step_lo),
+                         step_hi - step_lo)
+    replay = run / "replays" / f"from_{step_lo:08d}_every_{every}"
+    start = run / "checkpoints" / f"step_{step_lo:08d}"
+    done = [s for s, _ in checkpoints(replay)] if replay.is_dir() else []
+    if step_hi - every not in done:
+        if not (start / "COMPLETE").is_file():
+            return None
+        if not (replay / "checkpoints" / start.name).is_dir():  # the run's checkpoint, linked, not copied
+            shutil.copytree(start, replay / "checkpoints" / start.name, copy_function=os.link)
+        name, horizon, seed = parse_run_name(run.name)
+        sets = run_sets(work, name, horizon, seed) + [f"checkpoint.every={every}", "eval.every=none", "log.every=none",
+                                                      f"run.stop_at_step={step_hi - every}"]
+        print(f"[{datetime.now():%H:%M}] {run.name}: replaying steps {step_lo}-{step_hi - every} "
+              f"(a checkpoint every {every})", flush=True)
+        gpt2lab_train(work, replay, sets, cpus, threads_of_run(run) or threads_of(cpus), resume=True,
+                      log_name=f"{run.name}-replay-{step_lo}")
+    kept = [(step_lo, start)] + [(s, p) for s, p in checkpoints(replay) if step_lo < s < step_hi]
+    kept.append((step_hi, run / "checkpoints" / f"step_{step_hi:08d}"))  # both ends: the run's own, scored already
+    lo, hi = 0, len(kept) - 1
+    while hi - lo > 1:  # bisection: log2 of the new checkpoints' count in scorings
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if score(work, kept[mid][1], cpus) <= target else (mid, hi)
+    fine = interpolate(by_step, (kept[lo][0], score(work, kept[lo][1], cpus)), (kept[hi][0], score(work, kept[hi][1], cpus)),
+                       target)
+    again = [r for r in read_metrics(replay) if "loss" in r] if (replay / "metrics.jsonl").is_file() else []
+    drift = max((abs(r["loss"] - by_step[r["step"]]["loss"]) for r in again if "loss" in by_step.get(r["step"], {})),
+                default=None)
+    return {**fine, "coarse": {k: coarse[k] for k in ("tokens", "bracket", "resolution")},
+            "replay": {"from_step": step_lo, "every": every, "steps_replayed": len(again),
+                       "loss_drift": None if drift is None else round(drift, 5)}}
+
+
+def parse_run_name(folder: str) -> tuple[str, str, int]:
+    """NAME-HORIZON-seedSEED (as run_dir names it) -> (name, horizon, seed)."""
+    rest, _, seed = folder.rpartition("-seed")
+    name, _, horizon = rest.rpartition("-")
+    if name not in CONTENDERS or horizon not in HORIZONS or not seed.isdigit():
+        raise ValueError(f"{folder!r} is not a lab run folder (NAME-HORIZON-seedSEED)")
+    return name, horizon, int(seed)
 
 
 def _cpu(seconds: float | None) -> dict:
@@ -447,6 +534,11 @@ def report(work: Path, cpus: str) -> Path:
         for name in ("metrics.jsonl", "config.json", "device.json", "scoring.json"):
             if (run / name).is_file():
                 shutil.copy(run / name, target / name)
+        for replay in sorted((run / "replays").glob("from_*")):  # the replayed stretches: their losses and scores
+            (target / "replays" / replay.name).mkdir(parents=True, exist_ok=True)
+            for name in ("metrics.jsonl", "scoring.json"):
+                if (replay / name).is_file():
+                    shutil.copy(replay / name, target / "replays" / replay.name / name)
     png = plot(result, runs_out, path.with_suffix(".png"))
     print(json.dumps(result["horizons"], indent=1))
     print(f"wrote {path} and {png}")

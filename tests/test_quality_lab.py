@@ -11,17 +11,18 @@ from bench import quality_lab as lab
 STEPS = lab.steps_of("1M")  # 512 steps of 2,048 tokens
 
 
-def write_run(work, name, seed, loss_at, scored, clocks=(1.0, None), threads=1):
-    """A finished 1M run: an evaluation every 16 steps with `loss_at(step)` on the tuning split, `scored` (step ->
-    scoring-split loss) in its scoring cache, and `clocks`: (wall seconds, CPU seconds or None) per step."""
+def write_run(work, name, seed, loss_at, scored, clocks=(1.0, None), threads=1, every=16):
+    """A finished 1M run: a record every `every` steps (real runs record every step) with `loss_at(step)` on the
+    tuning split, `scored` (step -> scoring-split loss) in its scoring cache, and `clocks`: (wall seconds, CPU
+    seconds or None) per step."""
     run = lab.run_dir(work, name, "1M", seed)
     run.mkdir(parents=True)
     (run / "device.json").write_text(json.dumps({"type": "cpu", "threads": threads}))
     wall, cpu = clocks
     with open(run / "metrics.jsonl", "w") as f:
-        for step in range(16, STEPS + 1, 16):
+        for step in range(every, STEPS + 1, every):
             record = {"step": step, "tokens": step * lab.TOKENS_PER_STEP, "elapsed": wall * step,
-                      "val_loss": loss_at(step)}
+                      "loss": loss_at(step) + 0.1, "val_loss": loss_at(step)}
             if cpu is not None:
                 record["cpu_seconds"] = cpu * step
             f.write(json.dumps(record) + "\n")
@@ -85,3 +86,61 @@ def test_a_contender_that_never_reaches_the_target_has_no_ratio(work):
 def test_a_cpu_list_typo_is_one_line(cpus):
     with pytest.raises(ValueError, match="is not a CPU list"):
         lab.threads_of(cpus)
+
+
+FAST = {96: 5.6, 112: 5.52, 128: 5.44, STEPS: 4.0}
+
+
+def test_a_crossing_between_sparse_checkpoints_is_refined_from_its_replay(work):
+    """The kept checkpoints at 112 and 128 are 16 steps apart, 14% of a crossing near step 116: the replay from
+    step 112 with a checkpoint every 4 steps (already scored here) brackets it to 3.4%."""
+    run = write_run(work, "speedrun-cpu+ve2", 1337, lambda s: 6 - 4 * s / STEPS, FAST, clocks=(3.0, 2.0), every=1)
+    replay = run / "replays" / "from_00000112_every_4"
+    replay.mkdir(parents=True)
+    (replay / "scoring.json").write_text(json.dumps({"step_00000116": 5.505, "step_00000120": 5.49,
+                                                     "step_00000124": 5.46}))
+    with open(replay / "metrics.jsonl", "w") as f:  # the replayed steps' training losses, 2e-4 off the run's
+        for step in range(113, 125):
+            f.write(json.dumps({"step": step, "tokens": step * lab.TOKENS_PER_STEP,
+                                "loss": 6.1 - 4 * step / STEPS + 2e-4}) + "\n")
+    cross = lab.crossing(work, run, 5.5, cpus="", guess_step=116)
+    # between 116 (5.505) and 120 (5.49), a third of the way: step 117 1/3
+    assert cross["bracket"] == [116, 120] and cross["tokens"] == round(352 / 3 * lab.TOKENS_PER_STEP)
+    assert cross["seconds"] == round(3.0 * 352 / 3, 1) and cross["cpu_seconds"] == round(2.0 * 352 / 3, 1)
+    assert cross["resolution"] == round(4 * 3 / 352, 3) <= lab.RESOLUTION
+    assert cross["coarse"]["bracket"] == [112, 128] and cross["coarse"]["resolution"] > lab.RESOLUTION
+    assert cross["replay"] == {"from_step": 112, "every": 4, "steps_replayed": 12, "loss_drift": 0.0002}
+
+
+def test_a_replay_trains_the_stretch_again_from_the_kept_checkpoint(work, monkeypatch):
+    """What the lab asks gpt2lab for (the training itself is gpt2lab's resume to a pause, tested in
+    test_trainer): the run's own settings, denser checkpoints, no in-run evaluations, a pause before the second
+    kept checkpoint, resumed from the first one linked into the replay folder, with the run's thread count."""
+    run = write_run(work, "speedrun-cpu", 1339, lambda s: 6 - 4 * s / STEPS, FAST, clocks=(3.0, 2.0), every=1,
+                    threads=2)
+    start = run / "checkpoints" / "step_00000112"
+    start.mkdir(parents=True)
+    (start / "COMPLETE").write_text("{}")
+    calls = []
+    monkeypatch.setattr(lab, "prepare_data", lambda w: (w / "data", w / "scoring"))
+    monkeypatch.setattr(lab, "gpt2lab_train", lambda *a, **k: calls.append((a, k)))
+    cross = lab.crossing(work, run, 5.5, cpus="1", guess_step=116)
+    ((_, out, sets, cpus, threads), kw), = calls
+    assert out == run / "replays" / "from_00000112_every_4" and kw["resume"] and (cpus, threads) == ("1", 2)
+    assert (out / "checkpoints" / "step_00000112" / "COMPLETE").samefile(start / "COMPLETE")  # linked
+    assert sets[:len(lab.run_sets(work, "speedrun-cpu", "1M", 1339))] == lab.run_sets(work, "speedrun-cpu", "1M", 1339)
+    assert sets[-4:] == ["checkpoint.every=4", "eval.every=none", "log.every=none", "run.stop_at_step=124"]
+    assert kw["log_name"] == "speedrun-cpu-1M-seed1339-replay-112"
+    # nothing was trained here, so the replay has no checkpoints: the two kept ones still bracket the crossing
+    assert cross["bracket"] == [112, 128] and cross["replay"]["steps_replayed"] == 0
+
+
+def test_replay_spacing_and_run_names():
+    assert lab.replay_every(116 * 2048, 2048, 16) == 4  # 5% of 116 steps is 5.8 steps
+    assert lab.replay_every(512 * 2048, 2048, 64) == 16
+    assert lab.replay_every(2048 * 2048, 2048, 256) == 64
+    assert lab.replay_every(10 * 2048, 2048, 16) == 1  # finer than a step cannot be had
+    assert lab.parse_run_name("speedrun-cpu+ve2-4M-seed1337") == ("speedrun-cpu+ve2", "4M", 1337)
+    assert lab.parse_run_name("baseline-lr0.0012-1M-seed1338") == ("baseline-lr0.0012", "1M", 1338)
+    with pytest.raises(ValueError, match="not a lab run folder"):
+        lab.parse_run_name("speedrun-cpu-4M")
