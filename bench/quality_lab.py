@@ -30,6 +30,7 @@ is one thread on CPU 1, as every 1M and 4M run; `--cpus 0,1` two threads, to bri
   python bench/quality_lab.py queue baseline-lr0.0012@4M speedrun-cpu@4M     # one after another
   python bench/quality_lab.py score RUN/checkpoints/step_N ...   # score ahead of `report`, on --cpus
   python bench/quality_lab.py report        # a horizon with no runs here keeps the newest earlier report's table
+  python bench/quality_lab.py thin [RUN ...] # finished runs' checkpoints but the last reduced to weights (disk / 3)
 Results: bench/results/quality_lab_<date>.json (and the runs' metrics under bench/results/quality_lab_runs/).
 """
 
@@ -191,6 +192,27 @@ def train(work: Path, name: str, horizon: str, seed: int, cpus: str) -> Path:
     return out
 
 
+def thin(work: Path, names: list[str]) -> None:
+    """`gpt2lab thin` on finished runs (all, or the run folders named): every checkpoint but the final one, and
+    every replay's, reduced to its weights, which is all scoring needs (a third of the disk). A crossing that
+    later moves (a new target) past a thinned checkpoint can no longer be replayed: it keeps its coarse bracket."""
+    from gpt2lab.commands.thin import thin_run
+
+    for run in sorted(work.glob("runs/*")) if not names else [work / "runs" / n for n in names]:
+        try:
+            _, horizon, _ = parse_run_name(run.name)
+        except ValueError as exc:
+            print(f"{exc}; left as it is")
+            continue
+        if not finished(run, horizon):
+            print(f"{run.name}: not finished; left whole (its next crossing may need a replay)")
+            continue
+        freed = thin_run(run, keep=1)["freed_bytes"] if (run / "checkpoints").is_dir() else 0
+        freed += sum(thin_run(replay, keep=0)["freed_bytes"] for replay in sorted(run.glob("replays/*"))
+                     if (replay / "checkpoints").is_dir())
+        print(f"{run.name}: {freed / 2**30:.2f} GiB freed", flush=True)
+
+
 # --- scoring ---------------------------------------------------------------------------------------------------
 
 def score(work: Path, checkpoint: Path, cpus: str) -> float:
@@ -303,7 +325,9 @@ def refine(work: Path, run: Path, target: float, cpus: str, coarse: dict, by_ste
     start = run / "checkpoints" / f"step_{step_lo:08d}"
     done = [s for s, _ in checkpoints(replay)] if replay.is_dir() else []
     if step_hi - every not in done:
-        if not (start / "COMPLETE").is_file():
+        from gpt2lab.checkpoint import holds_training_state, is_checkpoint
+
+        if not is_checkpoint(start) or not holds_training_state(start):  # not kept, or thinned: no replay
             return None
         if not (replay / "checkpoints" / start.name).is_dir():  # the run's checkpoint, linked, not copied
             shutil.copytree(start, replay / "checkpoints" / start.name, copy_function=os.link)
@@ -589,12 +613,13 @@ def plot(result: dict, runs: Path, path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["run", "queue", "report", "ngram", "score"])
+    parser.add_argument("what", choices=["run", "queue", "report", "ngram", "score", "thin"])
     parser.add_argument("names", nargs="*", help="run: a contender; queue: NAME@HORIZON[@SEED] ...")
     parser.add_argument("--horizon", default="1M", choices=list(HORIZONS))
     parser.add_argument("--seed", type=int, default=SEEDS[0])
     parser.add_argument("--work", default=str(ROOT / "runs" / "quality_lab"))
     parser.add_argument("--cpus", default="1")
+    parser.add_argument("--no-report", action="store_true", help="run, queue: train only (report later, elsewhere)")
     args = parser.parse_args()
     try:
         threads_of(args.cpus)  # a typo in --cpus stops here (one line, exit 2), before anything runs
@@ -615,7 +640,11 @@ def main() -> None:
         for path in args.names:
             print(path, score(work, Path(path), args.cpus), flush=True)
         return
-    report(work, args.cpus)
+    elif args.what == "thin":
+        thin(work, args.names)
+        return
+    if not args.no_report:
+        report(work, args.cpus)
 
 
 if __name__ == "__main__":

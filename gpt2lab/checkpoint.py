@@ -10,6 +10,9 @@ RUN_DIR/checkpoints/step_00001000/
   dcp/                FSDP runs only: the sharded state (torch.distributed.checkpoint)
   COMPLETE            written last: {"format": 1, "step", "files": {name: {"bytes", "sha256"}}, "health"}
 
+A checkpoint thinned by `gpt2lab thin` keeps model.safetensors, config.json and COMPLETE (marked "weights_only"):
+about a third of the bytes under Adam or Muon; eval, sample, export and --init-from read it, --resume does not.
+
 Loading a checkpoint never unpickles code: weights and tensors come from safetensors, the rest from JSON.
 Checkpoints of gpt2lab 0.1 (state.pt, a pickle) are read with torch.load(weights_only=True) and an allowlist
 of the four NumPy names their RNG state needs, so a planted payload fails to load instead of running.
@@ -229,6 +232,15 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return done[0] if done else None
 
 
+def holds_training_state(path: Path) -> bool:
+    """Whether a complete checkpoint can be resumed from: not thinned to its weights. A marker that cannot be read
+    counts as holding it, so that resuming finds the damage and sets the checkpoint aside as before."""
+    try:
+        return not read_marker(path).get("weights_only")
+    except CorruptCheckpoint:
+        return True
+
+
 def read_marker(folder: Path) -> dict:
     """The COMPLETE manifest, checked (schemas.Manifest); a 0.1 marker (just the step) reads as format 0 with no
     file list. Anything else makes the checkpoint corrupt."""
@@ -385,6 +397,42 @@ def load_state(checkpoint: Path) -> dict:
         return check(state, TrainingState, STATE_JSON)
     except BadFile as exc:
         raise CorruptCheckpoint(str(exc)) from None
+
+
+# --- thinning --------------------------------------------------------------------------------------------------
+
+def drop_training_state(folder: Path) -> int:
+    """Thin a checkpoint to its weights and config (eval, sample, export and --init-from still read it; --resume
+    no longer can): the new manifest goes in first (temp + rename), then the training state's files go. A crash
+    between the two leaves files the manifest does not name, nothing missing. Returns the bytes freed; 0 for a
+    checkpoint thinned already. CorruptCheckpoint when its files do not match its manifest (it is left as it is)."""
+    marker = verify(folder)
+    if marker.get("weights_only"):
+        return 0
+    if marker["files"] is None:
+        raise UserError(f"{folder} is a gpt2lab 0.1 checkpoint (no manifest); resume and save it with this gpt2lab "
+                        "before thinning it")
+    keep = {WEIGHTS, CONFIG, MARKER}
+    thinned = {**marker, "files": {k: v for k, v in marker["files"].items() if k in keep}, "weights_only": True}
+    tmp = folder / f".{MARKER}.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(thinned, indent=1) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, folder / MARKER)
+    fsync_dir(folder)
+    freed = 0
+    for path in list(folder.iterdir()):
+        if path.name in keep:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            freed += sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+            shutil.rmtree(path)
+        else:
+            freed += path.lstat().st_size
+            path.unlink()
+    fsync_dir(folder)
+    return freed
 
 
 # --- retention -------------------------------------------------------------------------------------------------

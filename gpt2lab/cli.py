@@ -155,6 +155,16 @@ def cmd_report(args) -> None:
     print(f"findings: {', '.join(info['findings']) if info['findings'] else 'none'}")
 
 
+def cmd_thin(args) -> None:
+    from .commands.thin import thin_run
+
+    info = thin_run(args.run_dir, keep=args.keep)
+    kept = f"; kept the training state of {', '.join(info['kept'])}" if info["kept"] else ""
+    print(f"thinned {len(info['thinned'])} checkpoint(s) to their weights, freeing {info['freed_bytes'] / 2**20:,.0f} MiB{kept}")
+    for name, why in info["skipped"].items():
+        print(f"warning: {name} left as it is: {why}", file=sys.stderr)
+
+
 def cmd_compare(args) -> None:
     from .report.compare import compare_runs
 
@@ -338,6 +348,17 @@ def _add_tools(sub, command: str | None) -> None:
     p.add_argument("run_dir", help="a run directory")
     p.add_argument("--no-overlap-check", action="store_true", help="skip the validation/training overlap scan")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("thin", help="reduce a run's older checkpoints to their weights (about a third of the disk)",
+                       formatter_class=FORMAT,
+                       description="Drop the training state (optimizer moments, RNG, data position) of every checkpoint "
+                                   "of RUN_DIR but the newest --keep. Thinned checkpoints still serve eval, sample, "
+                                   "export and --init-from; --resume continues from the newest one that was kept whole. "
+                                   "Refused while the run is being trained.")
+    p.add_argument("run_dir", help="a run directory")
+    p.add_argument("--keep", type=int, default=1, help="how many of the newest checkpoints keep their training state "
+                                                       "(default 1: the run can be resumed)")
+    p.set_defaults(func=cmd_thin)
 
     p = sub.add_parser("compare", help="val loss of several runs against tokens and time: one PNG and a table",
                        formatter_class=FORMAT)

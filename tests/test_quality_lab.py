@@ -121,6 +121,7 @@ def test_a_replay_trains_the_stretch_again_from_the_kept_checkpoint(work, monkey
     start = run / "checkpoints" / "step_00000112"
     start.mkdir(parents=True)
     (start / "COMPLETE").write_text("{}")
+    (start / "model.safetensors").write_bytes(b"")
     calls = []
     monkeypatch.setattr(lab, "prepare_data", lambda w: (w / "data", w / "scoring"))
     monkeypatch.setattr(lab, "gpt2lab_train", lambda *a, **k: calls.append((a, k)))
@@ -144,3 +145,42 @@ def test_replay_spacing_and_run_names():
     assert lab.parse_run_name("baseline-lr0.0012-1M-seed1338") == ("baseline-lr0.0012", "1M", 1338)
     with pytest.raises(ValueError, match="not a lab run folder"):
         lab.parse_run_name("speedrun-cpu-4M")
+
+
+def micro_checkpoint(run, step):
+    """A real (micro) checkpoint of `run` at `step`, as gpt2lab saves it."""
+    import torch
+
+    from gpt2lab.checkpoint import save_checkpoint
+    from gpt2lab.config import build_config
+    from gpt2lab.model import GPT
+    from tests.helpers import MICRO_MODEL
+
+    cfg = build_config(sets=MICRO_MODEL)
+    model = GPT(cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters())
+    return save_checkpoint(run, step, model, cfg, {"optimizer": optimizer.state_dict(), "moments": [torch.ones(1000)]})
+
+
+def test_thin_reduces_finished_runs_to_weights_and_a_thinned_start_is_not_replayed(work, monkeypatch):
+    """`thin`: a finished run keeps its final checkpoint whole, the others and every replay's become weights only;
+    an unfinished run is left whole. A crossing whose replay would start at a thinned checkpoint keeps its coarse
+    bracket, and nothing is trained."""
+    from gpt2lab.checkpoint import holds_training_state
+
+    run = write_run(work, "speedrun-cpu", 1339, lambda s: 6 - 4 * s / STEPS, FAST, clocks=(3.0, 2.0), every=1)
+    kept = [micro_checkpoint(run, s) for s in (112, 128, STEPS)]
+    replayed = micro_checkpoint(run / "replays" / "from_00000064_every_4", 68)
+    unfinished = lab.run_dir(work, "speedrun-cpu", "4M", 1337)
+    (unfinished / "metrics.jsonl").parent.mkdir(parents=True)
+    (unfinished / "metrics.jsonl").write_text(json.dumps({"step": 16, "loss": 6.0}) + "\n")
+    early = micro_checkpoint(unfinished, 16)
+    lab.thin(work, [])
+    assert [holds_training_state(p) for p in kept] == [False, False, True]
+    assert not holds_training_state(replayed) and holds_training_state(early)
+    assert not (kept[0] / "state.safetensors").exists() and (kept[0] / "model.safetensors").is_file()
+
+    calls = []
+    monkeypatch.setattr(lab, "gpt2lab_train", lambda *a, **k: calls.append(a))
+    cross = lab.crossing(work, run, 5.5, cpus="1", guess_step=116)
+    assert calls == [] and cross["bracket"] == [112, 128] and "replay" not in cross

@@ -38,6 +38,7 @@ class Manifest(Shape):
     files: dict[str, FileEntry] | None
     health: Health = Health()
     run: str | None = None
+    weights_only: bool = False  # thinned (gpt2lab thin): the training state was dropped, the weights kept
 
 
 class LoaderState(Shape):

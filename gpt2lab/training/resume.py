@@ -40,6 +40,9 @@ class Resuming:
         """Load a checkpoint into this run. CorruptCheckpoint: its files are damaged (skip it); UserError: it
         does not fit this run (stop); anything else (a CUDA error) propagates and stops the run."""
         marker = self._verify(checkpoint)
+        if marker.get("weights_only"):  # a setting of the folder, not damage: nothing is set aside
+            raise UserError(f"{checkpoint.name} holds weights only (thinned by gpt2lab thin) and cannot be resumed; start "
+                            f"a new run from its weights with --init-from {checkpoint}")
         try:
             saved = ckpt.load_config(checkpoint)
         except BadFile as exc:  # damaged: not JSON, too deep, too large

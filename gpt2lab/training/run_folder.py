@@ -24,16 +24,23 @@ class RunFolder:
 
     def _check_run_dir(self, resume: bool) -> list[Path]:
         """The run's complete checkpoints; refuses a folder that is someone else's, or a run that would be mixed."""
-        candidates = ckpt.complete_checkpoints(self.run_dir)
+        complete = ckpt.complete_checkpoints(self.run_dir)
+        candidates = [p for p in complete if ckpt.holds_training_state(p)]  # thinned ones hold weights only
         if not self.dist.is_main:  # rank 0 holds the lock and speaks for the run directory
             return candidates
         metrics = self.run_dir / METRICS_FILE
-        if candidates and not resume:
-            raise UserError(f"{self.run_dir} already holds a run (latest {candidates[0].name}); pass --resume to continue "
+        if complete and not resume:
+            raise UserError(f"{self.run_dir} already holds a run (latest {complete[0].name}); pass --resume to continue "
                             "it or choose a new --out")
+        if resume and complete and not candidates:
+            raise UserError(f"--resume: every checkpoint in {self.run_dir} was thinned to its weights (gpt2lab thin), so "
+                            f"none can be resumed; start a new run from its weights with --init-from {complete[0]}")
         if resume and not candidates:
             stopped = " (it stopped before its first checkpoint: start it again without --resume)" if metrics.is_file() else ""
             raise UserError(f"--resume: {self.run_dir} holds no complete checkpoint to resume from{stopped}")
+        if resume and complete[0] != candidates[0]:
+            self.echo(f"note: {complete[0].name} holds weights only (thinned); resuming from {candidates[0].name}, the "
+                      "newest checkpoint with its training state")
         if not resume:
             self._check_fresh_start(metrics)
         return candidates
