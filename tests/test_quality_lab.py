@@ -60,6 +60,18 @@ def test_the_target_is_the_best_baselines_scoring_loss_and_the_crossing_is_inter
     assert second["token_ratio"] == round(112 / STEPS, 3) and "cpu_time_ratio" not in second
     assert contender["worst_token_ratio"] == first["token_ratio"]
     assert first["threads"] == 1 and "time_ratio_threads_differ" not in first
+    # the best recipe is judged on its worst seed against the horizon's goal (1M: <= 0.20 of the tokens)
+    assert table["best_recipe"] == {"name": "speedrun-cpu", "worst_token_ratio": 0.227,
+                                    "worst_time_ratio": round(3.0 * 116 / 1024, 3), "seeds": [1337, 1338],
+                                    "goal": {"token": 0.20}, "goal_met": {"token": False}, "all_met": False}
+
+
+def test_a_second_seed_that_finished_alone_is_labelled_with_its_own_seed_and_is_not_the_best(work):
+    write_run(work, "speedrun-cpu+ve2", 1338, lambda s: 6 - 8 * s / STEPS, {48: 5.52, 64: 5.44, STEPS: 3.5})
+    table = lab.horizon_table(work, "1M", cpus="")
+    (row,) = {c["name"]: c for c in table["contenders"]}["speedrun-cpu+ve2"]["per_seed"]
+    assert row["seed"] == 1338 and row["token_ratio"] == round(52 / STEPS, 3)
+    assert table["best_recipe"]["name"] == "speedrun-cpu"  # one seed is not enough at 1M and 4M
 
 
 def test_a_time_ratio_between_runs_with_other_thread_counts_is_flagged(work):
