@@ -30,7 +30,7 @@ is one thread on CPU 1, as every 1M and 4M run; `--cpus 0,1` two threads, to bri
   python bench/quality_lab.py queue baseline-lr0.0012@4M speedrun-cpu@4M     # one after another
   python bench/quality_lab.py score RUN/checkpoints/step_N ...   # score ahead of `report`, on --cpus
   python bench/quality_lab.py report        # a horizon with no runs here keeps the newest earlier report's table
-  python bench/quality_lab.py thin [RUN ...] # finished runs' checkpoints but the last reduced to weights (disk / 3)
+  python bench/quality_lab.py thin [RUN ...] # finished runs: crossings resolved, then checkpoints but the last to weights
 Results: bench/results/quality_lab_<date>.json (and the runs' metrics under bench/results/quality_lab_runs/).
 """
 
@@ -193,21 +193,29 @@ def train(work: Path, name: str, horizon: str, seed: int, cpus: str) -> Path:
     return out
 
 
-def thin(work: Path, names: list[str]) -> None:
+def thin(work: Path, names: list[str], cpus: str) -> None:
     """`gpt2lab thin` on finished runs (all, or the run folders named): every checkpoint but the final one, and
-    every replay's, reduced to its weights, which is all scoring needs (a third of the disk). A crossing that
-    later moves (a new target) past a thinned checkpoint can no longer be replayed: it keeps its coarse bracket."""
+    every replay's, reduced to its weights, which is all scoring needs (a third of the disk). A contender's
+    crossing is resolved first (scored, and replayed when its bracket is too wide), since a replay needs the
+    training state of the checkpoint it starts from; a contender whose horizon has no target yet is left whole.
+    A crossing that later moves (a new baseline in the sweep) past a thinned checkpoint keeps its coarse bracket."""
     from gpt2lab.commands.thin import thin_run
 
     for run in sorted(work.glob("runs/*")) if not names else [work / "runs" / n for n in names]:
         try:
-            _, horizon, _ = parse_run_name(run.name)
+            name, horizon, _ = parse_run_name(run.name)
         except ValueError as exc:
             print(f"{exc}; left as it is")
             continue
         if not finished(run, horizon):
             print(f"{run.name}: not finished; left whole (its next crossing may need a replay)")
             continue
+        if not name.startswith("baseline-"):
+            target, base_runs = target_of(work, horizon, cpus)
+            if target is None:
+                print(f"{run.name}: no baseline has finished at {horizon}, so its crossing is not known; left whole")
+                continue
+            locate(work, run, target, base_runs, cpus)
         freed = thin_run(run, keep=1)["freed_bytes"] if (run / "checkpoints").is_dir() else 0
         freed += sum(thin_run(replay, keep=0)["freed_bytes"] for replay in sorted(run.glob("replays/*"))
                      if (replay / "checkpoints").is_dir())
@@ -448,14 +456,22 @@ def best_recipe(contenders: list[dict], horizon: str) -> dict | None:
             "goal": goal, "goal_met": met, "all_met": all(met.values()) if met else None}
 
 
+def target_of(work: Path, horizon: str, cpus: str) -> tuple[float | None, list[Path]]:
+    """The horizon's target (the best baseline's final loss on the scoring split, over its finished seeds) and
+    those runs; (None, []) before any baseline has finished there."""
+    base_name, _ = best_baseline(work, horizon)
+    runs = list(finished_seeds(work, base_name, horizon).values()) if base_name else []
+    finals = [score(work, checkpoints(r)[-1][1], cpus) for r in runs]
+    return (sum(finals) / len(finals) if finals else None), runs
+
+
 def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
     base_name, sweep = best_baseline(work, horizon)
     if base_name is None:
         return None
     base_seeds = finished_seeds(work, base_name, horizon)
-    base_runs = list(base_seeds.values())
-    finals = [score(work, checkpoints(r)[-1][1], cpus) for r in base_runs]
-    target = sum(finals) / len(finals)
+    target, base_runs = target_of(work, horizon, cpus)
+    finals = [score(work, checkpoints(r)[-1][1], cpus) for r in base_runs]  # cached by target_of
     base_last = [read_metrics(r)[-1] for r in base_runs]
     base_seconds = [r["elapsed"] for r in base_last]
     base_cpu = [r.get("cpu_seconds") for r in base_last]
@@ -487,6 +503,14 @@ def step_at(run: Path, tokens: float) -> int:
     return next((r["step"] for r in records if r.get("tokens", 0) >= tokens), records[-1]["step"])
 
 
+def locate(work: Path, run: Path, target: float, base_runs: list[Path], cpus: str) -> tuple[dict | None, float | None]:
+    """The run's crossing of `target` on the scoring split, searched from where its tuning-split curve reaches the
+    baseline's final tuning loss, and that tuning-split crossing in tokens (None when it never gets there)."""
+    tuning = curve_of(run)
+    t = reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
+    return crossing(work, run, target, cpus, None if t is None else step_at(run, t)), t
+
+
 def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, base_runs: list[Path],
               base_clocks: tuple[list[float], list[float | None]], cpus: str) -> dict:
     """One contender seed: where it crosses the baseline's scoring-split loss (tokens, its own seconds), its final
@@ -494,9 +518,7 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
     seconds; the CPU-time ratio, in the CPU seconds each process had, is given when both runs recorded them: it
     leaves out what other processes and the hypervisor took, which moves wall time by a third from day to day."""
     base_seconds, base_cpu = base_clocks
-    tuning = curve_of(run)
-    t = reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
-    cross = crossing(work, run, target, cpus, None if t is None else step_at(run, t))
+    cross, t = locate(work, run, target, base_runs, cpus)
     final = score(work, checkpoints(run)[-1][1], cpus)
     last = read_metrics(run)[-1]
     row = {"seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
@@ -661,7 +683,7 @@ def main() -> None:
             print(path, score(work, Path(path), args.cpus), flush=True)
         return
     elif args.what == "thin":
-        thin(work, args.names)
+        thin(work, args.names, args.cpus)
         return
     if not args.no_report:
         report(work, args.cpus)

@@ -174,10 +174,11 @@ def micro_checkpoint(run, step):
     return save_checkpoint(run, step, model, cfg, {"optimizer": optimizer.state_dict(), "moments": [torch.ones(1000)]})
 
 
-def test_thin_reduces_finished_runs_to_weights_and_a_thinned_start_is_not_replayed(work, monkeypatch):
-    """`thin`: a finished run keeps its final checkpoint whole, the others and every replay's become weights only;
-    an unfinished run is left whole. A crossing whose replay would start at a thinned checkpoint keeps its coarse
-    bracket, and nothing is trained."""
+def test_thin_resolves_a_crossing_before_it_reduces_finished_runs_to_weights(work, monkeypatch):
+    """`thin`: a contender's crossing is resolved first (its replay starts from a checkpoint that still holds its
+    training state); then a finished run keeps its final checkpoint whole, the others and every replay's become
+    weights only; an unfinished run is left whole. A crossing that would need a replay from a thinned checkpoint
+    afterwards keeps its coarse bracket, and nothing more is trained."""
     from gpt2lab.checkpoint import holds_training_state
 
     run = write_run(work, "speedrun-cpu", 1339, lambda s: 6 - 4 * s / STEPS, FAST, clocks=(3.0, 2.0), every=1)
@@ -187,12 +188,25 @@ def test_thin_reduces_finished_runs_to_weights_and_a_thinned_start_is_not_replay
     (unfinished / "metrics.jsonl").parent.mkdir(parents=True)
     (unfinished / "metrics.jsonl").write_text(json.dumps({"step": 16, "loss": 6.0}) + "\n")
     early = micro_checkpoint(unfinished, 16)
-    lab.thin(work, [])
+    calls = []
+    monkeypatch.setattr(lab, "prepare_data", lambda w: (w / "data", w / "scoring"))
+    monkeypatch.setattr(lab, "gpt2lab_train", lambda *a, **k: calls.append(a))
+    lab.thin(work, [], cpus="")
+    # the 112-128 bracket is 14% of the crossing: replayed from 112 before 112 lost its training state
+    assert [a[1].name for a in calls] == ["from_00000112_every_4"]
     assert [holds_training_state(p) for p in kept] == [False, False, True]
     assert not holds_training_state(replayed) and holds_training_state(early)
     assert not (kept[0] / "state.safetensors").exists() and (kept[0] / "model.safetensors").is_file()
 
-    calls = []
-    monkeypatch.setattr(lab, "gpt2lab_train", lambda *a, **k: calls.append(a))
     cross = lab.crossing(work, run, 5.5, cpus="1", guess_step=116)
-    assert calls == [] and cross["bracket"] == [112, 128] and "replay" not in cross
+    assert len(calls) == 1 and cross["bracket"] == [112, 128] and "replay" not in cross
+
+
+def test_thin_leaves_a_contender_whole_while_its_horizon_has_no_target(tmp_path, capsys):
+    from gpt2lab.checkpoint import holds_training_state
+
+    run = write_run(tmp_path, "speedrun-cpu", 1337, lambda s: 6 - 4 * s / STEPS, FAST)
+    first = micro_checkpoint(run, 112)
+    micro_checkpoint(run, STEPS)
+    lab.thin(tmp_path, [], cpus="")
+    assert holds_training_state(first) and "crossing is not known; left whole" in capsys.readouterr().out
