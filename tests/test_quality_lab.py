@@ -210,3 +210,18 @@ def test_thin_leaves_a_contender_whole_while_its_horizon_has_no_target(tmp_path,
     micro_checkpoint(run, STEPS)
     lab.thin(tmp_path, [], cpus="")
     assert holds_training_state(first) and "crossing is not known; left whole" in capsys.readouterr().out
+
+
+def test_the_speedrun_cpu_recipe_is_the_labs_best_measured_contender():
+    """`gpt2lab train --recipe speedrun-cpu` trains what the lab measured as speedrun-cpu+ve2: the same model,
+    optimizer and schedule shape (the lab sets its own horizon, batch and evaluation)."""
+    from gpt2lab.config import build_config
+    from gpt2lab.training.optim import settings_of
+
+    product = build_config(recipe="speedrun-cpu")
+    measured = build_config(preset="gpt2-15m", sets=lab.CONTENDERS["speedrun-cpu+ve2"]["sets"])
+    assert product.model == measured.model and product.model.value_embeds == 2
+    settings_of(product.optim), settings_of(measured.optim)  # typed, as when the optimizer is built
+    assert product.optim == measured.optim
+    shape = ("decay", "warmup_steps", "cooldown_fraction", "min_lr_ratio")
+    assert [getattr(product.schedule, k) for k in shape] == [getattr(measured.schedule, k) for k in shape]
