@@ -447,11 +447,13 @@ def retained(steps: list[int], keep_last: int | None, keep_every: int | None, pr
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int | None, keep_every: int | None = None,
-                      protect: set[int] = frozenset(), run: str | None = None) -> tuple[list[Path], list[Path]]:
-    """Apply retention to a run's checkpoints: (removed, set aside). Only checkpoints that pass verify() count
-    towards keep_last; one that fails is set aside as step_N.corrupt, never counted and never deleted. With
-    `run`, a checkpoint whose manifest names another run (copied in by hand) is neither counted nor deleted;
-    checkpoints of gpt2lab before 0.3 name none and count as the run's own."""
+                      protect: set[int] = frozenset(), run: str | None = None,
+                      older: str = "delete") -> tuple[list[Path], list[Path]]:
+    """Apply retention to a run's checkpoints: (removed or thinned, set aside). Only checkpoints that pass
+    verify() count towards keep_last; one that fails is set aside as step_N.corrupt, never counted and never
+    deleted. With `run`, a checkpoint whose manifest names another run (copied in by hand) is neither counted nor
+    touched; checkpoints of gpt2lab before 0.3 name none and count as the run's own. `older="weights"` thins the
+    checkpoints retention does not keep (drop_training_state) instead of deleting them."""
     good, aside = [], []
     for path in complete_checkpoints(run_dir):
         try:
@@ -460,9 +462,12 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int | None, keep_ev
             aside.append(set_aside(path, str(exc)))
             continue
         if run is None or marker.get("run") in (None, run):
-            good.append(path)
-    keep = retained([step_of(p) for p in good], keep_last, keep_every, protect)
-    removed = [p for p in good if step_of(p) not in keep]
-    for path in removed:
-        shutil.rmtree(path, ignore_errors=True)
-    return removed, aside
+            good.append((path, marker))
+    keep = retained([step_of(p) for p, _ in good], keep_last, keep_every, protect)
+    removed = [(p, m) for p, m in good if step_of(p) not in keep]
+    for path, marker in removed:
+        if older != "weights":
+            shutil.rmtree(path, ignore_errors=True)
+        elif marker["files"] is not None and not marker.get("weights_only"):  # a 0.1 checkpoint stays whole
+            drop_training_state(path)
+    return [p for p, _ in removed], aside

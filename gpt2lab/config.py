@@ -113,6 +113,9 @@ class CheckpointConfig:
     every: int | None = optional(1000)  # steps between checkpoints; None: only at the end
     keep_last: int | None = optional(3)  # checkpoints kept (the newest verified ones); None: all
     keep_every: int | None = optional()  # also keep checkpoints at multiples of this step
+    # what happens to a checkpoint retention does not keep: "delete" it, or keep its "weights" (a third of the
+    # disk, as `gpt2lab thin` leaves it: eval, sample, export and --init-from read it, --resume does not)
+    older: str = "delete"
     asynchronous: bool = True  # write in a background thread (training pays only a CPU copy)
 
 
@@ -250,6 +253,8 @@ def _loop_checks(c: Config) -> list[tuple[bool, str]]:
          "eval.every, eval.batches, eval.hellaswag_every and eval.hellaswag_limit must be at least 1 (or none)"),
         (all(_positive(v) for v in (k.every, k.keep_last, k.keep_every)),
          "checkpoint.every, checkpoint.keep_last and checkpoint.keep_every must be at least 1 (or none)"),
+        (k.older in ("delete", "weights"),
+         f"checkpoint.older={k.older!r} is not one of delete, weights (what retention does to an older checkpoint)"),
         (g.spike_z is None or g.spike_z > 0, f"guard.spike_z must be positive (or none: off), got {g.spike_z}"),
         (1 <= g.max_bad_steps <= 10**6, f"guard.max_bad_steps must be at least 1, got {g.max_bad_steps}"),
         (0 < g.rollback_lr_factor <= 1, f"guard.rollback_lr_factor must be in (0, 1], got {g.rollback_lr_factor}"),

@@ -111,3 +111,34 @@ def test_a_crash_between_the_new_manifest_and_the_deletion_leaves_a_good_checkpo
     assert ckpt.verify(path, deep=True)["weights_only"]  # the state files are extra, the manifest's files intact
     assert all(torch.equal(weights(path)[k], v) for k, v in before.items())
     assert ckpt.drop_training_state(path) == 0
+
+
+def test_retention_can_keep_the_weights_of_the_checkpoints_it_does_not_keep(data_dir, tmp_path):
+    """checkpoint.older=weights: what keep_last / keep_every would delete is thinned instead, as the run goes; the
+    run resumes from its newest whole checkpoint as an uninterrupted run would, and the default still deletes."""
+    full = tmp_path / "full"
+    make_trainer(micro_config(data_dir, "schedule.max_steps=12", *SETS), full, **QUIET).fit()
+    sets = ("schedule.max_steps=12", "checkpoint.every=2", "checkpoint.keep_last=1", "checkpoint.keep_every=6",
+            "checkpoint.older=weights")
+    run = tmp_path / "run"
+    make_trainer(micro_config(data_dir, *sets, "run.stop_at_step=10"), run, **QUIET).fit()
+    whole = {p.name: ckpt.holds_training_state(p) for p in ckpt.complete_checkpoints(run)}
+    assert whole == {"step_00000010": True, "step_00000008": False, "step_00000006": True, "step_00000004": False,
+                     "step_00000002": False}
+    same_steps = {p.name: weights(p) for p in ckpt.complete_checkpoints(full)}
+    assert all(torch.equal(weights(run / "checkpoints" / "step_00000006")[k], v)
+               for k, v in same_steps["step_00000006"].items())
+    make_trainer(micro_config(data_dir, *sets), run, resume=True, **QUIET).fit()
+    assert losses(run) == losses(full)
+    assert [p.name for p in ckpt.complete_checkpoints(run)][:2] == ["step_00000012", "step_00000010"]
+
+    deleted = tmp_path / "deleted"
+    make_trainer(micro_config(data_dir, *sets[:-1], "run.stop_at_step=10"), deleted, **QUIET).fit()
+    assert [p.name for p in ckpt.complete_checkpoints(deleted)] == ["step_00000010", "step_00000006"]
+
+
+def test_a_typo_in_what_retention_does_is_one_line():
+    from gpt2lab.config import build_config
+
+    with pytest.raises(UserError, match="checkpoint.older='weight' is not one of delete, weights"):
+        build_config(sets=["checkpoint.older=weight"])

@@ -79,7 +79,8 @@ class CheckpointSaver:
         try:
             self.last_saved = save_checkpoint(self.run_dir, step, weights, self.config, state, tmp_prepared)
             k = self.config.checkpoint
-            _, aside = prune_checkpoints(self.run_dir, k.keep_last, k.keep_every, protect | {step}, state.get("run_id"))
+            _, aside = prune_checkpoints(self.run_dir, k.keep_last, k.keep_every, protect | {step}, state.get("run_id"),
+                                         k.older)
             self._notes += [f"warning: {p.name.split('.')[0]} failed verification and was set aside as {p.name}"
                             for p in aside]
         except BaseException as exc:  # handed to the training thread
