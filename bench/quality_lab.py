@@ -9,12 +9,14 @@ Protocol (fixed; every number in the JSON can be checked on its own):
   model      gpt2-15m (4 layers, 256 wide, 4 heads, context 256, vocab 50304) for every contender
   horizons   1M and 4M training tokens (512 and 2,048 steps of 8 x 256); each run's schedule ends at its horizon
   eval       in-run on the whole tuning split's first EVAL_WINDOWS windows, at 32 evenly spaced points; a
-             checkpoint at each point, kept, so any text can score them later
+             checkpoint at each point, kept, so any text can score them later (every 4th and the newest whole,
+             the others as weights only: checkpoint.older=weights)
   scoring    the baseline's final checkpoint on the whole scoring split is the target; a contender's crossing is
              found by bisection over its kept checkpoints on the scoring split, interpolated between the two
              around it (in tokens, and in the run's own elapsed seconds); when those two are more than 5% of the
-             crossing's tokens apart, the stretch between them is trained again from the first (gpt2lab's resume,
-             pausing at the second) with checkpoints dense enough, and those are scored: a crossing to 5%
+             crossing's tokens apart, the stretch is trained again from the newest whole checkpoint at or before
+             the first (gpt2lab's resume, pausing before the second) with checkpoints dense enough, and those are
+             scored: a crossing to 5%
   baseline   classic GPT-2 + AdamW + cosine to the horizon; its LR swept per horizon on the tuning split
   contenders speedrun-cpu (Muon + ReLU^2 + QK-norm + RoPE + RMSNorm + zero-init projections + untied head, WSD);
              adamw-groups-embLR (classic GPT-2, AdamW with the embeddings at their own LR: what per-group LRs
@@ -62,7 +64,8 @@ EVAL_WINDOWS = 256  # 32 batches of 8: 65,536 tokens of the tuning split per in-
 SEEDS = (1337, 1338)
 GOALS = {"1M": {"token": 0.20}, "4M": {"token": 0.25, "time": 0.30}, "16M": {"token": 0.25}}  # worst seed, issue 23
 COMMON = ["run.micro_batch=8", f"eval.batches={EVAL_WINDOWS // 8}", "log.tensorboard=false", "run.compile=on",
-          "run.precision=bf16", "run.device=cpu", "checkpoint.keep_last=none"]
+          "run.precision=bf16", "run.device=cpu"]
+WHOLE = 8  # checkpoints per run that keep their training state (a replay starts from one): the others, weights only
 
 
 def baseline(lr: float) -> list[str]:
@@ -156,7 +159,8 @@ def run_sets(work: Path, name: str, horizon: str, seed: int) -> list[str]:
     steps = steps_of(horizon)
     every = steps // POINTS
     sets = [f"data.dir={data}", f"run.seed={seed}", f"schedule.max_steps={steps}", f"eval.every={every}",
-            f"checkpoint.every={every}", f"log.every={every}", *COMMON, *CONTENDERS[name]["sets"]]
+            f"checkpoint.every={every}", f"log.every={every}", *COMMON, "checkpoint.keep_last=1",
+            f"checkpoint.keep_every={steps // WHOLE}", "checkpoint.older=weights", *CONTENDERS[name]["sets"]]
     if name.startswith(("baseline-", "adamw-groups")):  # the baseline's warmup scales with its horizon (32 steps at 1M, as in v1)
         sets.append(f"schedule.warmup_steps={steps // 16}")
     if name.endswith("+ramp"):  # the batch grows over the first quarter of the horizon
@@ -322,31 +326,29 @@ def replay_every(crossing_tokens: float, tokens_per_step: float, gap: int) -> in
 
 def refine(work: Path, run: Path, target: float, cpus: str, coarse: dict, by_step: dict) -> dict | None:
     """The crossing to RESOLUTION: the run's stretch between the two kept checkpoints around it, trained again from
-    the first of them (gpt2lab's resume, in RUN/replays/, pausing at the second) with checkpoints dense enough,
-    which are scored by bisection. The replay retraces the run: its per-step training losses are compared with
-    the run's own (`replay_loss_drift`; compile and thread scheduling may move the last digits). Tokens and
-    seconds still come from the run's own records, which hold every step. None when the first checkpoint was
-    not kept and no earlier replay was scored."""
+    the newest checkpoint at or before the first that holds its training state (gpt2lab's resume, in
+    RUN/replays/, pausing before the second) with checkpoints dense enough, which are scored by bisection. The
+    replay retraces the run: its per-step training losses are compared with the run's own (`loss_drift`;
+    compile and thread scheduling may move the last digits). Tokens and seconds still come from the run's own
+    records, which hold every step. None when no such checkpoint is left and no earlier replay reached it."""
     step_lo, step_hi = coarse["bracket"]
     every = replay_every(coarse["tokens"], (by_step[step_hi]["tokens"] - by_step[step_lo]["tokens"]) / (step_hi - step_lo),
                          step_hi - step_lo)
-    replay = run / "replays" / f"from_{step_lo:08d}_every_{every}"
-    start = run / "checkpoints" / f"step_{step_lo:08d}"
-    done = [s for s, _ in checkpoints(replay)] if replay.is_dir() else []
-    if step_hi - every not in done:
-        from gpt2lab.checkpoint import holds_training_state, is_checkpoint
-
-        if not is_checkpoint(start) or not holds_training_state(start):  # not kept, or thinned: no replay
-            return None
-        if not (replay / "checkpoints" / start.name).is_dir():  # the run's checkpoint, linked, not copied
-            shutil.copytree(start, replay / "checkpoints" / start.name, copy_function=os.link)
+    replay = replay_of(run, step_lo, step_hi, every)
+    if replay is None:  # no checkpoint at or before the stretch holds its training state
+        return None
+    if step_hi - every not in [s for s, _ in checkpoints(replay)]:
+        begin = run / "checkpoints" / replay.name.split("_every_")[0].replace("from_", "step_")
+        if not (replay / "checkpoints" / begin.name).is_dir():  # the run's checkpoint, linked, not copied
+            shutil.copytree(begin, replay / "checkpoints" / begin.name, copy_function=os.link)
         name, horizon, seed = parse_run_name(run.name)
         sets = run_sets(work, name, horizon, seed) + [f"checkpoint.every={every}", "eval.every=none", "log.every=none",
                                                       f"run.stop_at_step={step_hi - every}"]
-        print(f"[{datetime.now():%H:%M}] {run.name}: replaying steps {step_lo}-{step_hi - every} "
+        print(f"[{datetime.now():%H:%M}] {run.name}: replaying steps {step_of_name(begin)}-{step_hi - every} "
               f"(a checkpoint every {every})", flush=True)
         gpt2lab_train(work, replay, sets, cpus, threads_of_run(run) or threads_of(cpus), resume=True,
-                      log_name=f"{run.name}-replay-{step_lo}")
+                      log_name=f"{run.name}-replay-{step_of_name(begin)}")
+    start = run / "checkpoints" / f"step_{step_lo:08d}"
     kept = [(step_lo, start)] + [(s, p) for s, p in checkpoints(replay) if step_lo < s < step_hi]
     kept.append((step_hi, run / "checkpoints" / f"step_{step_hi:08d}"))  # both ends: the run's own, scored already
     lo, hi = 0, len(kept) - 1
@@ -359,8 +361,26 @@ def refine(work: Path, run: Path, target: float, cpus: str, coarse: dict, by_ste
     drift = max((abs(r["loss"] - by_step[r["step"]]["loss"]) for r in again if "loss" in by_step.get(r["step"], {})),
                 default=None)
     return {**fine, "coarse": {k: coarse[k] for k in ("tokens", "bracket", "resolution")},
-            "replay": {"from_step": step_lo, "every": every, "steps_replayed": len(again),
+            "replay": {"from_step": step_of_name(replay), "every": every, "steps_replayed": len(again),
                        "loss_drift": None if drift is None else round(drift, 5)}}
+
+
+def replay_of(run: Path, step_lo: int, step_hi: int, every: int) -> Path | None:
+    """The replay folder for the stretch step_lo..step_hi at `every` steps: one that already reached it (trained
+    from at or before step_lo, its checkpoints on disk or in its scoring cache), else a new one from the newest
+    checkpoint at or before step_lo that holds its training state; None when there is none."""
+    from gpt2lab.checkpoint import holds_training_state, is_checkpoint
+
+    for done in sorted(run.glob(f"replays/from_*_every_{every}"), reverse=True):
+        if step_of_name(done) <= step_lo and step_hi - every in [s for s, _ in checkpoints(done)]:
+            return done
+    whole = [s for s, p in checkpoints(run) if s <= step_lo and is_checkpoint(p) and holds_training_state(p)]
+    return run / "replays" / f"from_{max(whole):08d}_every_{every}" if whole else None
+
+
+def step_of_name(path: Path) -> int:
+    """step_00000448 or from_00000448_every_16 -> 448."""
+    return int(path.name.split("_")[1])
 
 
 def parse_run_name(folder: str) -> tuple[str, str, int]:

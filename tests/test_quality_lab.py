@@ -225,3 +225,28 @@ def test_the_speedrun_cpu_recipe_is_the_labs_best_measured_contender():
     assert product.optim == measured.optim
     shape = ("decay", "warmup_steps", "cooldown_fraction", "min_lr_ratio")
     assert [getattr(product.schedule, k) for k in shape] == [getattr(measured.schedule, k) for k in shape]
+
+
+def test_a_replay_starts_from_the_newest_whole_checkpoint_before_a_thinned_bracket(work, monkeypatch):
+    """Lab runs keep every WHOLE-th checkpoint whole and the rest as weights (checkpoint.older=weights): a crossing
+    bracketed by thinned checkpoints is replayed from the newest whole one before it, and a replay that already
+    reached the stretch (from anywhere at or before it) is reused rather than trained again."""
+    from gpt2lab.checkpoint import drop_training_state
+
+    run = write_run(work, "speedrun-cpu", 1339, lambda s: 6 - 4 * s / STEPS, FAST, clocks=(3.0, 2.0), every=1)
+    early, late = micro_checkpoint(run, 64), micro_checkpoint(run, 96)
+    drop_training_state(micro_checkpoint(run, 112))
+    drop_training_state(late)  # the newest whole one at or before 112 is 64
+    calls = []
+    monkeypatch.setattr(lab, "prepare_data", lambda w: (w / "data", w / "scoring"))
+    monkeypatch.setattr(lab, "gpt2lab_train", lambda *a, **k: calls.append((a, k)))
+    cross = lab.crossing(work, run, 5.5, cpus="1", guess_step=116)
+    ((_, out, sets, _, _), kw), = calls
+    assert out == run / "replays" / "from_00000064_every_4" and kw["resume"]
+    assert (out / "checkpoints" / "step_00000064" / "COMPLETE").samefile(early / "COMPLETE")
+    assert sets[-1] == "run.stop_at_step=124" and cross["replay"]["from_step"] == 64
+    assert {"checkpoint.keep_last=1", "checkpoint.older=weights", f"checkpoint.keep_every={STEPS // lab.WHOLE}"} <= set(sets)
+
+    (out / "scoring.json").write_text(json.dumps({"step_00000116": 5.505, "step_00000120": 5.49, "step_00000124": 5.46}))
+    cross = lab.crossing(work, run, 5.5, cpus="1", guess_step=116)
+    assert len(calls) == 1 and cross["bracket"] == [116, 120] and cross["replay"]["from_step"] == 64
