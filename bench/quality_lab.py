@@ -562,6 +562,7 @@ def compared(work: Path) -> dict:
     from gpt2lab.config import build_config
     from gpt2lab.metrics.flops import flops_per_token
     from gpt2lab.model import GPT
+    from gpt2lab.training.optim.groups import role_of
 
     out = {}
     for name, c in CONTENDERS.items():
@@ -569,7 +570,7 @@ def compared(work: Path) -> dict:
         with __import__("torch").device("meta"):
             model = GPT(cfg.model)
         per_token = flops_per_token(cfg.model, cfg.seq_len)
-        matrices = [p.shape for n, p in model.named_parameters() if p.ndim == 2 and "wte" not in n and "lm_head" not in n]
+        matrices = [p.shape for n, p in model.named_parameters() if role_of(n, p) == "matrix"]  # what Muon gets
         ns = 0
         if cfg.optim.name == "muon":  # 5 Newton-Schulz iterations per matrix per step: ~ (4 m n^2 + 2 n^3) each
             ns = sum(5 * (4 * max(s) * min(s) ** 2 + 2 * min(s) ** 3) for s in matrices) / TOKENS_PER_STEP

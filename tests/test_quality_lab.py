@@ -250,3 +250,14 @@ def test_a_replay_starts_from_the_newest_whole_checkpoint_before_a_thinned_brack
     (out / "scoring.json").write_text(json.dumps({"step_00000116": 5.505, "step_00000120": 5.49, "step_00000124": 5.46}))
     cross = lab.crossing(work, run, 5.5, cpus="1", guess_step=116)
     assert len(calls) == 1 and cross["bracket"] == [116, 120] and cross["replay"]["from_step"] == 64
+
+
+def test_newton_schulz_flops_count_only_what_muon_orthogonalises():
+    """Muon's extra FLOPs per token come from the hidden matrices alone: value-embedding tables and skip gains go
+    to AdamW (gpt2lab's parameter roles), so they add parameters, not Newton-Schulz work."""
+    c = lab.compared(None)
+    plain = c["speedrun-cpu"]["flops_per_token_optimizer"]
+    assert plain > 0 and c["speedrun-cpu+ve2"]["flops_per_token_optimizer"] == plain
+    assert c["speedrun-cpu+skips"]["flops_per_token_optimizer"] == plain
+    assert c["speedrun-cpu+ve2"]["parameters"] - c["speedrun-cpu"]["parameters"] == 2 * 50304 * 256
+    assert c["adamw-groups-emb0.003"]["flops_per_token_optimizer"] == 0
