@@ -259,5 +259,6 @@ def test_newton_schulz_flops_count_only_what_muon_orthogonalises():
     plain = c["speedrun-cpu"]["flops_per_token_optimizer"]
     assert plain > 0 and c["speedrun-cpu+ve2"]["flops_per_token_optimizer"] == plain
     assert c["speedrun-cpu+skips"]["flops_per_token_optimizer"] == plain
-    assert c["speedrun-cpu+ve2"]["parameters"] - c["speedrun-cpu"]["parameters"] == 2 * 50304 * 256
+    extra = c["speedrun-cpu+ve2"]["parameters"] - c["speedrun-cpu"]["parameters"]
+    assert 0 <= extra - 2 * 50304 * 256 < 100  # two tables, and their mixing gains
     assert c["adamw-groups-emb0.003"]["flops_per_token_optimizer"] == 0
