@@ -33,6 +33,7 @@ is one thread on CPU 1, as every 1M and 4M run; `--cpus 0,1` two threads, to bri
   python bench/quality_lab.py score RUN/checkpoints/step_N ...   # score ahead of `report`, on --cpus
   python bench/quality_lab.py report        # a horizon with no runs here keeps the newest earlier report's table
   python bench/quality_lab.py thin [RUN ...] # finished runs: crossings resolved, then checkpoints but the last to weights
+  python bench/quality_lab.py restore      # a new machine: the committed runs' records back into the work folder
 Results: bench/results/quality_lab_<date>.json (and the runs' metrics under bench/results/quality_lab_runs/).
 """
 
@@ -140,8 +141,13 @@ def threads_of(cpus: str) -> int:
 
 def threads_of_run(run: Path) -> int | None:
     """The threads a run trained with, from its device report."""
+    return device_of_run(run).get("threads")
+
+
+def device_of_run(run: Path) -> dict:
+    """The run's device report (gpt2lab's device.json: the processor's name, threads, precision); {} without one."""
     device = run / "device.json"
-    return json.loads(device.read_text()).get("threads") if device.is_file() else None
+    return json.loads(device.read_text()) if device.is_file() else {}
 
 
 def run_dir(work: Path, name: str, horizon: str, seed: int) -> Path:
@@ -195,6 +201,31 @@ def train(work: Path, name: str, horizon: str, seed: int, cpus: str) -> Path:
     print(f"[{datetime.now():%H:%M}] {out.name}{' (resuming)' if resume else ''}", flush=True)
     gpt2lab_train(work, out, run_sets(work, name, horizon, seed), cpus, threads_of(cpus), resume)
     return out
+
+
+def restore(work: Path, results: Path | None = None) -> list[str]:
+    """Copy the committed runs' records (bench/results/quality_lab_runs/: metrics, config, device report, scoring
+    caches, the replays' records) and the n-gram losses into a work folder that lacks them. The work folder does
+    not travel between machines; with the records back, `report` reads every finished run again (their crossings
+    from the scoring caches) and only what is missing trains. Runs already in the work folder are left alone."""
+    results = results or ROOT / "bench" / "results" / "quality_lab_runs"
+    restored = []
+    for source in sorted(p for p in results.glob("*") if p.is_dir()):
+        try:
+            parse_run_name(source.name)
+        except ValueError:
+            continue
+        target = work / "runs" / source.name
+        if target.exists():
+            continue
+        partial = target.with_name(f".{source.name}.{os.getpid()}.tmp")  # whole or not at all
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial)
+        os.replace(partial, target)
+        restored.append(source.name)
+    if (results / "ngram.json").is_file() and not (work / "ngram.json").is_file():
+        shutil.copy(results / "ngram.json", work / "ngram.json")
+    return restored
 
 
 def thin(work: Path, names: list[str], cpus: str) -> None:
@@ -552,6 +583,10 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
         base_threads = {threads_of_run(r) for r in base_runs}
         if base_threads != {row["threads"]}:  # a ratio of wall times is only a ratio of recipes at equal threads
             row["time_ratio_threads_differ"] = {"baseline": sorted(base_threads, key=str), "this run": row["threads"]}
+        base_devices = {device_of_run(r).get("name") for r in base_runs}
+        if base_devices != {device_of_run(run).get("name")}:  # nor between two processors
+            row["time_ratio_devices_differ"] = {"baseline": sorted(base_devices, key=str),
+                                                "this run": device_of_run(run).get("name")}
         if "cpu_seconds" in cross and None not in base_cpu:
             row["cpu_time_ratio"] = round(cross["cpu_seconds"] / (sum(base_cpu) / len(base_cpu)), 3)
     return row
@@ -676,7 +711,7 @@ def plot(result: dict, runs: Path, path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["run", "queue", "report", "ngram", "score", "thin"])
+    parser.add_argument("what", choices=["run", "queue", "report", "ngram", "score", "thin", "restore"])
     parser.add_argument("names", nargs="*", help="run: a contender; queue: NAME@HORIZON[@SEED] ...")
     parser.add_argument("--horizon", default="1M", choices=list(HORIZONS))
     parser.add_argument("--seed", type=int, default=SEEDS[0])
@@ -689,6 +724,13 @@ def main() -> None:
     except ValueError as bad:
         parser.error(str(bad))
     work = Path(args.work)
+    if args.what in ("run", "queue"):
+        from gpt2lab.runtime import cpu_bf16_native
+
+        native, how = cpu_bf16_native()
+        if not native:  # the protocol trains in bf16: emulated, a 4M run would take months
+            sys.exit(f"quality_lab: this CPU has {how}; the lab trains in bf16 (its runs are comparable only so), "
+                     "which this CPU emulates about 100x slower: run it on a CPU with AVX512-BF16 or AMX")
     if args.what == "run":
         for name in args.names:
             train(work, name, args.horizon, args.seed, args.cpus)
@@ -705,6 +747,10 @@ def main() -> None:
         return
     elif args.what == "thin":
         thin(work, args.names, args.cpus)
+        return
+    elif args.what == "restore":  # a new machine: the committed runs' records into the work folder
+        names = restore(work)
+        print(f"restored {len(names)} runs' records into {work / 'runs'}" + "".join(f"\n  {n}" for n in names))
         return
     if not args.no_report:
         report(work, args.cpus)

@@ -11,13 +11,13 @@ from bench import quality_lab as lab
 STEPS = lab.steps_of("1M")  # 512 steps of 2,048 tokens
 
 
-def write_run(work, name, seed, loss_at, scored, clocks=(1.0, None), threads=1, every=16):
+def write_run(work, name, seed, loss_at, scored, clocks=(1.0, None), threads=1, every=16, device="AMD EPYC"):
     """A finished 1M run: a record every `every` steps (real runs record every step) with `loss_at(step)` on the
     tuning split, `scored` (step -> scoring-split loss) in its scoring cache, and `clocks`: (wall seconds, CPU
     seconds or None) per step."""
     run = lab.run_dir(work, name, "1M", seed)
     run.mkdir(parents=True)
-    (run / "device.json").write_text(json.dumps({"type": "cpu", "threads": threads}))
+    (run / "device.json").write_text(json.dumps({"type": "cpu", "name": device, "threads": threads}))
     wall, cpu = clocks
     with open(run / "metrics.jsonl", "w") as f:
         for step in range(every, STEPS + 1, every):
@@ -80,6 +80,34 @@ def test_a_time_ratio_between_runs_with_other_thread_counts_is_flagged(work):
     rows = {c["name"]: c for c in lab.horizon_table(work, "1M", cpus="")["contenders"]}
     (row,) = rows["speedrun-cpu+polar"]["per_seed"]
     assert row["time_ratio_threads_differ"] == {"baseline": [1], "this run": 2}
+
+
+def test_a_time_ratio_between_runs_on_other_processors_is_flagged(work):
+    write_run(work, "speedrun-cpu+polar", 1337, lambda s: 6 - 4 * s / STEPS, {112: 5.52, 128: 5.44, STEPS: 4.0},
+              device="Intel Xeon Processor")
+    rows = {c["name"]: c for c in lab.horizon_table(work, "1M", cpus="")["contenders"]}
+    (row,) = rows["speedrun-cpu+polar"]["per_seed"]
+    assert row["time_ratio_devices_differ"] == {"baseline": ["AMD EPYC"], "this run": "Intel Xeon Processor"}
+    assert all("time_ratio_devices_differ" not in r for r in rows["speedrun-cpu"]["per_seed"])
+
+
+def test_restore_brings_the_committed_records_back_to_a_new_machines_work_folder(work, tmp_path):
+    """The work folder does not travel; the records under bench/results do. Restored into an empty work folder
+    they give the same table, and a run already there (one being retrained here) is not overwritten."""
+    before = lab.horizon_table(work, "1M", cpus="")
+    (work / "runs" / "notes.txt").write_text("not a run")
+    (work / "ngram.json").write_text('{"unigram": 6.9}')
+    fresh = tmp_path / "fresh"
+    (fresh / "runs" / "speedrun-cpu-1M-seed1338").mkdir(parents=True)  # retraining here: left alone
+    restored = lab.restore(fresh, work / "runs")
+    assert "speedrun-cpu-1M-seed1338" not in restored and len(restored) == 4
+    assert not (fresh / "runs" / "notes.txt").exists() and not list((fresh / "runs").glob(".*"))
+    assert not (fresh / "ngram.json").exists()  # the n-gram losses sit beside the runs in bench/results, not in runs/
+    lab.restore(fresh, work)  # a results folder holding ngram.json beside run folders
+    assert json.loads((fresh / "ngram.json").read_text()) == {"unigram": 6.9}
+    (fresh / "runs" / "speedrun-cpu-1M-seed1338").rmdir()
+    assert lab.restore(fresh, work / "runs") == ["speedrun-cpu-1M-seed1338"]
+    assert lab.horizon_table(fresh, "1M", cpus="") == before
 
 
 @pytest.mark.parametrize("cpus, threads", [("1", 1), ("0,1", 2), ("0-3", 4), ("0-1,6", 3), ("", 1)])
