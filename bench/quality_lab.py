@@ -224,7 +224,10 @@ def restore(work: Path, results: Path | None = None) -> list[str]:
         os.replace(partial, target)
         restored.append(source.name)
     if (results / "ngram.json").is_file() and not (work / "ngram.json").is_file():
-        shutil.copy(results / "ngram.json", work / "ngram.json")
+        work.mkdir(parents=True, exist_ok=True)
+        partial = work / f".ngram.json.{os.getpid()}.tmp"
+        shutil.copy(results / "ngram.json", partial)
+        os.replace(partial, work / "ngram.json")
     return restored
 
 
@@ -583,10 +586,9 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
         base_threads = {threads_of_run(r) for r in base_runs}
         if base_threads != {row["threads"]}:  # a ratio of wall times is only a ratio of recipes at equal threads
             row["time_ratio_threads_differ"] = {"baseline": sorted(base_threads, key=str), "this run": row["threads"]}
-        base_devices = {device_of_run(r).get("name") for r in base_runs}
-        if base_devices != {device_of_run(run).get("name")}:  # nor between two processors
-            row["time_ratio_devices_differ"] = {"baseline": sorted(base_devices, key=str),
-                                                "this run": device_of_run(run).get("name")}
+        base_devices, this_device = {device_of_run(r).get("name") for r in base_runs}, device_of_run(run).get("name")
+        if base_devices != {this_device}:  # nor between two processors
+            row["time_ratio_devices_differ"] = {"baseline": sorted(base_devices, key=str), "this run": this_device}
         if "cpu_seconds" in cross and None not in base_cpu:
             row["cpu_time_ratio"] = round(cross["cpu_seconds"] / (sum(base_cpu) / len(base_cpu)), 3)
     return row
@@ -725,12 +727,14 @@ def main() -> None:
         parser.error(str(bad))
     work = Path(args.work)
     if args.what in ("run", "queue"):
-        from gpt2lab.runtime import cpu_bf16_native
+        from gpt2lab.errors import UserError
+        from gpt2lab.runtime import resolve_runtime
 
-        native, how = cpu_bf16_native()
-        if not native:  # the protocol trains in bf16: emulated, a 4M run would take months
-            sys.exit(f"quality_lab: this CPU has {how}; the lab trains in bf16 (its runs are comparable only so), "
-                     "which this CPU emulates about 100x slower: run it on a CPU with AVX512-BF16 or AMX")
+        try:  # gpt2lab's own refusal, before a queue starts, not in the first run's log
+            resolve_runtime("cpu", "bf16")
+        except UserError as exc:
+            sys.exit(f"quality_lab: the lab trains in bf16 (its runs compare only so); run it on a CPU with AVX512-BF16 "
+                     f"or AMX ({exc})")
     if args.what == "run":
         for name in args.names:
             train(work, name, args.horizon, args.seed, args.cpus)

@@ -8,7 +8,7 @@ from gpt2lab.commands.train import train_config
 from gpt2lab.errors import UserError
 from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.model import GPT, GPTConfig
-from gpt2lab.runtime import resolve_runtime
+from gpt2lab.runtime import cpu_bf16_native, resolve_runtime
 from gpt2lab.training.step import forward_backward
 from tests.helpers import trainer as make_trainer
 from tests.helpers import micro_config
@@ -239,7 +239,7 @@ def test_a_run_written_by_gpt2lab_01_resumes_as_it_would_have_continued(tmp_path
     assert saved["checkpoint"]["every"] == 4 and "checkpoint_every" not in saved["run"]  # rewritten in today's layout
 
 
-@pytest.mark.skipif(not __import__("gpt2lab.runtime").runtime.cpu_bf16_native()[0],
+@pytest.mark.skipif(not cpu_bf16_native()[0],
                     reason="this CPU has no native bf16 (gpt2lab refuses bf16 on it)")
 def test_bf16_autocast_and_fp32_reach_the_same_val_loss(data_dir, tmp_path):
     """The tiny preset (context 64, vocabulary 512) trained 30 steps in each precision from one seed: bf16 autocast
