@@ -371,7 +371,7 @@ def refine(work: Path, run: Path, target: float, cpus: str, coarse: dict, by_ste
     replay = replay_of(run, step_lo, step_hi, every)
     if replay is None:  # no checkpoint at or before the stretch holds its training state
         return None
-    if step_hi - every not in [s for s, _ in checkpoints(replay)]:
+    if reached(replay) < step_hi - every:
         begin = run / "checkpoints" / replay.name.split("_every_")[0].replace("from_", "step_")
         if not (replay / "checkpoints" / begin.name).is_dir():  # the run's checkpoint, linked, not copied
             shutil.copytree(begin, replay / "checkpoints" / begin.name, copy_function=os.link)
@@ -383,7 +383,10 @@ def refine(work: Path, run: Path, target: float, cpus: str, coarse: dict, by_ste
         gpt2lab_train(work, replay, sets, cpus, threads_of_run(run) or threads_of(cpus), resume=True,
                       log_name=f"{run.name}-replay-{step_of_name(begin)}")
     start = run / "checkpoints" / f"step_{step_lo:08d}"
-    kept = [(step_lo, start)] + [(s, p) for s, p in checkpoints(replay) if step_lo < s < step_hi]
+    # every checkpoint the replay wrote, scored or not, so that bisection takes the same path on restored records
+    # (whose scoring cache holds only the ones it scored) as it did where they were trained
+    wrote = range(step_lo + every, min(step_hi, reached(replay) + 1), every)
+    kept = [(step_lo, start)] + [(s, replay / "checkpoints" / f"step_{s:08d}") for s in wrote]
     kept.append((step_hi, run / "checkpoints" / f"step_{step_hi:08d}"))  # both ends: the run's own, scored already
     lo, hi = 0, len(kept) - 1
     while hi - lo > 1:  # bisection: log2 of the new checkpoints' count in scorings
@@ -406,10 +409,22 @@ def replay_of(run: Path, step_lo: int, step_hi: int, every: int) -> Path | None:
     from gpt2lab.checkpoint import holds_training_state, is_checkpoint
 
     for done in sorted(run.glob(f"replays/from_*_every_{every}"), reverse=True):
-        if step_of_name(done) <= step_lo and step_hi - every in [s for s, _ in checkpoints(done)]:
+        if step_of_name(done) <= step_lo and reached(done) >= step_hi - every:
             return done
     whole = [s for s, p in checkpoints(run) if s <= step_lo and is_checkpoint(p) and holds_training_state(p)]
     return run / "replays" / f"from_{max(whole):08d}_every_{every}" if whole else None
+
+
+def reached(replay: Path) -> int:
+    """The last step a replay trained to: its newest checkpoint on disk, or, for a replay whose records alone were
+    kept (committed under bench/results after it finished, then restored), the last step of its metrics. Its
+    scoring cache is no guide: bisection scores only some of the checkpoints it wrote."""
+    from gpt2lab.checkpoint import complete_checkpoints, step_of
+
+    on_disk = [step_of(p) for p in complete_checkpoints(replay)]
+    if on_disk or (replay / "checkpoints").is_dir() or not (replay / "metrics.jsonl").is_file():
+        return max(on_disk, default=-1)
+    return max((r["step"] for r in read_metrics(replay)), default=-1)
 
 
 def step_of_name(path: Path) -> int:

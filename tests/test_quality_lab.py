@@ -275,7 +275,9 @@ def test_a_replay_starts_from_the_newest_whole_checkpoint_before_a_thinned_brack
     assert sets[-1] == "run.stop_at_step=124" and cross["replay"]["from_step"] == 64
     assert {"checkpoint.keep_last=1", "checkpoint.older=weights", f"checkpoint.keep_every={STEPS // lab.WHOLE}"} <= set(sets)
 
-    (out / "scoring.json").write_text(json.dumps({"step_00000116": 5.505, "step_00000120": 5.49, "step_00000124": 5.46}))
+    for step in (116, 120, 124):  # the replay trained as far as asked (its checkpoints, thinned to weights)
+        drop_training_state(micro_checkpoint(out, step))
+    (out / "scoring.json").write_text(json.dumps({"step_00000116": 5.505, "step_00000120": 5.49}))
     cross = lab.crossing(work, run, 5.5, cpus="1", guess_step=116)
     assert len(calls) == 1 and cross["bracket"] == [116, 120] and cross["replay"]["from_step"] == 64
 
@@ -290,3 +292,24 @@ def test_newton_schulz_flops_count_only_what_muon_orthogonalises():
     extra = c["speedrun-cpu+ve2"]["parameters"] - c["speedrun-cpu"]["parameters"]
     assert 0 <= extra - 2 * 50304 * 256 < 100  # two tables, and their mixing gains
     assert c["adamw-groups-emb0.003"]["flops_per_token_optimizer"] == 0
+
+
+def test_a_restored_replay_is_reused_though_its_cache_holds_only_what_bisection_scored(work, monkeypatch):
+    """A committed replay keeps its metrics and its scoring cache, not its checkpoints; bisection scored 120 and
+    116 of the 116/120/124 it wrote. Restored on a new machine, it is the same replay: nothing trains again, no
+    checkpoint is scored that the cache lacks, and the crossing is the one resolved where it was trained."""
+    run = write_run(work, "speedrun-cpu+ve2", 1337, lambda s: 6 - 4 * s / STEPS, FAST, clocks=(3.0, 2.0), every=1)
+    replay = run / "replays" / "from_00000112_every_4"
+    replay.mkdir(parents=True)
+    (replay / "scoring.json").write_text(json.dumps({"step_00000116": 5.505, "step_00000120": 5.49}))
+    with open(replay / "metrics.jsonl", "w") as f:
+        for step in range(113, 125):
+            f.write(json.dumps({"step": step, "tokens": step * lab.TOKENS_PER_STEP, "loss": 6.1 - 4 * step / STEPS}) + "\n")
+    monkeypatch.setattr(lab, "gpt2lab_train", lambda *a, **k: pytest.fail("a restored replay was trained again"))
+    monkeypatch.setattr(lab, "prepare_data", lambda w: pytest.fail("a checkpoint the cache lacks was scored"))
+    assert lab.reached(replay) == 124
+    assert lab.replay_of(run, 112, 128, 4) == replay
+    cross = lab.crossing(work, run, 5.5, cpus="", guess_step=116)
+    assert cross["bracket"] == [116, 120] and cross["replay"]["from_step"] == 112
+    (replay / "checkpoints").mkdir()  # a replay being trained here: its checkpoints on disk say how far it got
+    assert lab.reached(replay) == -1 and lab.replay_of(run, 112, 128, 4) is None
