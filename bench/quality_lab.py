@@ -207,16 +207,17 @@ def restore(work: Path, results: Path | None = None) -> list[str]:
     """Copy the committed runs' records (bench/results/quality_lab_runs/: metrics, config, device report, scoring
     caches, the replays' records) and the n-gram losses into a work folder that lacks them. The work folder does
     not travel between machines; with the records back, `report` reads every finished run again (their crossings
-    from the scoring caches) and only what is missing trains. Runs already in the work folder are left alone."""
+    from the scoring caches) and only what is missing trains. Runs already in the work folder are left alone, and
+    so are unfinished ones: without their checkpoints they cannot continue, so the lab trains them from the start."""
     results = results or ROOT / "bench" / "results" / "quality_lab_runs"
     restored = []
     for source in sorted(p for p in results.glob("*") if p.is_dir()):
         try:
-            parse_run_name(source.name)
+            _, horizon, _ = parse_run_name(source.name)
         except ValueError:
             continue
         target = work / "runs" / source.name
-        if target.exists():
+        if target.exists() or not finished(source, horizon):
             continue
         partial = target.with_name(f".{source.name}.{os.getpid()}.tmp")  # whole or not at all
         shutil.rmtree(partial, ignore_errors=True)

@@ -108,6 +108,12 @@ def test_restore_brings_the_committed_records_back_to_a_new_machines_work_folder
     (fresh / "runs" / "speedrun-cpu-1M-seed1338").rmdir()
     assert lab.restore(fresh, work / "runs") == ["speedrun-cpu-1M-seed1338"]
     assert lab.horizon_table(fresh, "1M", cpus="") == before
+    # a run committed before it finished has no checkpoints to continue from: left out, so the lab starts it over
+    # (gpt2lab refuses to train into a folder of records it did not write there)
+    unfinished = write_run(work, "speedrun-cpu+ve2", 1338, lambda s: 6 - 4 * s / STEPS, {})
+    records = (unfinished / "metrics.jsonl").read_text().splitlines()
+    (unfinished / "metrics.jsonl").write_text("\n".join(records[:7]) + "\n")  # stopped at step 112
+    assert lab.restore(fresh, work / "runs") == [] and not (fresh / "runs" / unfinished.name).exists()
 
 
 @pytest.mark.parametrize("cpus, threads", [("1", 1), ("0,1", 2), ("0-3", 4), ("0-1,6", 3), ("", 1)])
