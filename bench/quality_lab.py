@@ -649,6 +649,32 @@ def carry_over(horizons: dict, results: Path) -> None:
                 horizons[h] = {**table, "carried_from": table.get("carried_from", source)}
 
 
+def save_records(work: Path, runs_out: Path) -> list[str]:
+    """Copy every run's records (metrics, config, device report, scoring cache, the replays' losses and scores)
+    into `runs_out`, the folder that is committed. A run that has not finished here never replaces a finished
+    run's records there (a rerun under way, or one stopped, is not yet a result): the names so left out."""
+    left_out = []
+    for run in sorted(p for p in (work / "runs").glob("*") if p.is_dir()):
+        target = runs_out / run.name
+        try:
+            _, horizon, _ = parse_run_name(run.name)
+        except ValueError:
+            continue
+        if not finished(run, horizon) and finished(target, horizon):
+            left_out.append(run.name)
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "config.json", "device.json", "scoring.json"):
+            if (run / name).is_file():
+                shutil.copy(run / name, target / name)
+        for replay in sorted((run / "replays").glob("from_*")):  # the replayed stretches: their losses and scores
+            (target / "replays" / replay.name).mkdir(parents=True, exist_ok=True)
+            for name in ("metrics.jsonl", "scoring.json"):
+                if (replay / name).is_file():
+                    shutil.copy(replay / name, target / "replays" / replay.name / name)
+    return left_out
+
+
 def report(work: Path, cpus: str) -> Path:
     import torch
 
@@ -668,17 +694,8 @@ def report(work: Path, cpus: str) -> Path:
     path = out / f"quality_lab_{datetime.now(timezone.utc):%Y%m%d}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     runs_out = out / "quality_lab_runs"  # the raw curves, small enough to commit
-    for run in sorted((work / "runs").glob("*")):
-        target = runs_out / run.name
-        target.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "config.json", "device.json", "scoring.json"):
-            if (run / name).is_file():
-                shutil.copy(run / name, target / name)
-        for replay in sorted((run / "replays").glob("from_*")):  # the replayed stretches: their losses and scores
-            (target / "replays" / replay.name).mkdir(parents=True, exist_ok=True)
-            for name in ("metrics.jsonl", "scoring.json"):
-                if (replay / name).is_file():
-                    shutil.copy(replay / name, target / "replays" / replay.name / name)
+    for skipped in save_records(work, runs_out):
+        print(f"{skipped}: not finished here; the finished run's records in {runs_out} are kept")
     png = plot(result, runs_out, path.with_suffix(".png"))
     print(json.dumps(result["horizons"], indent=1))
     print(f"wrote {path} and {png}")
