@@ -150,6 +150,13 @@ def device_of_run(run: Path) -> dict:
     return json.loads(device.read_text()) if device.is_file() else {}
 
 
+def processor_of(run: Path) -> str:
+    """The processor a run trained on, as its device report names it, with its bf16 support: a VM may name two
+    different processors alike ("AMD EPYC"), and the bf16 units tell them apart."""
+    device = device_of_run(run)
+    return f"{device.get('name')}" + (f" ({device['bf16']})" if device.get("bf16") else "")
+
+
 def run_dir(work: Path, name: str, horizon: str, seed: int) -> Path:
     return work / "runs" / f"{name}-{horizon}-seed{seed}"
 
@@ -598,15 +605,20 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
            "token_ratio_on_tuning_split": None if t is None else round(t / HORIZONS[horizon], 3)}
     if cross:
         row["token_ratio"] = round(cross["tokens"] / HORIZONS[horizon], 3)
-        row["time_ratio"] = round(cross["seconds"] / (sum(base_seconds) / len(base_seconds)), 3)
-        base_threads = {threads_of_run(r) for r in base_runs}
-        if base_threads != {row["threads"]}:  # a ratio of wall times is only a ratio of recipes at equal threads
+        # a ratio of wall times is a ratio of recipes only on one processor: against the baseline seeds that ran
+        # on this run's, when there are any; else against all of them, flagged
+        same = [i for i, r in enumerate(base_runs) if processor_of(r) == processor_of(run)] or range(len(base_runs))
+        seconds, cpu = [base_seconds[i] for i in same], [base_cpu[i] for i in same]
+        row["time_ratio"] = round(cross["seconds"] / (sum(seconds) / len(seconds)), 3)
+        row["time_baseline_seeds"] = [parse_run_name(base_runs[i].name)[2] for i in same]
+        base_threads = {threads_of_run(base_runs[i]) for i in same}
+        if base_threads != {row["threads"]}:  # nor at other thread counts
             row["time_ratio_threads_differ"] = {"baseline": sorted(base_threads, key=str), "this run": row["threads"]}
-        base_devices, this_device = {device_of_run(r).get("name") for r in base_runs}, device_of_run(run).get("name")
-        if base_devices != {this_device}:  # nor between two processors
-            row["time_ratio_devices_differ"] = {"baseline": sorted(base_devices, key=str), "this run": this_device}
-        if "cpu_seconds" in cross and None not in base_cpu:
-            row["cpu_time_ratio"] = round(cross["cpu_seconds"] / (sum(base_cpu) / len(base_cpu)), 3)
+        base_devices = {processor_of(base_runs[i]) for i in same}
+        if base_devices != {processor_of(run)}:
+            row["time_ratio_devices_differ"] = {"baseline": sorted(base_devices), "this run": processor_of(run)}
+        if "cpu_seconds" in cross and None not in cpu:
+            row["cpu_time_ratio"] = round(cross["cpu_seconds"] / (sum(cpu) / len(cpu)), 3)
     return row
 
 

@@ -91,6 +91,25 @@ def test_a_time_ratio_between_runs_on_other_processors_is_flagged(work):
     assert all("time_ratio_devices_differ" not in r for r in rows["speedrun-cpu"]["per_seed"])
 
 
+def test_a_time_ratio_is_taken_against_the_baseline_seeds_on_the_same_processor(work):
+    """Lab runs land on whichever machine a session gets. With one baseline seed on each of two processors, a
+    contender's wall time is divided by the seed's that ran on its own processor (two machines that a VM names
+    alike are told apart by their bf16 units), not by a mean across processors."""
+    for run in (work / "runs").glob("*"):  # the fixture's runs: on an AMD EPYC with AVX512-BF16
+        (run / "device.json").write_text(json.dumps({"name": "AMD EPYC", "threads": 1, "bf16": "avx512_bf16"}))
+    write_run(work, "baseline-lr0.0012", 1338, lambda s: 6 - s / STEPS, {STEPS: 5.5}, clocks=(1.0, 0.5),
+              device="Intel Xeon")  # the same final loss: the target stays 5.5; half the seconds per step
+    write_run(work, "speedrun-cpu+polar", 1337, lambda s: 6 - 4 * s / STEPS, {112: 5.52, 128: 5.44, STEPS: 4.0},
+              clocks=(3.0, 2.0), device="Intel Xeon")
+    rows = {c["name"]: c["per_seed"] for c in lab.horizon_table(work, "1M", cpus="")["contenders"]}
+    (intel,) = rows["speedrun-cpu+polar"]
+    amd = rows["speedrun-cpu"][0]  # crosses at step 116 (as polar does), 3 s a step
+    assert intel["time_ratio"] == round(3.0 * 116 / (1.0 * STEPS), 3) and intel["time_baseline_seeds"] == [1338]
+    assert intel["cpu_time_ratio"] == round(2.0 * 116 / (0.5 * STEPS), 3) and "time_ratio_devices_differ" not in intel
+    assert amd["time_ratio"] == round(3.0 * 116 / (2.0 * STEPS), 3) and amd["time_baseline_seeds"] == [1337]
+    assert lab.processor_of(lab.run_dir(work, "speedrun-cpu", "1M", 1337)) == "AMD EPYC (avx512_bf16)"
+
+
 def test_restore_brings_the_committed_records_back_to_a_new_machines_work_folder(work, tmp_path):
     """The work folder does not travel; the records under bench/results do. Restored into an empty work folder
     they give the same table, and a run already there (one being retrained here) is not overwritten."""
