@@ -1,4 +1,4 @@
-"""The quality lab's arithmetic (bench/quality_lab.py) on hand-made run records: which baseline is the target,
+"""The quality lab's arithmetic (bench/lab/) on hand-made run records: which baseline is the target,
 where a contender crosses it on the scoring split, and the ratios it reports. Every score comes from the runs'
 scoring caches, as for the committed runs whose checkpoints are not kept, so nothing is trained or evaluated."""
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench import quality_lab as lab
+from bench import lab, quality_lab
 
 STEPS = lab.steps_of("1M")  # 512 steps of 2,048 tokens
 
@@ -188,8 +188,8 @@ def test_a_replay_trains_the_stretch_again_from_the_kept_checkpoint(work, monkey
     (start / "COMPLETE").write_text("{}")
     (start / "model.safetensors").write_bytes(b"")
     calls = []
-    monkeypatch.setattr(lab, "prepare_data", lambda w: (w / "data", w / "scoring"))
-    monkeypatch.setattr(lab, "gpt2lab_train", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(lab.data, "prepare_data", lambda w: (w / "data", w / "scoring"))
+    monkeypatch.setattr(lab.runs, "gpt2lab_train", lambda *a, **k: calls.append((a, k)))
     cross = lab.crossing(work, run, 5.5, cpus="1", guess_step=116)
     ((_, out, sets, cpus, threads), kw), = calls
     assert out == run / "replays" / "from_00000112_every_4" and kw["resume"] and (cpus, threads) == ("1", 2)
@@ -242,9 +242,9 @@ def test_thin_resolves_a_crossing_before_it_reduces_finished_runs_to_weights(wor
     (unfinished / "metrics.jsonl").write_text(json.dumps({"step": 16, "loss": 6.0}) + "\n")
     early = micro_checkpoint(unfinished, 16)
     calls = []
-    monkeypatch.setattr(lab, "prepare_data", lambda w: (w / "data", w / "scoring"))
-    monkeypatch.setattr(lab, "gpt2lab_train", lambda *a, **k: calls.append(a))
-    lab.thin(work, [], cpus="")
+    monkeypatch.setattr(lab.data, "prepare_data", lambda w: (w / "data", w / "scoring"))
+    monkeypatch.setattr(lab.runs, "gpt2lab_train", lambda *a, **k: calls.append(a))
+    quality_lab.thin(work, [], cpus="")
     # the 112-128 bracket is 14% of the crossing: replayed from 112 before 112 lost its training state
     assert [a[1].name for a in calls] == ["from_00000112_every_4"]
     assert [holds_training_state(p) for p in kept] == [False, False, True]
@@ -261,7 +261,7 @@ def test_thin_leaves_a_contender_whole_while_its_horizon_has_no_target(tmp_path,
     run = write_run(tmp_path, "speedrun-cpu", 1337, lambda s: 6 - 4 * s / STEPS, FAST)
     first = micro_checkpoint(run, 112)
     micro_checkpoint(run, STEPS)
-    lab.thin(tmp_path, [], cpus="")
+    quality_lab.thin(tmp_path, [], cpus="")
     assert holds_training_state(first) and "crossing is not known; left whole" in capsys.readouterr().out
 
 
@@ -291,8 +291,8 @@ def test_a_replay_starts_from_the_newest_whole_checkpoint_before_a_thinned_brack
     drop_training_state(micro_checkpoint(run, 112))
     drop_training_state(late)  # the newest whole one at or before 112 is 64
     calls = []
-    monkeypatch.setattr(lab, "prepare_data", lambda w: (w / "data", w / "scoring"))
-    monkeypatch.setattr(lab, "gpt2lab_train", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(lab.data, "prepare_data", lambda w: (w / "data", w / "scoring"))
+    monkeypatch.setattr(lab.runs, "gpt2lab_train", lambda *a, **k: calls.append((a, k)))
     cross = lab.crossing(work, run, 5.5, cpus="1", guess_step=116)
     ((_, out, sets, _, _), kw), = calls
     assert out == run / "replays" / "from_00000064_every_4" and kw["resume"]
@@ -330,8 +330,8 @@ def test_a_restored_replay_is_reused_though_its_cache_holds_only_what_bisection_
     with open(replay / "metrics.jsonl", "w") as f:
         for step in range(113, 125):
             f.write(json.dumps({"step": step, "tokens": step * lab.TOKENS_PER_STEP, "loss": 6.1 - 4 * step / STEPS}) + "\n")
-    monkeypatch.setattr(lab, "gpt2lab_train", lambda *a, **k: pytest.fail("a restored replay was trained again"))
-    monkeypatch.setattr(lab, "prepare_data", lambda w: pytest.fail("a checkpoint the cache lacks was scored"))
+    monkeypatch.setattr(lab.runs, "gpt2lab_train", lambda *a, **k: pytest.fail("a restored replay was trained again"))
+    monkeypatch.setattr(lab.data, "prepare_data", lambda w: pytest.fail("a checkpoint the cache lacks was scored"))
     assert lab.reached(replay) == 124
     assert lab.replay_of(run, 112, 128, 4) == replay
     cross = lab.crossing(work, run, 5.5, cpus="", guess_step=116)

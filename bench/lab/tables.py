@@ -1,0 +1,138 @@
+"""The lab's table for one horizon: the baseline sweep's best LR (on the tuning split), the target (its final
+loss on the scoring split), and per contender and seed the token and time ratios at which it reaches it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gpt2lab.metrics.logger import read_metrics
+from gpt2lab.report.compare import curve_of, reach
+
+from .protocol import CONTENDERS, GOALS, HORIZONS, SEEDS, parse_run_name, run_dir, steps_of
+from .runs import finished, processor_of, threads_of_run
+from .scoring import checkpoints, crossing, score
+
+
+def best_baseline(work: Path, horizon: str) -> tuple[str | None, list[dict]]:
+    """The baseline LR with the lowest final loss on the TUNING split (seed 1337), and the sweep's points."""
+    sweep = []
+    for name, c in CONTENDERS.items():
+        run = run_dir(work, name, horizon, SEEDS[0])
+        if name.startswith("baseline-") and finished(run, horizon):
+            sweep.append({"name": name, "lr": c["lr"], "final_tuning_loss": round(curve_of(run).final, 4)})
+    if not sweep:
+        return None, []
+    best = min(sweep, key=lambda p: p["final_tuning_loss"])
+    lrs = sorted(p["lr"] for p in sweep)
+    best["at_an_end"] = len(lrs) < 3 or best["lr"] in (lrs[0], lrs[-1])
+    return best["name"], sorted(sweep, key=lambda p: p["lr"])
+
+
+def finished_seeds(work: Path, name: str, horizon: str) -> dict[int, Path]:
+    """seed -> run folder, for the seeds of `name` that finished at `horizon` (a second seed may finish first)."""
+    runs = {s: run_dir(work, name, horizon, s) for s in SEEDS}
+    return {s: r for s, r in runs.items() if finished(r, horizon)}
+
+
+def best_recipe(contenders: list[dict], horizon: str) -> dict | None:
+    """The contender with the lowest worst-seed token ratio among those run on every seed (one is enough at
+    16M), and whether it meets the horizon's GOAL."""
+    needed = 1 if horizon == "16M" else len(SEEDS)
+    full = [c for c in contenders if len(c["per_seed"]) >= needed and c["worst_token_ratio"] is not None]
+    if not full:
+        return None
+    best = min(full, key=lambda c: c["worst_token_ratio"])
+    goal = GOALS.get(horizon, {})
+    met = {k: best[f"worst_{k}_ratio"] <= v for k, v in goal.items()}
+    return {"name": best["name"], "worst_token_ratio": best["worst_token_ratio"],
+            "worst_time_ratio": best["worst_time_ratio"], "seeds": [r["seed"] for r in best["per_seed"]],
+            "goal": goal, "goal_met": met, "all_met": all(met.values()) if met else None}
+
+
+def target_of(work: Path, horizon: str, cpus: str) -> tuple[float | None, list[Path]]:
+    """The horizon's target (the best baseline's final loss on the scoring split, over its finished seeds) and
+    those runs; (None, []) before any baseline has finished there."""
+    base_name, _ = best_baseline(work, horizon)
+    runs = list(finished_seeds(work, base_name, horizon).values()) if base_name else []
+    finals = [score(work, checkpoints(r)[-1][1], cpus) for r in runs]
+    return (sum(finals) / len(finals) if finals else None), runs
+
+
+def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
+    base_name, sweep = best_baseline(work, horizon)
+    if base_name is None:
+        return None
+    base_seeds = finished_seeds(work, base_name, horizon)
+    target, base_runs = target_of(work, horizon, cpus)
+    finals = [score(work, checkpoints(r)[-1][1], cpus) for r in base_runs]  # cached by target_of
+    base_last = [read_metrics(r)[-1] for r in base_runs]
+    base_seconds = [r["elapsed"] for r in base_last]
+    base_cpu = [r.get("cpu_seconds") for r in base_last]
+    table = {"horizon_tokens": HORIZONS[horizon], "steps": steps_of(horizon),
+             "baseline": {"name": base_name, "sweep_on_tuning_split": sweep, "seeds": list(base_seeds),
+                          "final_scoring_loss_per_seed": [round(x, 4) for x in finals], "target": round(target, 4),
+                          "tokens": HORIZONS[horizon], "seconds_per_seed": [round(s, 1) for s in base_seconds],
+                          "cpu_seconds_per_seed": [None if s is None else round(s, 1) for s in base_cpu],
+                          "threads_per_seed": [threads_of_run(r) for r in base_runs]},
+             "contenders": []}
+    for name in CONTENDERS:
+        runs = finished_seeds(work, name, horizon)
+        if name.startswith("baseline-") or not runs:
+            continue
+        rows = [_seed_row(work, seed, run, horizon, target, base_runs, (base_seconds, base_cpu), cpus)
+                for seed, run in runs.items()]
+        worst = [r.get("token_ratio") for r in rows]
+        table["contenders"].append({"name": name, "about": CONTENDERS[name]["about"], "per_seed": rows,
+                                    "worst_token_ratio": None if None in worst else max(worst),
+                                    "worst_time_ratio": None if None in worst else max(r["time_ratio"] for r in rows)})
+    table["best_recipe"] = best_recipe(table["contenders"], horizon)
+    return table
+
+
+def step_at(run: Path, tokens: float) -> int:
+    """The first step by which the run had trained on `tokens` (from its records: a ramped batch takes fewer
+    tokens per step early on, so tokens / TOKENS_PER_STEP would guess too early)."""
+    records = read_metrics(run)
+    return next((r["step"] for r in records if r.get("tokens", 0) >= tokens), records[-1]["step"])
+
+
+def locate(work: Path, run: Path, target: float, base_runs: list[Path], cpus: str) -> tuple[dict | None, float | None]:
+    """The run's crossing of `target` on the scoring split, searched from where its tuning-split curve reaches the
+    baseline's final tuning loss, and that tuning-split crossing in tokens (None when it never gets there)."""
+    tuning = curve_of(run)
+    t = reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
+    return crossing(work, run, target, cpus, None if t is None else step_at(run, t)), t
+
+
+def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, base_runs: list[Path],
+              base_clocks: tuple[list[float], list[float | None]], cpus: str) -> dict:
+    """One contender seed: where it crosses the baseline's scoring-split loss (tokens, its own seconds), its final
+    scoring loss, and (for comparison) the crossing on the tuning split's in-run curve. The time ratio is in wall
+    seconds; the CPU-time ratio, in the CPU seconds each process had, is given when both runs recorded them: it
+    leaves out what other processes and the hypervisor took, which moves wall time by a third from day to day."""
+    base_seconds, base_cpu = base_clocks
+    cross, t = locate(work, run, target, base_runs, cpus)
+    final = score(work, checkpoints(run)[-1][1], cpus)
+    last = read_metrics(run)[-1]
+    row = {"seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
+           "seconds_total": round(last["elapsed"], 1),
+           "cpu_seconds_total": None if last.get("cpu_seconds") is None else round(last["cpu_seconds"], 1),
+           "threads": threads_of_run(run),
+           "token_ratio_on_tuning_split": None if t is None else round(t / HORIZONS[horizon], 3)}
+    if cross:
+        row["token_ratio"] = round(cross["tokens"] / HORIZONS[horizon], 3)
+        # a ratio of wall times is a ratio of recipes only on one processor: against the baseline seeds that ran
+        # on this run's, when there are any; else against all of them, flagged
+        same = [i for i, r in enumerate(base_runs) if processor_of(r) == processor_of(run)] or range(len(base_runs))
+        seconds, cpu = [base_seconds[i] for i in same], [base_cpu[i] for i in same]
+        row["time_ratio"] = round(cross["seconds"] / (sum(seconds) / len(seconds)), 3)
+        row["time_baseline_seeds"] = [parse_run_name(base_runs[i].name)[2] for i in same]
+        base_threads = {threads_of_run(base_runs[i]) for i in same}
+        if base_threads != {row["threads"]}:  # nor at other thread counts
+            row["time_ratio_threads_differ"] = {"baseline": sorted(base_threads, key=str), "this run": row["threads"]}
+        base_devices = {processor_of(base_runs[i]) for i in same}
+        if base_devices != {processor_of(run)}:
+            row["time_ratio_devices_differ"] = {"baseline": sorted(base_devices), "this run": processor_of(run)}
+        if "cpu_seconds" in cross and None not in cpu:
+            row["cpu_time_ratio"] = round(cross["cpu_seconds"] / (sum(cpu) / len(cpu)), 3)
+    return row
