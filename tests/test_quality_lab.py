@@ -361,3 +361,24 @@ def test_a_run_unfinished_here_never_replaces_a_finished_runs_committed_records(
     (rerun / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in finished_again))
     assert lab.save_records(work, committed) == []
     assert (kept / "metrics.jsonl").read_text() == (rerun / "metrics.jsonl").read_text()
+
+
+def test_the_report_names_the_runs_processors_and_is_written_whole(work, tmp_path):
+    """A lab spans machines: the report names the processors and torch versions its runs trained with (from their
+    device reports), not the machine that writes it, and each row says its own; the JSON and plot are written
+    under the results folder given, with the runs' records beside them and no temporary file left."""
+    (work / "ngram.json").write_text(json.dumps({"unigram": 6.9, "bigram": 5.3}))
+    for run in (work / "runs").glob("baseline-*"):
+        (run / "device.json").write_text(json.dumps({"name": "Intel Xeon", "threads": 1, "bf16": "amx_bf16",
+                                                     "torch": "2.13.0+cpu"}))
+    out = tmp_path / "results"
+    out.mkdir()
+    path = lab.report(work, cpus="", out=out)
+    result = json.loads(path.read_text())
+    assert result["processors"]["runs_per_processor"] == {"Intel Xeon (amx_bf16)": 3, "AMD EPYC": 2}
+    assert result["torch"] == ["2.13.0+cpu"]
+    table = result["horizons"]["1M"]
+    assert table["baseline"]["processor_per_seed"] == ["Intel Xeon (amx_bf16)"]
+    assert [r["processor"] for r in table["contenders"][0]["per_seed"]] == ["AMD EPYC", "AMD EPYC"]
+    assert path.with_suffix(".png").is_file() and (out / "quality_lab_runs" / "speedrun-cpu-1M-seed1337").is_dir()
+    assert not list(out.glob(".*"))

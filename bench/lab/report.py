@@ -4,7 +4,9 @@ tokens and against time, one row per horizon) and the runs' records, under bench
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from gpt2lab.metrics.logger import read_metrics
 from . import protocol
 from .data import ngram_losses
 from .protocol import HORIZONS, ROOT, compared
-from .runs import save_records
+from .runs import device_of_run, processor_of, save_records
 from .tables import horizon_table
 
 
@@ -31,13 +33,16 @@ def carry_over(horizons: dict, results: Path) -> None:
                 horizons[h] = {**table, "carried_from": table.get("carried_from", source)}
 
 
-def report(work: Path, cpus: str) -> Path:
+def report(work: Path, cpus: str, out: Path | None = None) -> Path:
+    """Every horizon's table into out (bench/results) as quality_lab_DATE.json and .png, with the runs' records
+    (quality_lab_runs/). The processors and torch versions are the runs' own, from their device reports (a lab
+    spans machines), not the machine that writes the report."""
     import torch
 
-    device = next((json.loads((p / "device.json").read_text()) for p in sorted((work / "runs").glob("*"))
-                   if (p / "device.json").is_file()), {})
-    result = {"device": f"{device.get('name')} (pinned by taskset; each run's threads in its row)",
-              "torch": torch.__version__,
+    runs = [run for run in sorted((work / "runs").glob("*")) if (run / "device.json").is_file()]
+    result = {"processors": {"runs_per_processor": dict(Counter(processor_of(run) for run in runs)),
+                             "pinning": "taskset; each run's threads in its row"},
+              "torch": sorted({device_of_run(run).get("torch") for run in runs} - {None}) or [torch.__version__],
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                        cwd=ROOT).stdout.strip(),
@@ -45,10 +50,12 @@ def report(work: Path, cpus: str) -> Path:
               "splits": {"tuning": "val.jsonl.xz books 0,2,4,...,16", "scoring": "val.jsonl.xz books 1,3,5,...,17"},
               "word_statistics_on_scoring_split": ngram_losses(work), "contenders": compared(work),
               "horizons": {h: horizon_table(work, h, cpus) for h in HORIZONS}}
-    out = ROOT / "bench" / "results"
+    out = out or ROOT / "bench" / "results"
     carry_over(result["horizons"], out)
     path = out / f"quality_lab_{datetime.now(timezone.utc):%Y%m%d}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # whole or not at all
+    partial.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(partial, path)
     runs_out = out / "quality_lab_runs"  # the raw curves, small enough to commit
     for skipped in save_records(work, runs_out):
         print(f"{skipped}: not finished here; the finished run's records in {runs_out} are kept")

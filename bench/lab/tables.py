@@ -73,7 +73,8 @@ def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
                           "final_scoring_loss_per_seed": [round(x, 4) for x in finals], "target": round(target, 4),
                           "tokens": HORIZONS[horizon], "seconds_per_seed": [round(s, 1) for s in base_seconds],
                           "cpu_seconds_per_seed": [None if s is None else round(s, 1) for s in base_cpu],
-                          "threads_per_seed": [threads_of_run(r) for r in base_runs]},
+                          "threads_per_seed": [threads_of_run(r) for r in base_runs],
+                          "processor_per_seed": [processor_of(r) for r in base_runs]},
              "contenders": []}
     for name in CONTENDERS:
         runs = finished_seeds(work, name, horizon)
@@ -117,7 +118,7 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
     row = {"seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
            "seconds_total": round(last["elapsed"], 1),
            "cpu_seconds_total": None if last.get("cpu_seconds") is None else round(last["cpu_seconds"], 1),
-           "threads": threads_of_run(run),
+           "threads": threads_of_run(run), "processor": processor_of(run),
            "token_ratio_on_tuning_split": None if t is None else round(t / HORIZONS[horizon], 3)}
     if cross:
         row["token_ratio"] = round(cross["tokens"] / HORIZONS[horizon], 3)
