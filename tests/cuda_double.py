@@ -3,7 +3,8 @@
 It fakes only what a CPU build cannot answer, at the level torch's C extension answers it: that the build has
 CUDA (`torch._C._cuda_getDeviceCount`), how many GPUs there are, which is current (`_cuda_getDevice`,
 `_cuda_setDevice`, `_cuda_exchangeDevice`), each GPU's properties (name, capability, memory), memory figures,
-synchronisation, and one RNG generator per GPU. Every Python-level function of torch.cuda the project calls
+synchronisation, one RNG generator per GPU, and whether a bf16 tensor can be made on it (what
+`is_bf16_supported`'s emulation check tries). Every Python-level function of torch.cuda the project calls
 stays torch's own: `set_device` still refuses `torch.device("cuda")` without an index, `_get_device_index`,
 `is_bf16_supported(including_emulation=...)`, `get_device_properties`' range check, `torch.device` parsing.
 
@@ -121,6 +122,16 @@ def install(monkeypatch, *gpus: dict) -> CudaMachine:
     # torch.cuda binds these two C functions at import time, where a CPU build has none
     monkeypatch.setattr(torch.cuda, "_exchange_device", exchange_device)
     monkeypatch.setattr(torch.cuda, "_maybe_exchange_device", exchange_device)
+    # is_bf16_supported(including_emulation=True) asks whether a bf16 tensor can be made on the GPU, which a CPU
+    # build cannot try: a real GPU of compute capability 5.3 or newer holds one (every GPU above, a T4 included,
+    # where bf16 is emulated), so the double says so, as the GPU would; torch's own function still decides
+    def bf16_tensor_supported(device):
+        from torch.cuda._utils import _get_device_index
+
+        g = machine.gpu(_get_device_index(device, optional=True))
+        return (g.major, g.minor) >= (5, 3)
+
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", bf16_tensor_supported)
     monkeypatch.setattr(torch.version, "cuda", "12.8")
     monkeypatch.setattr(torch.version, "hip", None)
     return machine

@@ -54,3 +54,14 @@ def test_the_double_keeps_torchs_own_checks(monkeypatch):
     assert ("synchronize", 0) in machine.calls and machine.current == 1  # the device switch was undone
     with pytest.raises(Exception):
         torch.zeros(1, device="cuda:0")  # no tensors on the fake GPUs: placement tests use the meta device
+
+
+def test_the_double_answers_bf16_as_the_gpu_would(monkeypatch):
+    """A T4 has no bf16 tensor cores but holds bf16 tensors (emulated): torch's `is_bf16_supported()` says yes
+    there and `including_emulation=False` says no; an H100 says yes to both. A double that could make no bf16
+    tensor said no to the first, and a check that forgot `including_emulation=False` passed its test."""
+    install(monkeypatch, H100, T4)
+    torch.cuda.set_device(1)
+    assert torch.cuda.is_bf16_supported() and not torch.cuda.is_bf16_supported(including_emulation=False)
+    torch.cuda.set_device(0)
+    assert torch.cuda.is_bf16_supported(including_emulation=False)
