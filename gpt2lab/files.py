@@ -74,9 +74,11 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_bytes_atomic(path: Path, data: bytes, what: str = "file") -> None:
-    """Write data so that a reader sees the old file or the new one; a failure is one line, nothing left over."""
+    """Write data so that a reader sees the old file or the new one; a failure is one line, nothing left over.
+    The temporary file is the process's own, so two processes writing one file (ranks, the lab's cores) never
+    write into each other's: the last rename wins, whole."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)

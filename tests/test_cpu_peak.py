@@ -1,6 +1,7 @@
 """The CPU peak behind MFU: measured once per machine, cached only when stable, never taken from an older probe."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -88,12 +89,10 @@ def test_a_cache_that_cannot_be_written_leaves_no_partial_file(monkeypatch, tmp_
     monkeypatch.setenv("GPT2LAB_CACHE", str(tmp_path))
     monkeypatch.setattr(cpu_peak, "probe", lambda dtype: 2.0e11)
 
-    def full_disk(self, *args, **kwargs):
-        with open(self, "w") as f:
-            f.write("{\n \"half")  # part of the text reached the disk, then it filled up
+    def full_disk(fd):  # the text was written into the temporary file; making it durable finds the disk full
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(type(tmp_path), "write_text", full_disk)
+    monkeypatch.setattr(os, "fsync", full_disk)
     assert cpu_peak.cpu_peak_flops("fp32", "Test CPU", 1)[0] == 2.0e11
     assert list(tmp_path.iterdir()) == []
 

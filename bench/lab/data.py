@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import lzma
-import os
 from pathlib import Path
 
 from bench.speedrun_cpu import tokenizer_dir
+from gpt2lab.files import write_json_atomic
 
 from .protocol import SHARED
 
@@ -74,7 +74,5 @@ def ngram_losses(work: Path) -> dict:
     result = {"unigram": round(loss(held_out, None), 4), "bigram": round(loss(held_out, weight), 4),
               "bigram_weight": weight, "train_tokens": int(train.size), "scoring_tokens": int(held_out.size),
               "tuning_tokens": int(tuning.size)}
-    partial = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")  # whole or not at all
-    partial.write_text(json.dumps(result, indent=1))
-    os.replace(partial, cache)
+    write_json_atomic(cache, result, "the n-gram cache")
     return result

@@ -4,12 +4,12 @@ tokens and against time, one row per horizon) and the runs' records, under bench
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gpt2lab.files import write_json_atomic
 from gpt2lab.metrics.logger import read_metrics
 
 from . import protocol
@@ -53,9 +53,7 @@ def report(work: Path, cpus: str, out: Path | None = None) -> Path:
     out = out or ROOT / "bench" / "results"
     carry_over(result["horizons"], out)
     path = out / f"quality_lab_{datetime.now(timezone.utc):%Y%m%d}.json"
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # whole or not at all
-    partial.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(partial, path)
+    write_json_atomic(path, result, "the lab report")
     runs_out = out / "quality_lab_runs"  # the raw curves, small enough to commit
     for skipped in save_records(work, runs_out):
         print(f"{skipped}: not finished here; the finished run's records in {runs_out} are kept")

@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from gpt2lab.files import write_json_atomic
 from gpt2lab.metrics.logger import read_metrics
 
 from . import data as lab_data, runs
@@ -36,9 +37,7 @@ def score(work: Path, checkpoint: Path, cpus: str) -> float:
     loss = json.loads(done.stdout.strip().splitlines()[-1])["train"]["loss"]
     known = json.loads(cache.read_text()) if cache.is_file() else {}  # again: another core may have scored meanwhile
     known[checkpoint.name] = loss
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known, indent=1))
-    os.replace(tmp, cache)
+    write_json_atomic(cache, known, "the scoring cache")
     return loss
 
 

@@ -15,13 +15,14 @@ probe version) in $GPT2LAB_CACHE or ~/.cache/gpt2lab/cpu_peak.json; run.peak_tfl
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
 
+from ..errors import UserError
+from ..files import write_json_atomic
 from ..formats import BadFile, read_json
 from ..formats.json_file import MB
 
@@ -135,12 +136,9 @@ def cpu_peak_flops(precision: str, cpu: str, threads: int | None = None, fresh: 
         _measured[key] = result["flops"], f"{label}; unstable, not kept ({result['why']}): MFU is approximate"
         return _measured[key]
     cache[key] = {k: result[k] for k in ("flops", "spread", "tries", "date")}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: ranks may probe at once
-    try:
+    try:  # ranks may probe at once: each writes its own temporary file
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(cache, indent=1) + "\n")
-        os.replace(tmp, path)
-    except OSError:  # an unwritable cache only means probing again next time; no partial file stays
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        write_json_atomic(path, cache, "the CPU peak cache")
+    except (OSError, UserError):  # an unwritable cache only means probing again next time; no partial file stays
+        pass
     return result["flops"], label
