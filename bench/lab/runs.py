@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from gpt2lab.files import write_bytes_atomic
 from gpt2lab.metrics.logger import read_metrics
 
 from . import data as lab_data
@@ -119,10 +120,13 @@ def restore(work: Path, results: Path | None = None) -> list[str]:
         restored.append(source.name)
     if (results / "ngram.json").is_file() and not (work / "ngram.json").is_file():
         work.mkdir(parents=True, exist_ok=True)
-        partial = work / f".ngram.json.{os.getpid()}.tmp"
-        shutil.copy(results / "ngram.json", partial)
-        os.replace(partial, work / "ngram.json")
+        copy_whole(results / "ngram.json", work / "ngram.json")
     return restored
+
+
+def copy_whole(source: Path, target: Path) -> None:
+    """A record copied so that the target is the old file or the new one, never half of it (a full disk)."""
+    write_bytes_atomic(target, source.read_bytes(), "a lab record")
 
 
 def save_records(work: Path, runs_out: Path) -> list[str]:
@@ -142,10 +146,10 @@ def save_records(work: Path, runs_out: Path) -> list[str]:
         target.mkdir(parents=True, exist_ok=True)
         for name in ("metrics.jsonl", "config.json", "device.json", "scoring.json"):
             if (run / name).is_file():
-                shutil.copy(run / name, target / name)
+                copy_whole(run / name, target / name)
         for replay in sorted((run / "replays").glob("from_*")):  # the replayed stretches: their losses and scores
             (target / "replays" / replay.name).mkdir(parents=True, exist_ok=True)
             for name in ("metrics.jsonl", "scoring.json"):
                 if (replay / name).is_file():
-                    shutil.copy(replay / name, target / "replays" / replay.name / name)
+                    copy_whole(replay / name, target / "replays" / replay.name / name)
     return left_out
