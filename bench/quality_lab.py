@@ -9,6 +9,8 @@ is one thread on CPU 1, as every 1M and 4M run; `--cpus 0,1` two threads, to bri
   python bench/quality_lab.py report        # a horizon with no runs here keeps the newest earlier report's table
   python bench/quality_lab.py thin [RUN ...] # finished runs: crossings resolved, then checkpoints but the last to weights
   python bench/quality_lab.py restore      # a new machine: the committed runs' records back into the work folder
+  python bench/quality_lab.py queue baseline-lr0.0012@1M --precision fp32  # a CPU without bf16 units: fp32 twins
+                                           # of lab runs, reported beside them (what bf16 changes), never in the tables
 Results: bench/results/quality_lab_<date>.json (and the runs' metrics under bench/results/quality_lab_runs/).
 """
 
@@ -65,6 +67,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=SEEDS[0])
     parser.add_argument("--work", default=str(ROOT / "runs" / "quality_lab"))
     parser.add_argument("--cpus", default="1")
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+                        help="run, queue: fp32 trains a check of what the lab's bf16 changes, in a folder of its own "
+                             "(NAME-HORIZON-seedSEED-fp32); it never enters the lab's tables, only their fp32 check")
     parser.add_argument("--no-report", action="store_true", help="run, queue: train only (report later, elsewhere)")
     args = parser.parse_args()
     try:
@@ -72,7 +77,7 @@ def main() -> None:
     except ValueError as bad:
         parser.error(str(bad))
     work = Path(args.work)
-    if args.what in ("run", "queue"):
+    if args.what in ("run", "queue") and args.precision == "bf16":
         from gpt2lab.errors import UserError
         from gpt2lab.runtime import resolve_runtime
 
@@ -80,14 +85,14 @@ def main() -> None:
             resolve_runtime("cpu", "bf16")
         except UserError as exc:
             sys.exit(f"quality_lab: the lab trains in bf16 (its runs compare only so); run it on a CPU with AVX512-BF16 "
-                     f"or AMX ({exc})")
+                     f"or AMX ({exc}); --precision fp32 trains a check of what bf16 changes instead")
     if args.what == "run":
         for name in args.names:
-            train(work, name, args.horizon, args.seed, args.cpus)
+            train(work, name, args.horizon, args.seed, args.cpus, args.precision)
     elif args.what == "queue":
         for item in args.names:
             name, horizon, *seed = item.split("@")
-            train(work, name, horizon, int(seed[0]) if seed else SEEDS[0], args.cpus)
+            train(work, name, horizon, int(seed[0]) if seed else SEEDS[0], args.cpus, args.precision)
     elif args.what == "ngram":
         print(ngram_losses(work))
         return

@@ -84,16 +84,23 @@ def steps_of(horizon: str) -> int:
     return HORIZONS[horizon] // TOKENS_PER_STEP
 
 
-def run_dir(work: Path, name: str, horizon: str, seed: int) -> Path:
-    return work / "runs" / f"{name}-{horizon}-seed{seed}"
+def run_dir(work: Path, name: str, horizon: str, seed: int, precision: str = "bf16") -> Path:
+    """A run's folder; a run in another precision than the lab's (a check of what precision changes) is a folder of
+    its own, named for it, so that it never mixes with the lab's runs."""
+    return work / "runs" / (f"{name}-{horizon}-seed{seed}" + ("" if precision == "bf16" else f"-{precision}"))
+
+
+def precision_of_name(folder: str) -> str:
+    """The precision a run folder's name says it trained in (bf16, the lab's, unless it ends in -fp32)."""
+    return "fp32" if folder.endswith("-fp32") else "bf16"
 
 
 def parse_run_name(folder: str) -> tuple[str, str, int]:
-    """NAME-HORIZON-seedSEED (as run_dir names it) -> (name, horizon, seed)."""
-    rest, _, seed = folder.rpartition("-seed")
+    """NAME-HORIZON-seedSEED[-fp32] (as run_dir names it) -> (name, horizon, seed)."""
+    rest, _, seed = folder.removesuffix("-fp32").rpartition("-seed")
     name, _, horizon = rest.rpartition("-")
     if name not in CONTENDERS or horizon not in HORIZONS or not seed.isdigit():
-        raise ValueError(f"{folder!r} is not a lab run folder (NAME-HORIZON-seedSEED)")
+        raise ValueError(f"{folder!r} is not a lab run folder (NAME-HORIZON-seedSEED[-fp32])")
     return name, horizon, int(seed)
 
 

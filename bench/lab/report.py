@@ -14,7 +14,8 @@ from gpt2lab.metrics.logger import read_metrics
 
 from . import protocol
 from .data import ngram_losses
-from .protocol import HORIZONS, ROOT, compared
+from . import precision
+from .protocol import HORIZONS, ROOT, compared, parse_run_name, precision_of_name
 from .runs import device_of_run, processor_of, save_records
 from .tables import horizon_table
 
@@ -50,6 +51,10 @@ def report(work: Path, cpus: str, out: Path | None = None) -> Path:
               "splits": {"tuning": "val.jsonl.xz books 0,2,4,...,16", "scoring": "val.jsonl.xz books 1,3,5,...,17"},
               "word_statistics_on_scoring_split": ngram_losses(work), "contenders": compared(work),
               "horizons": {h: horizon_table(work, h, cpus) for h in HORIZONS}}
+    checks = {h: precision.precision_check(work, h, result["horizons"][h], cpus) for h in HORIZONS}
+    if any(checks.values()):  # fp32 twins of lab runs: what the lab's bf16 changes
+        about = " ".join(precision.__doc__.split())
+        result["fp32_check"] = {"about": about, **{h: rows for h, rows in checks.items() if rows}}
     out = out or ROOT / "bench" / "results"
     carry_over(result["horizons"], out)
     path = out / f"quality_lab_{datetime.now(timezone.utc):%Y%m%d}.json"
@@ -70,9 +75,12 @@ def plot_run(row, folder: Path, horizon: str) -> None:
     at = {r["step"]: r for r in records}
     points = sorted((int(name.rsplit("_", 1)[-1]), loss) for name, loss in scored.items())
     points = [(at[step], loss) for step, loss in points if step in at]
-    label = f"{folder.name.rsplit('-' + horizon, 1)[0]} seed {folder.name.rsplit('seed', 1)[-1]}"
+    name, _, seed = parse_run_name(folder.name)
+    fp32 = precision_of_name(folder.name) == "fp32"  # a check of the lab's bf16: dashed, named so
+    label = f"{name} seed {seed}" + (" (fp32 check)" if fp32 else "")
     for ax, key in zip(row, ("tokens", "elapsed")):
-        line, = ax.plot([r[key] for r in records], [r["val_loss"] for r in records], lw=1.2, label=label)
+        line, = ax.plot([r[key] for r in records], [r["val_loss"] for r in records], lw=1.2, label=label,
+                        ls="--" if fp32 else "-")
         ax.plot([r[key] for r, _ in points], [loss for _, loss in points], "o", ms=4, color=line.get_color())
 
 

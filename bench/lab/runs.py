@@ -53,8 +53,9 @@ def finished(path: Path, horizon: str) -> bool:
     return bool(records) and records[-1]["step"] >= steps_of(horizon) and "val_loss" in records[-1]
 
 
-def run_sets(work: Path, name: str, horizon: str, seed: int) -> list[str]:
-    """Every setting of one lab run (the replay of a stretch of it adds its own on top)."""
+def run_sets(work: Path, name: str, horizon: str, seed: int, precision: str = "bf16") -> list[str]:
+    """Every setting of one lab run (the replay of a stretch of it adds its own on top); a run in fp32 (a check of
+    what the lab's bf16 changes) differs in its precision alone."""
     data, _ = lab_data.prepare_data(work)
     steps = steps_of(horizon)
     every = steps // POINTS
@@ -65,6 +66,8 @@ def run_sets(work: Path, name: str, horizon: str, seed: int) -> list[str]:
         sets.append(f"schedule.warmup_steps={steps // 16}")
     if name.endswith("+ramp"):  # the batch grows over the first quarter of the horizon
         sets.append(f"schedule.batch_ramp_steps={steps // 4}")
+    if precision != "bf16":
+        sets.append(f"run.precision={precision}")
     return sets
 
 
@@ -84,16 +87,16 @@ def gpt2lab_train(work: Path, out: Path, sets: list[str], cpus: str, threads: in
         sys.exit(f"quality_lab: {out.name} failed (exit {code}); see {log}")
 
 
-def train(work: Path, name: str, horizon: str, seed: int, cpus: str) -> Path:
+def train(work: Path, name: str, horizon: str, seed: int, cpus: str, precision: str = "bf16") -> Path:
     """One run, resumed from its own checkpoints when it was stopped; skipped when finished."""
-    out = run_dir(work, name, horizon, seed)
+    out = run_dir(work, name, horizon, seed, precision)
     if finished(out, horizon):
         return out
     from gpt2lab.checkpoint import latest_checkpoint
 
     resume = latest_checkpoint(out) is not None
     print(f"[{datetime.now():%H:%M}] {out.name}{' (resuming)' if resume else ''}", flush=True)
-    gpt2lab_train(work, out, run_sets(work, name, horizon, seed), cpus, threads_of(cpus), resume)
+    gpt2lab_train(work, out, run_sets(work, name, horizon, seed, precision), cpus, threads_of(cpus), resume)
     return out
 
 

@@ -16,7 +16,7 @@ from gpt2lab.files import write_json_atomic
 from gpt2lab.metrics.logger import read_metrics
 
 from . import data as lab_data, runs
-from .protocol import RESOLUTION, ROOT, parse_run_name
+from .protocol import RESOLUTION, ROOT, parse_run_name, precision_of_name
 
 
 def score(work: Path, checkpoint: Path, cpus: str) -> float:
@@ -131,8 +131,8 @@ def refine(work: Path, run: Path, target: float, cpus: str, coarse: dict, by_ste
         if not (replay / "checkpoints" / begin.name).is_dir():  # the run's checkpoint, linked, not copied
             shutil.copytree(begin, replay / "checkpoints" / begin.name, copy_function=os.link)
         name, horizon, seed = parse_run_name(run.name)
-        sets = runs.run_sets(work, name, horizon, seed) + [f"checkpoint.every={every}", "eval.every=none", "log.every=none",
-                                                      f"run.stop_at_step={step_hi - every}"]
+        sets = runs.run_sets(work, name, horizon, seed, precision_of_name(run.name))  # an fp32 run replays in fp32
+        sets += [f"checkpoint.every={every}", "eval.every=none", "log.every=none", f"run.stop_at_step={step_hi - every}"]
         print(f"[{datetime.now():%H:%M}] {run.name}: replaying steps {step_of_name(begin)}-{step_hi - every} "
               f"(a checkpoint every {every})", flush=True)
         runs.gpt2lab_train(work, replay, sets, cpus, runs.threads_of_run(run) or runs.threads_of(cpus), resume=True,
