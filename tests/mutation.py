@@ -104,6 +104,8 @@ MUTANTS = [
     M("lab-fp32-time-ratio-across-processors", "bench/lab/precision.py",
       "same = [r for r in base_fp32 if processor_of(r) == processor_of(run)]", "same = base_fp32",
       ("test_lab_precision.py",)),
+    M("muon-bf16-on-every-cpu", "gpt2lab/training/optim/muon.py",
+      "return torch.bfloat16 if cpu_bf16_native()[0] else torch.float32", "return torch.bfloat16", ("test_optim.py",)),
     M("peak-cache-trusts-any-number", "gpt2lab/metrics/cpu_peak.py",
       "return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e18",
       "return isinstance(value, (int, float))", ("test_cpu_peak.py",)),
