@@ -74,7 +74,7 @@ def precision_check(work: Path, horizon: str, table: dict | None, cpus: str) -> 
             row["tuning_loss_fp32_minus_bf16"] = loss_difference(run, twin)
             if bf16 is not None:
                 row["scoring_loss_fp32_minus_bf16"] = round(row["final_scoring_loss"] - bf16, 4)
-        if table and not name.startswith("baseline-"):
+        if table and "carried_from" not in table and not name.startswith("baseline-"):  # its baseline runs are here
             base_runs = [run_dir(work, base_name, horizon, s) for s in table["baseline"]["seeds"]]
             cross, _ = locate(work, run, table["baseline"]["target"], base_runs, cpus)
             if cross:
