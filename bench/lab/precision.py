@@ -77,6 +77,7 @@ def precision_check(work: Path, horizon: str, table: dict | None, cpus: str) -> 
         if table and "carried_from" not in table and not name.startswith("baseline-"):  # its baseline runs are here
             base_runs = [run_dir(work, base_name, horizon, s) for s in table["baseline"]["seeds"]]
             cross, _ = locate(work, run, table["baseline"]["target"], base_runs, cpus)
+            row["crossing"] = cross
             if cross:
                 row["token_ratio"] = round(cross["tokens"] / HORIZONS[horizon], 3)
                 twin_row = twin_rows.get((name, seed), {})
