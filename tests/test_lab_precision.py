@@ -3,10 +3,9 @@ trains with the same settings but its precision, never enters the lab's tables, 
 twin. Records are hand-made, as in test_quality_lab; every score comes from the runs' scoring caches."""
 
 import json
-import subprocess
 import sys
 
-from bench import lab
+from bench import lab, quality_lab
 from gpt2lab.config import build_config
 import pytest
 
@@ -78,31 +77,23 @@ def test_an_fp32_run_without_a_twin_reports_its_own_numbers(work):
     assert "bf16_twin" not in row and row["bf16_twin_token_ratio"] is None
 
 
-def test_the_report_carries_the_fp32_check_and_commits_its_records(work, tmp_path):
-    (work / "ngram.json").write_text(json.dumps({"unigram": 6.9, "bigram": 5.3}))
-    fp32_run(work, "baseline-lr0.0012", 1337, lambda s: 6 - s / STEPS, {STEPS: 5.5})
-    out = tmp_path / "results"
-    out.mkdir()
-    result = json.loads(lab.report(work, cpus="", out=out).read_text())
-    assert [r["name"] for r in result["fp32_check"]["1M"]] == ["baseline-lr0.0012"]
-    assert "bf16" in result["fp32_check"]["about"]
-    assert (out / "quality_lab_runs" / "baseline-lr0.0012-1M-seed1337-fp32" / "metrics.jsonl").is_file()
-
-
-def test_the_lab_offers_fp32_where_it_refuses_bf16(tmp_path):
+def test_the_lab_offers_fp32_where_it_refuses_bf16(tmp_path, monkeypatch, capsys):
     """A typo'd precision is one line; where gpt2lab refuses bf16 (no bf16 units), the lab's refusal names the
-    fp32 check as the alternative."""
-    script = lab.ROOT / "bench" / "quality_lab.py"
-    bad = subprocess.run([sys.executable, str(script), "queue", "x@1M", "--precision", "fp16", "--work", str(tmp_path)],
-                         capture_output=True, text=True)
-    assert bad.returncode == 2 and "--precision" in bad.stderr and "invalid choice" in bad.stderr
+    fp32 check as the alternative, before anything is written."""
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["quality_lab.py", *args, "--work", str(tmp_path)])
+        with pytest.raises(SystemExit) as stop:
+            quality_lab.main()
+        return stop.value.code
+
+    assert run("queue", "x@1M", "--precision", "fp16") == 2
+    assert "--precision" in capsys.readouterr().err
     from gpt2lab.errors import UserError
     from gpt2lab.runtime import resolve_runtime
 
     try:
         resolve_runtime("cpu", "bf16")
     except UserError:
-        refused = subprocess.run([sys.executable, str(script), "queue", "baseline-lr0.0012@smoke", "--work",
-                                  str(tmp_path)], capture_output=True, text=True)
-        assert refused.returncode == 1 and "--precision fp32" in refused.stderr
+        message = run("queue", "baseline-lr0.0012@smoke")
+        assert "--precision fp32" in message and "\n" not in message
         assert not (tmp_path / "runs").exists()

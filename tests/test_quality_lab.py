@@ -342,11 +342,15 @@ def test_the_report_names_the_runs_processors_and_is_written_whole(work, tmp_pat
     for run in (work / "runs").glob("baseline-*"):
         (run / "device.json").write_text(json.dumps({"name": "Intel Xeon", "threads": 1, "bf16": "amx_bf16",
                                                      "torch": "2.13.0+cpu"}))
+    # an fp32 twin of the best baseline (bench/lab/precision.py): reported beside it, its records committed too
+    write_run(work, "baseline-lr0.0012", 1337, lambda s: 6 - s / STEPS, {STEPS: 5.5}, device="AMD EPYC", precision="fp32")
     out = tmp_path / "results"
     out.mkdir()
     path = lab.report(work, cpus="", out=out)
     result = json.loads(path.read_text())
-    assert result["processors"]["runs_per_processor"] == {"Intel Xeon (amx_bf16)": 3, "AMD EPYC": 2}
+    assert result["processors"]["runs_per_processor"] == {"Intel Xeon (amx_bf16)": 3, "AMD EPYC": 3}
+    assert [r["name"] for r in result["fp32_check"]["1M"]] == ["baseline-lr0.0012"] and "bf16" in result["fp32_check"]["about"]
+    assert (out / "quality_lab_runs" / "baseline-lr0.0012-1M-seed1337-fp32" / "metrics.jsonl").is_file()
     assert result["torch"] == ["2.13.0+cpu"]
     table = result["horizons"]["1M"]
     assert table["baseline"]["processor_per_seed"] == ["Intel Xeon (amx_bf16)"]
