@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.speedrun_cpu import MUON, SPEEDRUN_ARCH  # noqa: E402
 from gpt2lab.config import build_config  # noqa: E402
+from gpt2lab.files import write_json_atomic  # noqa: E402
 from gpt2lab.model import GPT  # noqa: E402
 from gpt2lab.runtime import cpu_bf16_native, cpu_name  # noqa: E402
 from gpt2lab.training.optim import build_optimizer  # noqa: E402
@@ -93,9 +93,7 @@ def main() -> None:
     if a.save:
         path = Path(a.save) / f"muon_dtype_cpu_{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1) + "\n")
-        tmp.replace(path)
+        write_json_atomic(path, result, "the benchmark result")
 
 
 if __name__ == "__main__":
