@@ -28,7 +28,7 @@ def test_the_readme_notebook_walkthrough_runs_as_written(tmp_path, monkeypatch, 
     namespace: dict = {}
     exec(compile(walkthrough(), "README.md (api-walkthrough)", "exec"), namespace)
     result = namespace["result"]
-    assert isinstance(result, gpt2lab.TrainResult) and result.steps == 20
+    assert isinstance(result, gpt2lab.TrainResult) and result.steps == 10
     assert result.val_loss == read_metrics(tmp_path / "work" / "run")[-1]["val_loss"]
     assert namespace["scores"]["val"]["loss"] == pytest.approx(result.val_loss, rel=1e-3)
     assert json.loads((tmp_path / "work" / "hf" / "config.json").read_text())["model_type"] == "gpt2"
