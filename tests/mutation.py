@@ -62,6 +62,8 @@ MUTANTS = [
       "buf.div_(sums[:, None])", ("test_bench.py",)),
     M("in-place-loss-one-hot-added", "gpt2lab/model/loss.py", "-valid[:, None])  # minus the one-hot",
       "valid[:, None])  # minus the one-hot", ("test_bench.py",)),
+    M("in-place-eval-loss-uncapped", "gpt2lab/model/loss.py", "buf.div_(cap).tanh_().mul_(cap)", "buf.div_(cap).tanh_()",
+      ("test_bench.py",)),
     M("in-place-loss-inside-compiled-graphs", "gpt2lab/model/loss.py",
       'return h.device.type == "cpu" and not torch.compiler.is_compiling()', 'return h.device.type == "cpu"',
       ("test_host_reads.py",)),

@@ -53,6 +53,15 @@ def _chunk_grad(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor, 
     return grad.to(dtype)
 
 
+def _exp_in_place(buf: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss over valid rows of the fp32 logits `buf`, which it overwrites with exp(logits - row max), and
+    the row sums of those: _chunk_loss's numbers, without a pass that allocates."""
+    top = buf.amax(dim=1)
+    target_logit = buf.gather(1, targets.clamp(min=0)[:, None])[:, 0]
+    sums = buf.sub_(top[:, None]).exp_().sum(dim=1)
+    return ((top + sums.log() - target_logit) * valid).sum(), sums
+
+
 def _chunk_in_place(hc: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
                     cap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed loss, d(summed loss)/d(raw logits) in the matmul's dtype) of one chunk, as _chunk_logits,
@@ -63,10 +72,7 @@ def _chunk_in_place(hc: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
     if cap is not None:
         squashed = buf.div_(cap).tanh_().clone()
         buf.mul_(cap)
-    top = buf.amax(dim=1)
-    target_logit = buf.gather(1, targets.clamp(min=0)[:, None])[:, 0]
-    sums = buf.sub_(top[:, None]).exp_().sum(dim=1)
-    loss = ((top + sums.log() - target_logit) * valid).sum()
+    loss, sums = _exp_in_place(buf, targets, valid)
     buf.mul_((valid / sums)[:, None])  # softmax, zero on ignored rows
     buf.scatter_add_(1, targets.clamp(min=0)[:, None], -valid[:, None])  # minus the one-hot of valid targets
     if squashed is not None:
@@ -75,7 +81,7 @@ def _chunk_in_place(hc: torch.Tensor, weight: torch.Tensor, targets: torch.Tenso
 
 
 def _in_place_chunks(h: torch.Tensor) -> bool:
-    """The in-place form: eager runs on a CPU only."""
+    """The in-place form (training and evaluation): eager runs on a CPU only."""
     return h.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
@@ -117,9 +123,17 @@ def _loss_only(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
     h, t = hidden.reshape(-1, hidden.size(-1)), targets.reshape(-1)
     valid_all = (t != -1).float()
     total = torch.zeros((), dtype=torch.float32, device=h.device)
+    in_place = _in_place_chunks(h)
     for start in range(0, h.size(0), chunk):
-        logits, _, _ = _chunk_logits(h[start : start + chunk], weight, cap)
-        total = total + _chunk_loss(logits, t[start : start + chunk], valid_all[start : start + chunk])[0]
+        tc, valid = t[start : start + chunk], valid_all[start : start + chunk]
+        if in_place:
+            buf = F.linear(h[start : start + chunk], weight).float()
+            if cap is not None:
+                buf.div_(cap).tanh_().mul_(cap)
+            total = total + _exp_in_place(buf, tc, valid)[0]
+        else:
+            logits, _, _ = _chunk_logits(h[start : start + chunk], weight, cap)
+            total = total + _chunk_loss(logits, tc, valid)[0]
     return total / valid_all.sum().clamp(min=1.0)
 
 
