@@ -62,22 +62,30 @@ def _exp_in_place(buf: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor)
     return ((top + sums.log() - target_logit) * valid).sum(), sums
 
 
-def _chunk_in_place(hc: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
-                    cap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed loss, d(summed loss)/d(raw logits) in the matmul's dtype) of one chunk, as _chunk_logits,
-    _chunk_loss and _chunk_grad compute them, in one fp32 buffer that every pass updates in place."""
+def _logits_in_place(hc: torch.Tensor, weight: torch.Tensor, cap: float | None, keep_tanh: bool):
+    """_chunk_logits in one fp32 buffer: (soft-capped logits, a copy of their tanh if `keep_tanh` and capped,
+    the matmul's dtype)."""
     raw = F.linear(hc, weight)
     buf = raw.float()
     squashed = None
     if cap is not None:
-        squashed = buf.div_(cap).tanh_().clone()
+        buf.div_(cap).tanh_()
+        squashed = buf.clone() if keep_tanh else None
         buf.mul_(cap)
+    return buf, squashed, raw.dtype
+
+
+def _chunk_in_place(hc: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                    cap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss, d(summed loss)/d(raw logits) in the matmul's dtype) of one chunk, as _chunk_logits,
+    _chunk_loss and _chunk_grad compute them, in one fp32 buffer that every pass updates in place."""
+    buf, squashed, dtype = _logits_in_place(hc, weight, cap, keep_tanh=True)
     loss, sums = _exp_in_place(buf, targets, valid)
     buf.mul_((valid / sums)[:, None])  # softmax, zero on ignored rows
     buf.scatter_add_(1, targets.clamp(min=0)[:, None], -valid[:, None])  # minus the one-hot of valid targets
     if squashed is not None:
         buf.mul_(squashed.mul_(squashed).neg_().add_(1.0))
-    return loss, buf.to(raw.dtype)
+    return loss, buf.to(dtype)
 
 
 def _in_place_chunks(h: torch.Tensor) -> bool:
@@ -127,9 +135,7 @@ def _loss_only(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
     for start in range(0, h.size(0), chunk):
         tc, valid = t[start : start + chunk], valid_all[start : start + chunk]
         if in_place:
-            buf = F.linear(h[start : start + chunk], weight).float()
-            if cap is not None:
-                buf.div_(cap).tanh_().mul_(cap)
+            buf, _, _ = _logits_in_place(h[start : start + chunk], weight, cap, keep_tanh=False)
             total = total + _exp_in_place(buf, tc, valid)[0]
         else:
             logits, _, _ = _chunk_logits(h[start : start + chunk], weight, cap)
