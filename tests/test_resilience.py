@@ -244,6 +244,29 @@ def test_full_disk_during_a_save(data_dir, tmp_path, monkeypatch):
     assert names == ["step_00000002"]  # no half-written folder
 
 
+def test_a_background_save_that_fails_stops_the_run_at_once(data_dir, tmp_path, monkeypatch):
+    """A full disk met by the (asynchronous) save of step 8 stops the run within a step or two, not at the next save
+    (step 12): a real run would otherwise train a whole checkpoint interval (hours) that it could not save either."""
+    import gpt2lab.checkpoint as checkpoint_module
+
+    cfg = micro_config(data_dir, "schedule.max_steps=12", "checkpoint.every=4", "checkpoint.asynchronous=true")
+    trainer = make_trainer(cfg, tmp_path / "run", **QUIET)
+    real, calls = checkpoint_module.save_file, []
+
+    def full_disk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) >= 3:  # two files per checkpoint: the second checkpoint (step 8) fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", full_disk)
+    with pytest.raises(UserError, match="No space left on device.*step_00000004"):
+        trainer.fit()
+    steps = [r["step"] for r in read_metrics(tmp_path / "run")]
+    assert steps[-1] <= 10, steps  # before this check ran every step, the error waited for the save of step 12
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_00000004"]
+
+
 def test_out_of_memory_names_the_remedies(data_dir, tmp_path, monkeypatch):
     trainer = make_trainer(micro_config(data_dir, "schedule.max_steps=3"), tmp_path / "run", **QUIET)
 

@@ -47,6 +47,7 @@ class LoopHost(Protocol):
     plan: Any
     dist: Any
     runtime: Any
+    saver: Any
     evaluators: list
     stop_signal: str | None
     clock: Callable[[], float]
@@ -135,6 +136,7 @@ class Loop:
         Returns a rollback, as _read_previous does, when that record completes a run of bad steps."""
         t, k = self.t, self.t.cfg.checkpoint
         begin = t.clock()
+        t.saver.check()  # a save that failed in the background (a full disk) stops the run now, not at the next save
         if t.stop_signal and not t.dist.active:  # one process: no need to wait for the flag to come round
             self.stopping = True
         if t.cfg.run.stop_at_step is not None and t.step >= t.cfg.run.stop_at_step:  # every rank knows the step

@@ -6,7 +6,8 @@ newest keep_last verified checkpoints, every multiple of keep_every, and the pro
 checkpoint known to be healthy, which a rollback would return to). A checkpoint that fails verification is set
 aside as step_N.corrupt, reported, and never counted as kept. One save is in flight at a time; a new save, or
 the end of the run, first waits for the previous one. A failed write (a full disk) surfaces in the training
-thread as a one-line error at the next save or at the end, and the previous checkpoints stay as they were.
+thread as a one-line error at the first step after it failed (check(), every step), not at the next save hours
+later, and the previous checkpoints stay as they were.
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ class CheckpointSaver:
                             for p in aside]
         except BaseException as exc:  # handed to the training thread
             self._error = exc
+
+    def check(self) -> None:
+        """Without waiting: report a background write that has finished, and raise its error if it failed. Called
+        every step, so that a full disk met at one save stops the run at once instead of after another interval of
+        training that could not be saved either."""
+        if self._thread is not None and not self._thread.is_alive():
+            self.wait()
 
     def wait(self) -> None:
         """Block until the save in flight (if any) is on disk; raise its error, if it failed."""
