@@ -141,6 +141,8 @@ MUTANTS = [
     M("wsd-late", "gpt2lab/training/schedule.py", "start = max(warmup, total_steps - math.ceil(schedule.cooldown_fraction * total_steps))",
       "start = max(warmup, total_steps - math.ceil(schedule.cooldown_fraction * total_steps) + 5)", ("test_schedule.py",)),
     # trainer and checkpoints
+    M("failed-save-noticed-late", "gpt2lab/training/loop.py", "        t.saver.check()", "        pass",
+      ("test_resilience.py",)),
     M("rollback-to-latest", "gpt2lab/training/resume.py", "                step = self.trusted\n",
       "                step = ckpt.step_of(ckpt.latest_checkpoint(self.run_dir))\n", ("test_resilience.py",)),
     M("mfu-not-per-gpu", "gpt2lab/training/trainer.py", 'r["tokens_per_sec"] / self.dist.world_size * self.flops.training',
