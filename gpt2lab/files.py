@@ -174,8 +174,9 @@ class FolderLock:
     private folder (a command's working folder) is removed whenever it holds nothing but the lock.
     """
 
-    def __init__(self, folder: str | os.PathLike, what: str = "folder", private: bool = False):
-        self.folder, self.what = absolute(folder), what
+    def __init__(self, folder: str | os.PathLike, what: str = "folder", private: bool = False,
+                 remedy: str = "wait for it to finish or choose another --out"):
+        self.folder, self.what, self.remedy = absolute(folder), what, remedy
         self._fd: int | None = None
         self._created = self._private = private
         self.note: str | None = None  # said when the filesystem cannot lock
@@ -207,7 +208,7 @@ class FolderLock:
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
                 os.close(fd)
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    raise UserError(f"{self.folder} is in use by {holder}; wait for it to finish or choose another --out") from None
+                    raise UserError(f"{self.folder} is in use by {holder}; {self.remedy}") from None
                 if exc.errno in UNSUPPORTED:  # a filesystem without locks (NFS without lockd, some Lustre mounts)
                     self.note = (f"{self.folder} is on a filesystem that cannot lock ({exc.strerror}): make sure no "
                                  "other gpt2lab process writes there")

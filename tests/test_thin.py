@@ -81,7 +81,8 @@ def test_thin_refuses_a_run_in_use_and_leaves_damage_alone(data_dir, tmp_path, c
     lock = FolderLock(tmp_path / "run", "the run directory").acquire()  # as a training process holds it
     try:
         assert main(["thin", str(tmp_path / "run")]) == 2
-        assert "is in use by gpt2lab process" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "is in use by gpt2lab process" in err and "once that run has finished" in err and "--out" not in err
     finally:
         lock.release()
     assert all(ckpt.holds_training_state(p) for p in ckpt.complete_checkpoints(tmp_path / "run"))

@@ -21,7 +21,8 @@ def thin_run(run_dir: str | os.PathLike, keep: int = 1) -> dict:
         raise UserError(f"--keep {keep}: give how many of the newest checkpoints keep their training state (0 or more)")
     if not (run / ckpt.CHECKPOINTS).is_dir():
         raise UserError(f"{run} holds no checkpoints folder; pass a run directory (the --out of gpt2lab train)")
-    lock = FolderLock(run, "the run directory").acquire()
+    lock = FolderLock(run, "the run directory",
+                      remedy="thin it once that run has finished or paused (--stop-at, or SIGTERM: it saves first)").acquire()
     try:
         full = [p for p in ckpt.complete_checkpoints(run) if ckpt.holds_training_state(p)]
         thinned, skipped, freed = [], {}, 0
