@@ -305,6 +305,10 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if latest is None:
         if not p.exists():
             raise UserError(f"checkpoint {p} does not exist; pass a checkpoint folder or a run directory")
+        if (p / WEIGHTS).is_file():  # a checkpoint's files without its manifest: copied in part, or still being written
+            raise UserError(f"{p} has {WEIGHTS} but no {MARKER} manifest, so it is not a whole checkpoint (copied in part, "
+                            f"or still being written); copy the whole step_N folder, or bring a transformers export in "
+                            f"with gpt2lab import")
         raise UserError(f"{p} holds no complete checkpoint; pass a checkpoint folder or a run directory that has one")
     return latest
 

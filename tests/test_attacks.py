@@ -141,6 +141,20 @@ def test_dot_as_out(world, capsys, tmp_path, monkeypatch, tokenizer_dir):
     assert (tmp_path / "corpus.txt").is_file()
 
 
+def test_a_checkpoint_copied_without_its_manifest_says_what_is_missing(world, capsys, tmp_path):
+    """A downloaded or half-copied checkpoint (weights and config, no COMPLETE) is refused by name, with the fix."""
+    base, _ = world
+    step = sorted((base / "run" / "checkpoints").iterdir())[-1]
+    part = tmp_path / "downloaded"
+    part.mkdir()
+    for name in ("model.safetensors", "config.json"):
+        shutil.copy(step / name, part / name)
+    for command in (["eval", str(part), "--data", str(base / "data"), "--device", "cpu"], ["sample", str(part), "--device", "cpu"],
+                    ["export", str(part), "--out", str(tmp_path / "hf")]):
+        one_line(command, capsys, contains="no COMPLETE manifest")
+    assert not (tmp_path / "hf").exists()
+
+
 def test_import_never_deletes_a_folder(world, capsys, tmp_path):
     base, _ = world
     transformers = pytest.importorskip("transformers")
