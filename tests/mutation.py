@@ -198,6 +198,8 @@ MUTANTS = [
       "return {k: v.contiguous()", ("test_interop_hf.py",)),
     M("llama-qk-swapped", "gpt2lab/interop/hf.py", 'q, k, v = sd[f"transformer.h.{i}.attn.c_attn.weight"].chunk(3, dim=0)',
       'k, q, v = sd[f"transformer.h.{i}.attn.c_attn.weight"].chunk(3, dim=0)', ("test_interop_hf.py",)),
+    M("import-ignores-layer-scaling", "gpt2lab/interop/hf.py",
+      'getattr(hf, "scale_attn_by_inverse_layer_idx", False)),', "False),", ("test_interop_hf.py",)),
 ]
 
 

@@ -149,6 +149,46 @@ def test_import_refuses_a_folder_that_lacks_a_tensor(tmp_path, capsys):
     assert "lacks transformer.h.1.mlp.c_fc.weight" in err and not (tmp_path / "ckpt").exists()
 
 
+def _gpt2_folder_with(path, **options):
+    torch.manual_seed(3)
+    cfg = transformers.GPT2Config(vocab_size=64, n_positions=16, n_embd=32, n_layer=2, n_head=2, **options)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    hf.save_pretrained(path)
+    return hf
+
+
+@pytest.mark.parametrize("option, value", [("scale_attn_weights", False), ("scale_attn_by_inverse_layer_idx", True),
+                                           ("add_cross_attention", True), ("use_sliding_window", True)])
+def test_options_gpt2lab_does_not_compute_are_refused_by_name(option, value, tmp_path, capsys):
+    """They were imported silently (the weights fit) as a model with other logits; cross-attention ended in a traceback."""
+    from gpt2lab.cli import main
+
+    if option == "use_sliding_window":  # Qwen3's
+        cfg = transformers.Qwen3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, num_key_value_heads=2, head_dim=16,
+                                       max_position_embeddings=64, use_sliding_window=True, sliding_window=8,
+                                       max_window_layers=0)
+        transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "hf")
+    else:
+        _gpt2_folder_with(tmp_path / "hf", **{option: value})
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "ckpt")]) == 2
+    err = capsys.readouterr().err
+    named = "sliding-window" if option == "use_sliding_window" else option
+    assert err.startswith("gpt2lab: error: cannot import") and named in err and err.count("\n") == 1, err
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("option, value", [("layer_norm_epsilon", 1e-3), ("n_inner", 48), ("tie_word_embeddings", False),
+                                           ("reorder_and_upcast_attn", True)])
+def test_options_gpt2lab_computes_import_with_equal_logits(option, value, tmp_path):
+    hf = _gpt2_folder_with(tmp_path / "hf", **{option: value})
+    import_hf(str(tmp_path / "hf"), str(tmp_path / "ckpt"))
+    model, _, _ = load_model_from_checkpoint(tmp_path / "ckpt", torch.device("cpu"))
+    x = torch.randint(0, 64, (2, 16))
+    assert (logits(model, x) - logits(hf, x)).abs().max().item() <= 1e-5
+
+
 def test_a_huge_model_config_is_refused_before_anything_is_built(tmp_path, capsys):
     import json
     import time

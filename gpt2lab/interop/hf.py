@@ -90,6 +90,15 @@ def from_hf_gpt2_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.T
 def gpt2_config_from_hf(hf) -> GPTConfig:
     if hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
         raise UserError(f"GPT-2 with activation {hf.activation_function!r} is not supported; gpt2lab uses tanh-GELU")
+    # options that change what the model computes, which gpt2lab's GPT-2 does not have: importing the weights
+    # without them would give another model's logits, silently
+    problems = [what for what, present in (
+        ("attention scores not scaled by 1/sqrt(head size) (scale_attn_weights=false)", not getattr(hf, "scale_attn_weights", True)),
+        ("attention scaled by 1/layer (scale_attn_by_inverse_layer_idx)", getattr(hf, "scale_attn_by_inverse_layer_idx", False)),
+        ("cross-attention layers (add_cross_attention)", getattr(hf, "add_cross_attention", False)),
+    ) if present]
+    if problems:
+        raise UserError(f"cannot import this gpt2 model into gpt2lab: {', '.join(problems)} not supported")
     return _implicit_width(GPTConfig(
         vocab_size=hf.vocab_size, block_size=hf.n_positions, n_layer=hf.n_layer, n_head=hf.n_head,
         n_embd=hf.n_embd, mlp_hidden=hf.n_inner or 4 * hf.n_embd, norm_eps=hf.layer_norm_epsilon,
@@ -188,6 +197,9 @@ def llama_config_from_hf(hf, qk_norm: bool) -> GPTConfig:
         problems.append("RoPE scaling")
     if hf.hidden_act != "silu":
         problems.append(f"activation {hf.hidden_act!r}")
+    layer_types = getattr(hf, "layer_types", None) or []
+    if getattr(hf, "use_sliding_window", False) or any(t != "full_attention" for t in layer_types):
+        problems.append("sliding-window attention")
     if problems:
         raise UserError(f"cannot import this {hf.model_type} model into gpt2lab: {', '.join(problems)} not supported")
     theta = rope.get("rope_theta") or getattr(hf, "rope_theta", 10000.0)
