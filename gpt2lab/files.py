@@ -41,6 +41,17 @@ def utf8_path(path: str | os.PathLike) -> bool:
         return False
 
 
+def input_file(path: str | os.PathLike, what: str, fix: str) -> Path:
+    """`path` when it is a file to read (a regular file, or a link to one); otherwise one line saying what it is
+    instead (missing, a folder, a device such as /dev/urandom that never ends, a pipe) and `fix`."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    why = ("does not exist" if not p.exists() else "is a folder" if p.is_dir()
+           else "is not a regular file (a device, a pipe or a socket)")
+    raise UserError(f"{what} {p} {why}; {fix}")
+
+
 def describe_os_error(exc: BaseException) -> str:
     """`No space left on device`, `Permission denied`, ... for any write failure, OSError or not."""
     if isinstance(exc, OSError):

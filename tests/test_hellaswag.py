@@ -85,6 +85,19 @@ def test_malformed_files(tmp_path, line, message):
         read_examples(tmp_path / "missing.jsonl")
 
 
+@pytest.mark.parametrize("where, said", [("/dev/urandom", "is not a regular file"), ("folder", "is a folder"),
+                                         ("missing", "does not exist")])
+def test_eval_inputs_that_are_not_files_say_what_they_are(tmp_path, where, said):
+    """/dev/urandom was reported as missing ('does not exist'), and a folder too."""
+    from gpt2lab.commands.eval import read_text
+
+    (tmp_path / "folder").mkdir()
+    path = where if where.startswith("/") else str(tmp_path / where)
+    for read in (read_examples, read_text):
+        with pytest.raises(UserError, match=said):
+            read(path)
+
+
 def test_scoring_never_builds_the_whole_logits_and_matches_them():
     """HellaSwag's ending losses and token accuracy built the (rows, width, vocab) logits at once; per-token
     scores come chunk by chunk and equal the plain head's."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -12,6 +11,7 @@ from ..checkpoint import load_model_from_checkpoint
 from ..data.loader import Windows
 from ..data.shards import check_vocab, read_meta
 from ..errors import UserError
+from ..files import input_file
 from ..eval.hellaswag import encode_examples, evaluate_hellaswag, read_examples
 from ..eval.perplexity import evaluate_loss, evaluate_text
 from ..runtime import resolve_runtime
@@ -38,9 +38,7 @@ class EvalOptions:
 
 def read_text(path: str) -> str:
     """A UTF-8 file's text exactly as it is on disk: no newline translation (\\r\\n counts as two bytes)."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"text file {p} does not exist")
+    p = input_file(path, "text file", "pass a UTF-8 text file (save a stream to a file first)")
     try:
         text = p.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:

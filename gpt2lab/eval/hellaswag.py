@@ -16,6 +16,7 @@ import torch
 
 from ..data.sources import json_lines
 from ..errors import UserError
+from ..files import input_file
 from ..formats import BadFile, check
 from ..formats.schemas import HellaSwagRow
 from ..metrics.names import Metric
@@ -33,9 +34,7 @@ class Example:
 
 def read_examples(path: str | Path, limit: int | None = None) -> list[dict]:
     """The rows of a HellaSwag jsonl file, checked; limit keeps the first `limit`."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"HellaSwag file {p} does not exist; pass the original hellaswag_val.jsonl")
+    p = input_file(path, "HellaSwag file", "pass the original hellaswag_val.jsonl")
     rows = []
     with open(p, encoding="utf-8", errors="strict") as f:
         try:
