@@ -19,10 +19,10 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .files import input_file
 from .formats import parse_json
 from .formats.json_file import depth_of
 from .model.gpt import GPTConfig
@@ -519,9 +519,7 @@ def _yaml_without_aliases(text: str):
 
 def load_file(path: str) -> dict:
     """A config layer from a TOML, YAML or JSON file."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"config file {path} does not exist")
+    p = input_file(path, "config file", "pass a .toml, .yaml or .json file")
     if p.suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise UserError(f"config file {path} must end in .toml, .yaml, .yml or .json")
     if p.stat().st_size > 1 << 20:

@@ -52,6 +52,15 @@ def input_file(path: str | os.PathLike, what: str, fix: str) -> Path:
     raise UserError(f"{what} {p} {why}; {fix}")
 
 
+def input_folder(path: str | os.PathLike, what: str, fix: str) -> Path:
+    """`path` when it is a folder; otherwise one line saying what it is instead (missing, a file, a device) and `fix`."""
+    p = Path(path)
+    if p.is_dir():
+        return p
+    why = "does not exist" if not p.exists() else "is a file, not a folder" if p.is_file() else "is not a folder"
+    raise UserError(f"{what} {p} {why}; {fix}")
+
+
 def describe_os_error(exc: BaseException) -> str:
     """`No space left on device`, `Permission denied`, ... for any write failure, OSError or not."""
     if isinstance(exc, OSError):

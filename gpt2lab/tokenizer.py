@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .errors import UserError
+from .files import input_folder
 
 ENDOFTEXT = "<|endoftext|>"
 GPT2_EOT = 50256
@@ -124,9 +125,7 @@ def load_tokenizer(folder: str | os.PathLike | None = None) -> Tokenizer:
     """GPT-2's tokenizer from a local folder if given (or $GPT2LAB_TOKENIZER), else through tiktoken's cache."""
     folder = folder or os.environ.get("GPT2LAB_TOKENIZER")
     if folder:
-        path = Path(folder).expanduser()
-        if not path.is_dir():
-            raise UserError(f"tokenizer folder {path} does not exist; pass a folder holding encoder.json and vocab.bpe")
+        path = input_folder(Path(folder).expanduser(), "tokenizer folder", "pass a folder holding encoder.json and vocab.bpe")
         return Tokenizer(_from_folder(path), source=str(path.resolve()))
     import tiktoken
 

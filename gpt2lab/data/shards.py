@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..files import input_folder
 from ..formats import BadFile, check, read_json
 from ..formats.json_file import MB
 from ..formats.schemas import DataMeta
@@ -101,8 +102,7 @@ def read_shard(path: Path) -> np.memmap:
 def read_meta(data_dir: str | os.PathLike) -> dict:
     """meta.json, checked for the fields gpt2lab reads (so a damaged one is one clear line, not a KeyError later)."""
     path = Path(data_dir) / META_FILE
-    if not Path(data_dir).is_dir():
-        raise UserError(f"data directory {data_dir} does not exist; create it with `gpt2lab prepare INPUT --out {data_dir}`")
+    input_folder(data_dir, "data directory", "create one with `gpt2lab prepare INPUT --out DATA_DIR` and pass that")
     if not path.is_file():
         raise UserError(f"{data_dir} has no {META_FILE}: it is not a prepared data directory; run `gpt2lab prepare`")
     meta = read_json(path, max_bytes=64 * MB, max_depth=8, fix="run `gpt2lab prepare` again")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..errors import UserError
+from ..files import input_file
 from ..formats import BadFile, parse_json
 
 COMPRESSIONS = {".gz": gzip.open, ".xz": lzma.open}
@@ -235,7 +236,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             elif path.is_file():
                 files.append(path)
             else:
-                raise UserError(f"input {match} does not exist; check the path")
+                input_file(path, "input", "check the path")  # missing, or a device / pipe: says which
     if not files:
         raise UserError(f"no input files found in {', '.join(inputs)}")
     return files
