@@ -207,3 +207,38 @@ def test_each_rank_writes_its_own_profile(tmp_path):
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert files == ["profile/rank0/summary.txt", "profile/rank0/trace.json", "profile/rank1/summary.txt",
                      "profile/rank1/trace.json"]
+
+
+def _disagreeing_rank(rank, data, run, rank1_sets, rank1_data):
+    from gpt2lab.errors import UserError
+    from gpt2lab.training.distributed import shutdown
+
+    try:
+        t = _trainer(rank, rank1_data if rank == 1 and rank1_data else data, run, *(rank1_sets if rank == 1 else []))
+    except UserError as exc:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        return str(exc)
+    t.lock and t.lock.release()
+    shutdown(t.dist)
+    return None
+
+
+@pytest.mark.parametrize("rank1_sets, rank1_data, said", [
+    (["optim.lr=0.02"], None, "the ranks disagree at start-up: optim.lr (0.01 on rank 0, 0.02 on rank 1)"),
+    ([], "other", "the ranks disagree at start-up: data (its fingerprint)"),
+    ([], "missing", "rank 1: data directory"),
+])
+def test_ranks_started_apart_stop_together_at_start_up(tmp_path, rank1_sets, rank1_data, said):
+    """A rank started with another setting trained on silently (under DDP another LR only makes its weights drift
+    from the others'), and one that could not open its data left the others waiting in a collective."""
+    data = make_data_dir(tmp_path / "data")
+    if rank1_data == "other":
+        make_data_dir(tmp_path / "other", seed=7)
+    assert micro_config(data).optim.lr == 0.01  # the message above names the micro config's LR
+    a, b = run_two_ranks(_disagreeing_rank, str(data), str(tmp_path / "run"), rank1_sets,
+                         str(tmp_path / rank1_data) if rank1_data else None, timeout=60)
+    # the same line on both (the rank with the problem says it without naming itself, as stop_together does)
+    assert a is not None and said in a and a.removeprefix("rank 1: ") == b, (a, b)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 from dataclasses import dataclass
 
@@ -86,6 +87,18 @@ class Dist:
         if mine:
             raise UserError(mine)
 
+    def require_same(self, values: dict[str, str], fix: str) -> None:
+        """Raise UserError on every rank when any rank's values differ from rank 0's, naming the rank and the first
+        keys: ranks started with other settings or data must stop at start-up, not train apart (another LR on one
+        rank is silent under DDP: the gradients are averaged, each rank's weights drift from the others')."""
+        everyone = self.gather_objects(values)
+        for r, theirs in enumerate(everyone[1:], start=1):
+            keys = sorted(k for k in everyone[0].keys() | theirs.keys() if everyone[0].get(k) != theirs.get(k))
+            if keys:
+                shown = ", ".join(f"{k} ({str(everyone[0].get(k))[:40]} on rank 0, {str(theirs.get(k))[:40]} on rank {r})"
+                                  for k in keys[:3])
+                raise UserError(f"the ranks disagree at start-up: {shown}{' ...' if len(keys) > 3 else ''}; {fix}")
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
@@ -115,6 +128,14 @@ def init_distributed(strategy: str, device: str, timeout_s: int) -> Dist:
         dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world, store=store,
                                 timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
     return Dist(rank=rank, world_size=world, local_rank=local_rank, strategy=strategy)
+
+
+def start_settings(config: dict, data_fingerprint: str, **choices) -> dict[str, str]:
+    """What every rank must start with alike: every setting (the data folder's path excepted: nodes may mount the
+    same data in other places), the data's fingerprint and the command's choices (resume, init_from)."""
+    flat = {f"{section}.{key}": json.dumps(value, sort_keys=True, default=str)
+            for section, fields in config.items() for key, value in fields.items() if f"{section}.{key}" != "data.dir"}
+    return {**flat, "data (its fingerprint)": data_fingerprint, **{k: json.dumps(v) for k, v in choices.items()}}
 
 
 def local_device(d: Dist, device: str) -> str:

@@ -37,7 +37,7 @@ from ..runtime import deterministic_algorithms, resolve_runtime, rng_state, seed
 from .autobatch import tune_micro_batch
 from .batch_ramp import BatchRamp
 from .distributed import (full_value, gradient_sync, init_distributed, local_device,
-                          shutdown, wrap_model)
+                          shutdown, start_settings, wrap_model)
 from .guards import LossGuard, UtilizationGuard, check_placement, check_step_placement
 from .optim import build_optimizer, named_state_dict, set_lr_multiplier, state_bytes
 from .resume import MAX_ROLLBACKS, Resuming  # noqa: F401 (MAX_ROLLBACKS: re-exported)
@@ -96,8 +96,17 @@ class Trainer(RunFolder, Resuming):
         self.lock = FolderLock(self.run_dir, "the run directory").acquire() if self.dist.is_main else None
         self._resuming = resume
         try:
-            candidates = self._check_run_dir(resume)
-            self._open_data()
+            candidates, problem = [], None
+            try:
+                candidates = self._check_run_dir(resume)
+                self._open_data()
+            except UserError as exc:  # under torchrun every rank stops with it, none waits for the others alone
+                if not self.dist.active:
+                    raise
+                problem = str(exc)
+            self.dist.stop_together(problem)
+            self.dist.require_same(start_settings(cfg.to_dict(), self.data_fingerprint, resume=resume, init_from=init_from),
+                                   "start every rank with the same command, config files and prepared data")
             self.evaluators = list(evaluators(cfg, self.data_meta, self.echo)) if evaluators else []
             self._build(init_from, resume)
             if resume:
