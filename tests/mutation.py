@@ -198,6 +198,8 @@ MUTANTS = [
       "return {k: v.contiguous()", ("test_interop_hf.py",)),
     M("llama-qk-swapped", "gpt2lab/interop/hf.py", 'q, k, v = sd[f"transformer.h.{i}.attn.c_attn.weight"].chunk(3, dim=0)',
       'k, q, v = sd[f"transformer.h.{i}.attn.c_attn.weight"].chunk(3, dim=0)', ("test_interop_hf.py",)),
+    M("ranks-never-compared", "gpt2lab/training/distributed.py", "enumerate(everyone[1:], start=1)",
+      "enumerate(everyone[:0], start=1)", ("test_rank_decisions.py",)),
     M("import-ignores-layer-scaling", "gpt2lab/interop/hf.py",
       'getattr(hf, "scale_attn_by_inverse_layer_idx", False)),', "False),", ("test_interop_hf.py",)),
 ]
