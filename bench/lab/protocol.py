@@ -20,7 +20,8 @@ Protocol (fixed; every number in the JSON can be checked on its own):
   baseline   classic GPT-2 + AdamW + cosine to the horizon; its LR swept per horizon on the tuning split
   contenders speedrun-cpu (Muon + ReLU^2 + QK-norm + RoPE + RMSNorm + zero-init projections + untied head, WSD);
              adamw-groups-embLR (classic GPT-2, AdamW with the embeddings at their own LR: what per-group LRs
-             alone are worth); speedrun-cpu+skips, +ve2, +polar, +ramp, +aligned (one technique each on top)
+             alone are worth); speedrun-cpu+skips, +ve2, +polar, +ramp, +aligned (one technique each on top);
+             speedrun-cpu+ve2-muonLR (the best recipe with Muon's LR moved: tuning points, chosen on the tuning split)
   tokens     read from each run's records (a ramped batch takes fewer tokens per step early on)
   reference  unigram and bigram losses of the training text on the scoring split, beside every table
   resume     every run continues from its own latest checkpoint (gpt2lab train --resume); `report` reads whatever
@@ -73,6 +74,11 @@ CONTENDERS = {
                            "about": "speedrun-cpu with U-net skips (embeddings into every block, mirrors joined)"},
     "speedrun-cpu+ve2": {"sets": SPEEDRUN_ARCH + MUON + WSD + ["model.value_embeds=2"],
                          "about": "speedrun-cpu with two value-embedding tables (layers 0, 2 and 1, 3)"},
+    # the recipe's own LRs at 1M, tuned on the tuning split: the v1 scouts' Muon LR (0.02) was the low end of
+    # their sweep (0.02 / 0.03 / 0.04, 256 steps, one book), never widened below it
+    **{f"speedrun-cpu+ve2-muon{lr:g}": {"sets": SPEEDRUN_ARCH + MUON + WSD + ["model.value_embeds=2", f"optim.matrix_lr={lr}"],
+                                        "about": f"speedrun-cpu+ve2 with Muon's LR at {lr:g} instead of 0.02 (a tuning point)"}
+       for lr in (0.01, 0.014)},
     "speedrun-cpu+polar": {"sets": SPEEDRUN_ARCH + MUON + WSD + ["optim.muon.coefficients=polar"],
                            "about": "speedrun-cpu with per-iteration Newton-Schulz coefficients"},
     "speedrun-cpu+ramp": {"sets": SPEEDRUN_ARCH + MUON + WSD + ["run.micro_batch=2", f"run.batch_tokens={TOKENS_PER_STEP}"],
