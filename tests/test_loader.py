@@ -141,3 +141,40 @@ def test_document_masking_stops_attention_at_the_separator():
     single = torch.randint(0, 49, (2, 16))
     with torch.no_grad():
         assert torch.allclose(model(single, doc_ids=document_ids(single, eot))[0], model(single)[0], atol=1e-6)
+
+
+def _shards_dir(path, shards, eot=None):
+    from gpt2lab.data.shards import write_shard
+    import json as _json
+
+    path.mkdir()
+    listed = []
+    for i, tokens in enumerate(shards):
+        write_shard(path / f"train_{i:06d}.bin", np.asarray(tokens))
+        listed.append({"file": f"train_{i:06d}.bin", "tokens": len(tokens)})
+    meta = {"tokenizer": {"n_vocab": 65535, "eot": eot},
+            "splits": {"train": {"tokens": sum(len(t) for t in shards), "documents": 1, "shards": listed}}}
+    (path / "meta.json").write_text(_json.dumps(meta))
+    return path
+
+
+def test_reach_is_the_share_of_tokens_some_window_reads(tmp_path):
+    # every token is its own position, so what the windows read can be counted from their contents
+    sizes, position, shards = (40, 100, 33, 20, 70), 0, []
+    for n in sizes:
+        shards.append(np.arange(position, position + n))
+        position += n
+    w = Windows(_shards_dir(tmp_path / "d", shards), "train", 32)
+    read = np.unique(w.tokens(np.arange(len(w))))
+    assert w.reach() == pytest.approx(len(read) / sum(sizes))  # 33 + 97 + 33 + 0 + 65 of 263
+    assert "reach only 87% of the train split" in w.reach_note() and "--shard-tokens" in w.reach_note()
+    # long shards: the tails are a sliver, and nothing is said
+    assert Windows(_shards_dir(tmp_path / "e", [np.arange(5000), np.arange(5000, 9000)]), "train", 32).reach_note() is None
+
+
+def test_reach_counts_overlapping_document_windows_once(tmp_path):
+    eot = 99
+    docs = [[eot] + list(range(1, n)) for n in (5, 40, 12, 70)]  # as in test_document_aligned_windows
+    w = Windows(_shards_dir(tmp_path / "d", [[t for d in docs for t in d]], eot), "train", 16,
+                align_documents=True, eot=eot)
+    assert w.reach() == pytest.approx(122 / 127)  # windows start at 0 ... 105 and overlap; 122..126 are unread

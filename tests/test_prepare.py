@@ -310,3 +310,16 @@ def test_numbers_out_of_range_are_one_line(tmp_path, tokenizer_dir):
                              (dict(val_fraction=float("nan")), "--val-fraction"), (dict(seed=-1), "--seed")):
         with pytest.raises(UserError, match=message):
             prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, **options))
+
+
+def test_a_shard_size_that_would_make_a_sea_of_files_stops_with_nothing_left(tmp_path, tokenizer_dir, monkeypatch):
+    import importlib
+
+    prepare_module = importlib.import_module("gpt2lab.data.prepare")  # the module, not the function of that name
+    monkeypatch.setattr(prepare_module, "MAX_SHARDS", 6)  # the cap, not the code under test: 50,000 files is slow here
+    src = write_jsonl(tmp_path / "d.jsonl", make_docs(20))
+    with pytest.raises(UserError, match=r"--shard-tokens 10 makes more than 6 shards of the train split .*larger --shard-tokens"):
+        prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, shard_tokens=10))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]  # no output, no working folder
+    meta = prepare([str(src)], str(tmp_path / "out"), opts(tokenizer_dir, shard_tokens=1000))  # a sane size works
+    assert len(meta["splits"]["train"]["shards"]) <= 6

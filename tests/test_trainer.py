@@ -383,3 +383,17 @@ def test_a_pause_at_or_before_the_checkpoint_trains_nothing(data_dir, tmp_path):
     result = make_trainer(again, tmp_path / "run", resume=True, echo=said.append).fit()
     assert result["step"] == 6 and read_metrics(tmp_path / "run")[-1]["step"] == 6
     assert any("at or past run.stop_at_step=4" in s for s in said), said
+
+
+def test_a_run_on_shards_not_much_longer_than_a_window_says_how_much_it_never_reads(tmp_path):
+    from tests.helpers import make_data_dir
+
+    said = []
+    short = make_data_dir(tmp_path / "short", shard_tokens=40)  # a window is 33 tokens: 7 of every 40 unread
+    make_trainer(micro_config(short, "schedule.max_steps=2"), tmp_path / "run", echo=said.append).fit()
+    warned = [line for line in said if "--shard-tokens" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: windows of 33 tokens reach only 82% of the train split")
+    said.clear()
+    make_trainer(micro_config(make_data_dir(tmp_path / "long"), "schedule.max_steps=2"), tmp_path / "run2",
+                 echo=said.append).fit()
+    assert said and not [line for line in said if "--shard-tokens" in line]

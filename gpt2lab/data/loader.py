@@ -53,6 +53,26 @@ class Windows:
     def __len__(self) -> int:
         return int(self.starts[-1])
 
+    def reach(self) -> float:
+        """The share of the split's tokens that some window holds. A window never spans two shards, so each
+        shard's tail shorter than a window is never read: nothing at the default shard size (100M tokens), but
+        most of the data when shards were prepared not much longer than a window."""
+        held = 0
+        for offsets in self.offsets:
+            if len(offsets):  # windows overlap by a token (or more when aligned to documents): count each once
+                held += int(np.minimum(np.diff(offsets), self.seq_len + 1).sum()) + self.seq_len + 1
+        return held / max(1, sum(len(s) for s in self.shards))
+
+    def reach_note(self) -> str | None:
+        """A warning when windows leave more than 5% of the split unread (shards too short for the context)."""
+        reach = self.reach()
+        if reach >= 0.95:
+            return None
+        mean = sum(len(s) for s in self.shards) // len(self.shards)
+        return (f"windows of {self.seq_len + 1} tokens reach only {reach:.0%} of the {self.split} split: its "
+                f"{len(self.shards):,} shards hold {mean:,} tokens each on average, and a window never spans two "
+                f"shards; prepare the data again with a larger --shard-tokens (the default is 100,000,000)")
+
     def tokens(self, indices: np.ndarray) -> np.ndarray:
         """Windows by index, as an int64 array (len(indices), seq_len + 1)."""
         shard_of = np.searchsorted(self.starts, indices, side="right") - 1

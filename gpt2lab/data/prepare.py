@@ -68,6 +68,7 @@ PROGRESS_FILE = "progress.json"
 
 
 MAX_SHARD_TOKENS = 2**31 - 1  # the shard header stores the count as an int32
+MAX_SHARDS = 50_000  # per split: 5T tokens at the default shard size; a dropped digit in --shard-tokens is not a day of tiny files
 
 
 @dataclass
@@ -255,6 +256,10 @@ class ShardWriter:
         total = taken + tokens.size
         while tokens.size:
             if self.file is None:
+                if len(self.shards) >= MAX_SHARDS:
+                    raise UserError(f"--shard-tokens {self.shard_tokens:,} makes more than {MAX_SHARDS:,} shards of the "
+                                    f"{self.split} split ({self.tokens:,} tokens so far); give a larger --shard-tokens "
+                                    f"(the default is 100,000,000)")
                 self.file = ShardFile(self.out_dir / shard_name(self.split, len(self.shards)))
             take = min(tokens.size, self.shard_tokens - self.file.count)
             self.file.append(tokens[:take])

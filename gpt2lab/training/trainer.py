@@ -434,6 +434,9 @@ class Trainer(RunFolder, Resuming):
         for note in [*cfg.notes, *self.runtime.notes, self.utilization.note, self.lock and self.lock.note]:
             if note:
                 self.echo(f"note: {note}")
+        unread = self.train_windows.reach_note()
+        if unread:
+            self.echo(f"warning: {unread}")
         if self.plan:
             self.echo(f"time budget: {cfg.schedule.time_budget_s:,.0f} s; the run is planned from the measured step "
                       f"time so that the {cfg.schedule.decay} decay ends at the deadline (at most {cfg.schedule.max_steps:,} steps)")
