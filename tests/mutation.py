@@ -140,6 +140,8 @@ MUTANTS = [
       "0.5 * (1.0 - math.cos(math.pi * progress))", ("test_schedule.py",)),
     M("wsd-late", "gpt2lab/training/schedule.py", "start = max(warmup, total_steps - math.ceil(schedule.cooldown_fraction * total_steps))",
       "start = max(warmup, total_steps - math.ceil(schedule.cooldown_fraction * total_steps) + 5)", ("test_schedule.py",)),
+    M("overlapping-windows-counted-twice", "gpt2lab/data/loader.py", "np.minimum(np.diff(offsets), self.seq_len + 1)",
+      "np.full(len(offsets) - 1, self.seq_len + 1)", ("test_loader.py",)),
     # trainer and checkpoints
     M("failed-save-noticed-late", "gpt2lab/training/loop.py", "        t.saver.check()", "        pass",
       ("test_resilience.py",)),
