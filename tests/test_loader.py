@@ -98,17 +98,10 @@ def test_prefetch_gives_the_same_batches_and_resumes_exactly(data_dir, world):
 
 
 def test_document_aligned_windows(tmp_path):
-    from gpt2lab.data.shards import write_shard
-    import json as _json
-
     eot = 99
     docs = [[eot] + list(range(1, n)) for n in (5, 40, 12, 70)]
     tokens = np.array([t for d in docs for t in d])
-    (tmp_path / "d").mkdir()
-    write_shard(tmp_path / "d" / "train_000000.bin", tokens)
-    meta = {"tokenizer": {"n_vocab": 100, "eot": eot},
-            "splits": {"train": {"tokens": len(tokens), "documents": 4, "shards": [{"file": "train_000000.bin", "tokens": len(tokens)}]}}}
-    (tmp_path / "d" / "meta.json").write_text(_json.dumps(meta))
+    _shards_dir(tmp_path / "d", [tokens], eot)
     w = Windows(tmp_path / "d", "train", 16, align_documents=True, eot=eot)
     windows = w.tokens(np.arange(len(w)))
     # documents start at 0, 5, 45, 57 (127 tokens); each is tiled from its start every 16 tokens,

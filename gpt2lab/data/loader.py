@@ -33,6 +33,7 @@ class Windows:
                  max_token: int | None = None):
         self.seq_len, self.max_token, self.split = seq_len, max_token, split
         self.shards = split_shards(data_dir, split)
+        self.total_tokens = sum(len(s) for s in self.shards)
         if align_documents:
             if eot is None:
                 raise UserError(f"data.align_documents is on, but {data_dir}'s meta.json names no end-of-text token "
@@ -44,9 +45,8 @@ class Windows:
         counts = np.array([len(o) for o in self.offsets], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(counts)])  # first window index of each shard
         if self.starts[-1] == 0:
-            tokens = sum(len(s) for s in self.shards)
             raise UserError(
-                f"the {split!r} split of {data_dir} has {tokens} tokens, too few for one window of "
+                f"the {split!r} split of {data_dir} has {self.total_tokens} tokens, too few for one window of "
                 f"{seq_len + 1}; use a shorter context (--set data.seq_len=N) or more data"
             )
 
@@ -61,14 +61,14 @@ class Windows:
         for offsets in self.offsets:
             if len(offsets):  # windows overlap by a token (or more when aligned to documents): count each once
                 held += int(np.minimum(np.diff(offsets), self.seq_len + 1).sum()) + self.seq_len + 1
-        return held / max(1, sum(len(s) for s in self.shards))
+        return held / max(1, self.total_tokens)
 
     def reach_note(self) -> str | None:
         """A warning when windows leave more than 5% of the split unread (shards too short for the context)."""
         reach = self.reach()
         if reach >= 0.95:
             return None
-        mean = sum(len(s) for s in self.shards) // len(self.shards)
+        mean = self.total_tokens // len(self.shards)
         return (f"windows of {self.seq_len + 1} tokens reach only {reach:.0%} of the {self.split} split: its "
                 f"{len(self.shards):,} shards hold {mean:,} tokens each on average, and a window never spans two "
                 f"shards; prepare the data again with a larger --shard-tokens (the default is 100,000,000)")
