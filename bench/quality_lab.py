@@ -30,6 +30,18 @@ from bench.lab.runs import finished  # noqa: E402
 from bench.lab.tables import locate, target_of  # noqa: E402
 
 
+def run_folders(work: Path, names: list[str]) -> list[Path]:
+    """The lab's run folders named by their names or their paths; one that is not in the lab stops everything
+    before anything is done (a path taken for a name once read as a run that had not finished)."""
+    runs = work / "runs"
+    folders = [runs / Path(n).name for n in names]
+    unknown = [n for n, f in zip(names, folders) if not f.is_dir()]
+    if unknown:
+        known = ", ".join(sorted(p.name for p in runs.glob("*"))[:3]) or "none yet"
+        sys.exit(f"quality_lab: no lab run {unknown[0]!r} in {runs}; name a run folder there (e.g. {known})")
+    return folders
+
+
 def thin(work: Path, names: list[str], cpus: str) -> None:
     """`gpt2lab thin` on finished runs (all, or the run folders named): every checkpoint but the final one, and
     every replay's, reduced to its weights, which is all scoring needs (a third of the disk). A contender's
@@ -38,7 +50,7 @@ def thin(work: Path, names: list[str], cpus: str) -> None:
     A crossing that later moves (a new baseline in the sweep) past a thinned checkpoint keeps its coarse bracket."""
     from gpt2lab.commands.thin import thin_run
 
-    for run in sorted(work.glob("runs/*")) if not names else [work / "runs" / n for n in names]:
+    for run in sorted(work.glob("runs/*")) if not names else run_folders(work, names):
         try:
             name, horizon, _ = parse_run_name(run.name)
         except ValueError as exc:

@@ -236,6 +236,18 @@ def test_thin_leaves_a_contender_whole_while_its_horizon_has_no_target(tmp_path,
     assert holds_training_state(first) and "crossing is not known; left whole" in capsys.readouterr().out
 
 
+def test_thin_takes_a_run_by_its_folders_path_and_stops_on_one_it_does_not_know(tmp_path, capsys):
+    """A run named by its folder's path is that run (it once read as 'not finished' and was left whole); a name
+    that is no run of the lab stops with one line before any run is thinned."""
+    run = write_run(tmp_path, "speedrun-cpu", 1337, lambda s: 6 - 4 * s / STEPS, FAST)
+    micro_checkpoint(run, STEPS)
+    quality_lab.thin(tmp_path, [str(run)], cpus="")
+    assert "crossing is not known; left whole" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"no lab run 'speedrun-cpu-4M-seed1337' in .*name a run folder there"):
+        quality_lab.thin(tmp_path, [run.name, "speedrun-cpu-4M-seed1337"], cpus="")
+    assert capsys.readouterr().out == ""  # the known run before it was not touched either
+
+
 def test_the_speedrun_cpu_recipe_is_the_labs_best_measured_contender():
     """`gpt2lab train --recipe speedrun-cpu` trains what the lab measured as speedrun-cpu+ve2: the same model,
     optimizer and schedule shape (the lab sets its own horizon, batch and evaluation)."""
