@@ -31,14 +31,14 @@ from bench.lab.tables import locate, target_of  # noqa: E402
 
 
 def run_folders(work: Path, names: list[str]) -> list[Path]:
-    """The lab's run folders named by their names or their paths; one that is not in the lab stops everything
-    before anything is done (a path taken for a name once read as a run that had not finished)."""
+    """The lab's run folders named by their names or their paths; ValueError for one that is not in the lab (a
+    path taken for a name once read as a run that had not finished), before anything is done."""
     runs = work / "runs"
     folders = [runs / Path(n).name for n in names]
     unknown = [n for n, f in zip(names, folders) if not f.is_dir()]
     if unknown:
         known = ", ".join(sorted(p.name for p in runs.glob("*"))[:3]) or "none yet"
-        sys.exit(f"quality_lab: no lab run {unknown[0]!r} in {runs}; name a run folder there (e.g. {known})")
+        raise ValueError(f"no lab run {unknown[0]!r} in {runs}; name a run folder there (e.g. {known})")
     return folders
 
 
@@ -113,6 +113,10 @@ def main() -> None:
             print(path, score(work, Path(path), args.cpus), flush=True)
         return
     elif args.what == "thin":
+        try:  # a typo in a run's name stops here (one line, exit 2), before any run is thinned
+            run_folders(work, args.names)
+        except ValueError as bad:
+            parser.error(str(bad))
         thin(work, args.names, args.cpus)
         return
     elif args.what == "restore":  # a new machine: the committed runs' records into the work folder

@@ -3,6 +3,9 @@ where a contender crosses it on the scoring split, and the ratios it reports. Ev
 scoring caches, as for the committed runs whose checkpoints are not kept, so nothing is trained or evaluated."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -243,9 +246,13 @@ def test_thin_takes_a_run_by_its_folders_path_and_stops_on_one_it_does_not_know(
     micro_checkpoint(run, STEPS)
     quality_lab.thin(tmp_path, [str(run)], cpus="")
     assert "crossing is not known; left whole" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match=r"no lab run 'speedrun-cpu-4M-seed1337' in .*name a run folder there"):
+    with pytest.raises(ValueError, match=r"no lab run 'speedrun-cpu-4M-seed1337' in .*name a run folder there"):
         quality_lab.thin(tmp_path, [run.name, "speedrun-cpu-4M-seed1337"], cpus="")
     assert capsys.readouterr().out == ""  # the known run before it was not touched either
+    # from the command line: one line and exit 2, as for any other typo
+    done = subprocess.run([sys.executable, "bench/quality_lab.py", "thin", "no-such-run", "--work", str(tmp_path)],
+                          capture_output=True, text=True, cwd=Path(quality_lab.__file__).parents[1])
+    assert done.returncode == 2 and "no lab run 'no-such-run'" in done.stderr.splitlines()[-1]
 
 
 def test_the_speedrun_cpu_recipe_is_the_labs_best_measured_contender():
