@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run HERE (a machine that reaches PyPI), in the project root, before a device session: the lent GPU machine has
 # torch, tiktoken, safetensors, numpy, tqdm, pyyaml, matplotlib and transformers, but not pydantic, and fetches
-# nothing. This downloads pydantic and what it needs, for that machine's Python 3.12 on x86-64, into .whl/
+# nothing. This downloads pydantic and what it needs (typing-extensions too: pydantic needs >=4.15, and the image's
+# version is not known), for that machine's Python 3.12 on x86-64, into .whl/
 # (ignored by git; name it in the device run's `carry`). It also writes .gpu/: the GPT-2 BPE files and ~10M
 # tokens of Gutenberg train-00 prepared by gpt2lab, so the speedrun recipe has text to train on there.
 set -euo pipefail
@@ -9,7 +10,8 @@ cd "$(dirname "$0")/../.."
 rm -rf .whl && mkdir -p .whl
 for spec in "pydantic==$(python3 -c 'import pydantic; print(pydantic.VERSION)')" \
             "pydantic-core==$(python3 -c 'import pydantic_core; print(pydantic_core.__version__)')" \
-            annotated-types typing-inspection; do
+            annotated-types typing-inspection \
+            "typing-extensions==$(python3 -c 'import importlib.metadata as m; print(m.version("typing_extensions"))')"; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform any -d .whl "$spec"
