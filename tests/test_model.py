@@ -232,3 +232,29 @@ def test_value_embeddings_are_checked():
 def test_the_skips_switch_off_leaves_the_model_as_it_was():
     plain = GPT(GPTConfig(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=32))
     assert not any("mix" in n or "skip" in n for n, _ in plain.named_parameters()) and plain.config.is_classic
+
+
+def _untraceable_like_torch_2_11(real):
+    """torch.amp.is_autocast_available as torch 2.11's compiler sees it: a call it cannot trace (a graph break)."""
+    def is_autocast_available(device_type):
+        torch._dynamo.graph_break()
+        return real(device_type)
+    return is_autocast_available
+
+
+@pytest.mark.parametrize("older_torch", [False, True], ids=["this-torch", "torch-2.11-autocast-check"])
+def test_every_switch_compiles_to_one_graph(monkeypatch, older_torch):
+    # A graph break inside a block recompiles once per layer; on the first H200 run the compiler hit its limit (8)
+    # and ran the rest of a 12-layer model uncompiled. fullgraph=True turns any break into an error.
+    import torch._dynamo
+
+    if older_torch:
+        monkeypatch.setattr(torch.amp, "is_autocast_available", _untraceable_like_torch_2_11(torch.amp.is_autocast_available))
+    idx = torch.randint(0, 97, (2, 16))
+    for name, switches in VARIANTS.items():
+        model = GPT(small(**switches, n_layer=4) if switches.get("value_embeds") else small(**switches))
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend="eager", fullgraph=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, loss = compiled(idx, idx)
+        assert torch.isfinite(loss), name

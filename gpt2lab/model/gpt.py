@@ -118,8 +118,11 @@ class GPTConfig:
 
 
 def _no_autocast(device_type: str):
-    """Autocast off for this device, where it has autocast at all (the meta device, used for dry runs, has none)."""
-    if torch.amp.is_autocast_available(device_type):
+    """Autocast off for this device, where it has autocast at all (the meta device, used for dry runs, has none).
+    Under torch.compile the device always has it, and the check is skipped: torch 2.11's compiler cannot trace it,
+    and broke the graph at every attention layer until its recompile limit sent the rest of the model to eager
+    (seen on the first H200 run, bench/results/gpu_first_run_20261204)."""
+    if torch.compiler.is_compiling() or torch.amp.is_autocast_available(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 
