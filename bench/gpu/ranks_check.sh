@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The third GPU call of 2026-12-04 (bench/gpu/README.md): the multi-rank paths on a real GPU and NCCL, as far as
+# one GPU reaches (torchrun with one rank: process group, DDP or FSDP wrapping, rank-0 checkpoints, resume), then
+# HellaSwag on the checkpoint, then the speedrun with a micro-batch of 64 (memory and MFU). Needs
+# .gpu/hellaswag_val.jsonl beside .gpu/data. SMOKE=1 DEVICE=cpu shrinks it to a CPU minute.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT="${OUT:-/tmp/gpu_ranks_check}"
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
+DEVICE="${DEVICE:-auto}" status=0
+stage() {  # stage NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  echo "=== $name ($(date -u +%H:%M:%S))" | tee -a "$OUT/summary.txt"
+  timeout "$limit" "$@" >> "$OUT/$name.log" 2>&1
+  local rc=$?
+  tail -n 8 "$OUT/$name.log"
+  echo "=== $name: exit $rc" | tee -a "$OUT/summary.txt"
+  [ $rc -eq 0 ] || status=1
+}
+RUN=(--recipe gpt2-124m-speedrun) FSDP=(--preset gpt2-124m --set run.micro_batch=16) LIMIT_HS=()
+if [ "${SMOKE:-0}" = 1 ]; then
+  TINY=(--set model.n_layer=2 --set model.n_embd=64 --set model.n_head=2 --set model.block_size=64
+        --set run.micro_batch=2 --set run.batch_tokens=256)
+  RUN+=("${TINY[@]}" --set run.compile=off --set run.precision=fp32) FSDP=(--preset tiny "${TINY[@]}" --set run.precision=fp32)
+  LIMIT_HS=(--limit 20)
+fi
+TRAIN=(-m torch.distributed.run --standalone --nproc_per_node=1 -m gpt2lab train --data .gpu/data --device "$DEVICE"
+       --set schedule.warmup_steps=2 --set eval.batches=2 --set eval.hellaswag_every=none)
+rm -rf /tmp/ddp /tmp/fsdp /tmp/mb64
+stage ddp 100 python3 "${TRAIN[@]}" "${RUN[@]}" --out /tmp/ddp --set schedule.max_steps=6 --set eval.every=3 \
+  --set checkpoint.every=3 --stop-at 3
+stage ddp 70 python3 "${TRAIN[@]}" "${RUN[@]}" --out /tmp/ddp --set schedule.max_steps=6 --set eval.every=3 \
+  --set checkpoint.every=3 --resume
+stage fsdp 80 python3 "${TRAIN[@]}" "${FSDP[@]}" --out /tmp/fsdp --set run.parallel=fsdp --set schedule.max_steps=4 \
+  --set eval.every=4 --set checkpoint.every=4
+stage hellaswag 70 python3 -m gpt2lab eval /tmp/ddp --hellaswag .gpu/hellaswag_val.jsonl --tokenizer .gpu/tokenizer \
+  --device "$DEVICE" --batch-size 32 --quiet "${LIMIT_HS[@]}"
+[ "${SMOKE:-0}" = 1 ] || stage microbatch64 60 python3 -m gpt2lab train "${RUN[@]}" --data .gpu/data --out /tmp/mb64 \
+  --device "$DEVICE" --set run.micro_batch=64 --set schedule.max_steps=6 --set schedule.warmup_steps=2 \
+  --set eval.every=none --set checkpoint.every=none --set eval.hellaswag_every=none
+echo "overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)" | tee -a "$OUT/summary.txt"
+exit $status
