@@ -19,6 +19,7 @@ done
 shared="${GPT2LAB_SHARED:-../shared}/data"
 rm -rf .gpu && mkdir -p .gpu
 cp -r "$shared/gpt2_tokenizer" .gpu/tokenizer
+cp "$shared/hellaswag/hellaswag_val.jsonl" .gpu/  # for ranks_check.sh (12 MB)
 python3 - "$shared/gutenberg/train-00.jsonl.xz" .gpu/books.jsonl <<'PY'
 import lzma, sys
 budget, out = 40_000_000, open(sys.argv[2], "w")  # ~40M characters: about 10M GPT-2 tokens

@@ -40,7 +40,7 @@ stage fsdp 80 python3 "${TRAIN[@]}" "${FSDP[@]}" --out /tmp/fsdp --set run.paral
   --set eval.every=4 --set checkpoint.every=4
 stage hellaswag 70 python3 -m gpt2lab eval /tmp/ddp --hellaswag .gpu/hellaswag_val.jsonl --tokenizer .gpu/tokenizer \
   --device "$DEVICE" --batch-size 32 --quiet "${LIMIT_HS[@]}"
-[ "${SMOKE:-0}" = 1 ] || stage microbatch64 60 python3 -m gpt2lab train "${RUN[@]}" --data .gpu/data --out /tmp/mb64 \
+[ "${SMOKE:-0}" = 1 ] || stage microbatch64 90 python3 -m gpt2lab train "${RUN[@]}" --data .gpu/data --out /tmp/mb64 \
   --device "$DEVICE" --set run.micro_batch=64 --set schedule.max_steps=6 --set schedule.warmup_steps=2 \
   --set eval.every=none --set checkpoint.every=none --set eval.hellaswag_every=none
 echo "overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)" | tee -a "$OUT/summary.txt"
