@@ -119,7 +119,8 @@ def test_init_from_works_under_fsdp(data_dir, tmp_path):
     import gpt2lab.checkpoint as ckpt
 
     source = micro_config(data_dir, "schedule.max_steps=2")
-    trainer(source, tmp_path / "src", echo=lambda *_: None).fit()
+    plain = []
+    trainer(source, tmp_path / "src", echo=plain.append).fit()
     cfg = micro_config(data_dir, "schedule.max_steps=2", "run.parallel=fsdp")
     messages = []
     t = trainer(cfg, tmp_path / "ft", init_from=str(tmp_path / "src"), echo=messages.append)
@@ -130,6 +131,10 @@ def test_init_from_works_under_fsdp(data_dir, tmp_path):
     assert all(torch.equal(got[k], expected[k]) for k in expected)
     t.fit()
     assert any("initialised from" in m for m in messages)
+    # the start-up line says how the model is spread (the H200 log of a one-rank FSDP run did not), and a plain
+    # process says nothing of it
+    assert any(m.startswith("model: ") and m.endswith("| FSDP over 1 process (gloo)") for m in messages)
+    assert not any("process" in m for m in plain if m.startswith("model: "))
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The third GPU call of 2026-12-04 (bench/gpu/README.md): the multi-rank paths on a real GPU and NCCL, as far as
-# one GPU reaches (torchrun with one rank: process group, DDP or FSDP wrapping, rank-0 checkpoints, resume), then
+# one GPU reaches (torchrun with one process, which gpt2lab runs without a DDP wrapper; FSDP2 on an NCCL group of
+# one; checkpoints and resume), then
 # HellaSwag on the checkpoint, then the speedrun with a micro-batch of 64 (memory and MFU). Needs
 # .gpu/hellaswag_val.jsonl beside .gpu/data. SMOKE=1 DEVICE=cpu shrinks it to a CPU minute.
 set -uo pipefail

@@ -39,6 +39,13 @@ class Dist:
     def active(self) -> bool:
         return self.strategy != "none"
 
+    def describe(self) -> str:
+        """How the model is spread, for the run's start-up line: '' for one plain process."""
+        if not self.active:
+            return ""
+        n = f"{self.world_size} process{'es' if self.world_size > 1 else ''}"
+        return f"{self.strategy.upper()} over {n} ({dist.get_backend()})"
+
     # --- collectives (identity in a single process) ---
 
     def all_reduce_mean_(self, t: torch.Tensor) -> torch.Tensor:

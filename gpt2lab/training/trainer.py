@@ -430,7 +430,8 @@ class Trainer(RunFolder, Resuming):
         self.echo(f"model: {self.model.num_params():,} parameters, {self.flops.training / 1e9:.3f} GFLOP/token (fwd+bwd) | "
                   f"{self.tokens_per_step:,} tokens/step ({run.micro_batch} x {cfg.seq_len} x {self.accum} accumulation"
                   f"{f' x {self.dist.world_size} processes' if self.dist.world_size > 1 else ''}) | "
-                  f"{len(self.train_windows):,} train windows | optimizer {cfg.optim.name} | MFU peak: {self.peak_source}")
+                  f"{len(self.train_windows):,} train windows | optimizer {cfg.optim.name} | MFU peak: {self.peak_source}"
+                  f"{f' | {self.dist.describe()}' if self.dist.active else ''}")
         for note in [*cfg.notes, *self.runtime.notes, self.utilization.note, self.lock and self.lock.note]:
             if note:
                 self.echo(f"note: {note}")
