@@ -166,3 +166,26 @@ def test_reprobe_measures_the_cpu_peak_afresh_once(monkeypatch, tmp_path):
     assert len(probes) == cached  # the cache
     run_bench(BenchOptions(**{**o.__dict__, "reprobe": True}), echo=lambda *_: None)
     assert len(probes) == 2 * cached  # afresh, once for fp32 though two contenders use it
+
+
+def test_a_saved_bench_names_its_commit_and_whether_the_code_differs_from_it(tmp_path):
+    # The H200 run's JSON named the session's starting commit while it ran newer, uncommitted-there code.
+    import subprocess
+
+    from gpt2lab.commands.bench import source_version
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    assert source_version(tmp_path) is None  # not a checkout
+    git("init", "-q")
+    (tmp_path / "model.py").write_text("a = 1\n")
+    git("add", "model.py")
+    git("commit", "-qm", "one")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / "notes.txt").write_text("untracked files are not the code\n")
+    assert source_version(tmp_path) == head
+    (tmp_path / "model.py").write_text("a = 2\n")
+    assert source_version(tmp_path) == head + "+changes"

@@ -281,9 +281,20 @@ def free_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def source_version(folder: Path) -> str | None:
+    """The commit the code in folder is at, with '+changes' when tracked files differ from it (a copied working
+    tree, as on a lent GPU, can carry a commit's history with newer code); None outside a git checkout."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=folder).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return None
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def _report(o: BenchOptions, cfg, runtime: Runtime | None, results: list[dict]) -> dict:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    commit = source_version(Path(__file__).resolve().parent)
     by = {r["contender"]: r["tokens_per_sec"] for r in results}
     ratios = {f"{a}/{b}": round(by[a] / by[b], 3) for a, b in (("gpt2lab", "hf"), ("gpt2lab", "hf-matched"),
                                                                  ("gpt2lab", "gpt2lab-fp32"), ("hf-matched", "hf"))
