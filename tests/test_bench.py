@@ -189,3 +189,11 @@ def test_a_saved_bench_names_its_commit_and_whether_the_code_differs_from_it(tmp
     assert source_version(tmp_path) == head
     (tmp_path / "model.py").write_text("a = 2\n")
     assert source_version(tmp_path) == head + "+changes"
+
+
+def test_a_bench_on_a_machine_without_git_saves_without_a_commit(tmp_path, monkeypatch):
+    # `--save` runs after the whole benchmark: a missing git must not throw the result away
+    from gpt2lab.commands.bench import source_version
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no git on it
+    assert source_version(tmp_path) is None

@@ -283,9 +283,13 @@ def free_memory(device: torch.device) -> None:
 
 def source_version(folder: Path) -> str | None:
     """The commit the code in folder is at, with '+changes' when tracked files differ from it (a copied working
-    tree, as on a lent GPU, can carry a commit's history with newer code); None outside a git checkout."""
+    tree, as on a lent GPU, can carry a commit's history with newer code); None outside a git checkout or
+    without git."""
     def git(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=folder).stdout.strip()
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, cwd=folder).stdout.strip()
+        except OSError:  # no git on this machine (a pip-installed gpt2lab on a GPU box): no commit to name
+            return ""
 
     commit = git("rev-parse", "--short", "HEAD")
     if not commit:
