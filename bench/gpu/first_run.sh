@@ -4,26 +4,8 @@
 # paused and resumed. Every stage has its own time limit and its own log under $OUT; a stage that fails is
 # reported and the next one still runs. SMOKE=1 shrinks every stage to something a CPU finishes in minutes
 # (how this script is tested where there is no GPU); it proves the plumbing, not the GPU.
-set -uo pipefail
-cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/gpu_first_run}"
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then  # pydantic and its needs, fetched beforehand by bench/gpu/fetch_wheels.sh
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
-fi
-export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
-DEVICE="${DEVICE:-auto}"
-status=0
-stage() {  # stage NAME SECONDS COMMAND...: run it, log it, note its exit status
-  local name=$1 limit=$2; shift 2
-  echo "=== $name ($(date -u +%H:%M:%S), limit ${limit}s): $*" | tee -a "$OUT/summary.txt"
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  tail -n 25 "$OUT/$name.log"
-  echo "=== $name: exit $rc" | tee -a "$OUT/summary.txt"
-  [ $rc -eq 0 ] || status=1
-}
+source "$(dirname "$0")/common.sh"
 
 stage environment 20 bash -c 'nvidia-smi || true; python3 -c "import torch, sys; print(sys.version); print(torch.__version__, torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name())"; python3 -m gpt2lab --version || true'
 if [ "${SMOKE:-0}" = 1 ]; then
@@ -50,5 +32,4 @@ rm -rf /tmp/speedrun
 stage speedrun_to_12 "${SMOKE_LIMIT:-150}" python3 -m gpt2lab train "${SPEEDRUN[@]}" "${COMMON[@]}" --stop-at 12
 stage speedrun_resumed "${SMOKE_LIMIT:-110}" python3 -m gpt2lab train "${SPEEDRUN[@]}" "${COMMON[@]}" --resume
 cp /tmp/speedrun/metrics.jsonl "$OUT/speedrun_metrics.jsonl" 2>/dev/null
-echo "overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)" | tee -a "$OUT/summary.txt"
-exit $status
+finish

@@ -1,28 +1,10 @@
 #!/usr/bin/env bash
 # The third GPU call of 2026-12-04 (bench/gpu/README.md): the multi-rank paths on a real GPU and NCCL, as far as
 # one GPU reaches (torchrun with one process, which gpt2lab runs without a DDP wrapper; FSDP2 on an NCCL group of
-# one; checkpoints and resume), then
-# HellaSwag on the checkpoint, then the speedrun with a micro-batch of 64 (memory and MFU). Needs
-# .gpu/hellaswag_val.jsonl beside .gpu/data. SMOKE=1 DEVICE=cpu shrinks it to a CPU minute.
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT="${OUT:-/tmp/gpu_ranks_check}"
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
-fi
-export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
-DEVICE="${DEVICE:-auto}" status=0
-stage() {  # stage NAME SECONDS COMMAND...
-  local name=$1 limit=$2; shift 2
-  echo "=== $name ($(date -u +%H:%M:%S))" | tee -a "$OUT/summary.txt"
-  timeout "$limit" "$@" >> "$OUT/$name.log" 2>&1
-  local rc=$?
-  tail -n 8 "$OUT/$name.log"
-  echo "=== $name: exit $rc" | tee -a "$OUT/summary.txt"
-  [ $rc -eq 0 ] || status=1
-}
+# one; checkpoints and resume), then HellaSwag on the checkpoint, then the speedrun with a micro-batch of 64
+# (memory and MFU). Needs .gpu/hellaswag_val.jsonl beside .gpu/data. SMOKE=1 DEVICE=cpu: a CPU minute.
+OUT="${OUT:-/tmp/gpu_ranks_check}" TAIL=8
+source "$(dirname "$0")/common.sh"
 RUN=(--recipe gpt2-124m-speedrun) FSDP=(--preset gpt2-124m --set run.micro_batch=16) LIMIT_HS=()
 if [ "${SMOKE:-0}" = 1 ]; then
   TINY=(--set model.n_layer=2 --set model.n_embd=64 --set model.n_head=2 --set model.block_size=64
@@ -44,5 +26,4 @@ stage hellaswag 70 python3 -m gpt2lab eval /tmp/ddp --hellaswag .gpu/hellaswag_v
 [ "${SMOKE:-0}" = 1 ] || stage microbatch64 90 python3 -m gpt2lab train "${RUN[@]}" --data .gpu/data --out /tmp/mb64 \
   --device "$DEVICE" --set run.micro_batch=64 --set schedule.max_steps=6 --set schedule.warmup_steps=2 \
   --set eval.every=none --set checkpoint.every=none --set eval.hellaswag_every=none
-echo "overall: $([ $status -eq 0 ] && echo PASS || echo FAIL)" | tee -a "$OUT/summary.txt"
-exit $status
+finish
