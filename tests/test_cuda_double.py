@@ -15,6 +15,8 @@ TESTS = Path(__file__).resolve().parent
 ALLOWED = {
     ("test_cpu_peak.py", "torch.mm"): "a counting wrapper that calls the real torch.mm",
     ("test_host_reads.py", "torch.Tensor"): "counting wrappers that call the real Tensor methods",
+    ("test_model.py", "torch.amp"): "is_autocast_available made LESS permissive: the real answer after a graph break, "
+                                    "as torch 2.11's compiler saw it",
     ("test_optim.py", "torch.nn.Parameter"): "adds full_tensor, the one DTensor attribute Muon looks for",
     ("test_runtime.py", "torch.backends.mps"): "MPS availability and the macOS version: what a Linux CPU cannot answer",
     ("test_selftest.py", "torch.backends.mps"): "MPS availability: False, as a Linux CPU answers anyway",
