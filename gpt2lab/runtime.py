@@ -9,9 +9,10 @@ Precision "auto":
   MPS    bf16 on macOS 14 or newer, else fp32
 The loss, the weights and the optimizer stay fp32 in every case; autocast only lowers the matmuls.
 
-Compile "auto": on for a CPU with native bf16 and a C++ compiler, where it was measured to pay (bench/NOTES.md),
-once the run is long enough to earn its compile time back; off on CUDA and MPS (unchanged: recipes turn it on
-explicitly on GPUs).
+Compile "auto", once the run is long enough to earn its compile time back: on for CUDA with Triton (capability
+7.0+; measured on an H200: 1.38x per gpt2-124m step, compile 11-22 s), and for a CPU with native bf16 and a C++
+compiler, where it was measured to pay (bench/NOTES.md); off on MPS and fp32/fp16 CPUs. Without Triton (or a C++
+compiler on a CPU) even "on" runs uncompiled, with a note that says why.
 
 Head loss: unless run.loss_chunk says otherwise, a CPU computes the output head's loss 512 tokens at a time
 (measured 1.4x faster: each chunk's logits stay small); GPUs compute it whole, as before.
@@ -20,11 +21,13 @@ Head loss: unless run.loss_chunk says otherwise, a CPU computes the output head'
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import random
 import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
+
 import torch
 
 from .errors import UserError
@@ -35,6 +38,9 @@ COMPILE_MODES = ("auto", "on", "off")
 # it pays back after 40k (gpt2-15m) to 95k (tiny) tokens (bench/NOTES.md); the demo's 61k stay eager
 COMPILE_MIN_TOKENS = 100_000
 CPU_LOSS_CHUNK = 512  # tokens per chunk of the head's loss on CPUs (bench/NOTES.md)
+# on CUDA compile took 11-22 s on an H200 and made gpt2-124m's step 1.38x faster (bench/results/gpu_*_20261204):
+# 50M tokens are 145 s of eager gpt2-124m there, so it pays back with room; slower GPUs pay back in fewer tokens
+COMPILE_MIN_TOKENS_CUDA = 50_000_000
 COMPILE_MIN_BUDGET_S = 300  # compile takes 10-100 s on a CPU: a shorter time budget would spend itself compiling
 
 
@@ -205,24 +211,36 @@ def _precision(dev: torch.device, precision: str) -> tuple[str, str]:
     return "fp16", "auto: no bf16 tensor cores on this GPU (emulated bf16 is slow): fp16 with a grad scaler"
 
 
+def triton_installed() -> bool:
+    """Whether Triton, which torch.compile writes its GPU kernels in, can be imported (CUDA builds on Linux ship it)."""
+    return importlib.util.find_spec("triton") is not None
+
+
 def _compile(mode: str, dev: torch.device, precision: str, run_tokens: int | None,
              budget_s: float | None = None) -> tuple[bool, str, str | None]:
     """(compile or not, why, a note for the user)."""
     if mode not in COMPILE_MODES:
         raise UserError(f"run.compile={mode!r} is not one of {', '.join(COMPILE_MODES)}")
-    needs_cxx = dev.type == "cpu"
     if mode == "off":
         return False, "asked for", None
+    if dev.type == "cuda":
+        if torch.cuda.get_device_capability(dev) < (7, 0) or not triton_installed():
+            why = ("no Triton (pip install triton)" if torch.cuda.get_device_capability(dev) >= (7, 0)
+                   else "Triton needs a GPU of capability 7.0 or newer")
+            return False, why, f"torch.compile writes GPU kernels in Triton: {why}; running uncompiled"
+    elif mode == "auto" and (dev.type != "cpu" or precision != "bf16"):
+        return False, "auto: off except on CUDA and on a bf16 CPU", None
     if mode == "auto":
-        if dev.type != "cpu" or precision != "bf16":
-            return False, "auto: off except on a bf16 CPU", None
-        if run_tokens is not None and run_tokens < COMPILE_MIN_TOKENS:
+        least = COMPILE_MIN_TOKENS_CUDA if dev.type == "cuda" else COMPILE_MIN_TOKENS
+        if run_tokens is not None and run_tokens < least:
             return False, f"auto: a run of {run_tokens:,} tokens does not earn back the compile time", None
         if budget_s is not None and budget_s < COMPILE_MIN_BUDGET_S:
             return False, f"auto: a {budget_s:,.0f} s time budget does not earn back the compile time", None
-    if needs_cxx and cxx_compiler() is None:
+    if dev.type == "cpu" and cxx_compiler() is None:
         return False, "no C++ compiler", "torch.compile needs a C++ compiler on the CPU (apt install g++); running uncompiled"
-    return True, "asked for" if mode == "on" else "auto: a bf16 CPU with a C++ compiler", None
+    if mode == "on":
+        return True, "asked for", None
+    return True, "auto: a GPU with Triton and a long run" if dev.type == "cuda" else "auto: a bf16 CPU with a C++ compiler", None
 
 
 def resolve_runtime(device: str = "auto", precision: str = "auto", compile: str = "off",

@@ -76,4 +76,35 @@ def test_the_cpu_loss_chunk_default_never_reaches_a_gpu(monkeypatch):
 
     install(monkeypatch)
     assert resolve_runtime("cuda", "auto").loss_chunk is None and resolve_runtime("cpu", "fp32").loss_chunk == 512
-    assert resolve_runtime("cuda", "auto", "auto").compile is False  # CUDA defaults unchanged
+
+
+def test_cuda_compile_auto_needs_triton_a_capable_gpu_and_a_long_run(monkeypatch):
+    """A GPU compiles by default once a run earns the compile back; without Triton (or on a pre-Volta GPU, which
+    Triton cannot target) even "on" runs uncompiled and says why, instead of failing at the first step."""
+    import gpt2lab.runtime as runtime
+    from tests.cuda_double import install
+
+    install(monkeypatch)
+    monkeypatch.setattr(runtime, "triton_installed", lambda: True)  # the CUDA wheel's Triton, absent from a CPU wheel
+    long_run = resolve_runtime("cuda", "auto", "auto", run_tokens=245_760_000)  # the WikiText-103 recipe's 30,000 steps
+    assert long_run.compile and "Triton" in long_run.compile_why
+    assert resolve_runtime("cuda", "auto", "auto").compile  # a run of unknown length (a time budget or none)
+    short = resolve_runtime("cuda", "auto", "auto", run_tokens=327_680)  # 40 steps of it
+    assert not short.compile and "does not earn back" in short.compile_why
+    assert not resolve_runtime("cuda", "auto", "auto", run_tokens=10**9, budget_s=120).compile
+    assert resolve_runtime("cuda", "auto", "on", run_tokens=327_680).compile  # asked for: always
+    monkeypatch.setattr(runtime, "triton_installed", lambda: False)
+    for mode in ("auto", "on"):
+        rt = resolve_runtime("cuda", "auto", mode)
+        assert not rt.compile and "pip install triton" in rt.notes[0] and "running uncompiled" in rt.notes[0]
+
+
+def test_cuda_compile_is_off_on_a_gpu_triton_cannot_target(monkeypatch):
+    import gpt2lab.runtime as runtime
+    from tests.cuda_double import install
+
+    install(monkeypatch, dict(name="Tesla P100-PCIE-16GB", major=6, minor=0, total_memory=16 * 2**30,
+                              multi_processor_count=56))
+    monkeypatch.setattr(runtime, "triton_installed", lambda: True)
+    rt = resolve_runtime("cuda", "fp32", "on")
+    assert not rt.compile and "capability 7.0" in rt.notes[0]
