@@ -363,3 +363,27 @@ def test_the_profile_summary_says_how_long_the_steps_took_and_what_cost_most(tmp
     with events:
         torch.ones(2) + 1
     assert all(hasattr(e, "self_device_time_total") for e in events.key_averages())
+
+
+def test_the_gpu_busy_time_is_what_torchs_own_table_totals():
+    """The H200's first profile summed every event's device time and said the GPU was busy for 205% of the wall
+    time: a compiled graph's annotation spans the kernels inside it. Events as a CUDA profile records them (torch's
+    own event classes, a kernel, a copy, an annotation over them, a CPU op), checked against torch's table total."""
+    import re
+
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import EventList, FunctionEvent
+
+    from gpt2lab.metrics.profiler import gpu_busy_seconds
+
+    def event(i, name, start, end, device=DeviceType.CUDA, annotation=False):
+        return FunctionEvent(i, name, thread=0, start_us=start, end_us=end, device_type=device, use_device="cuda", stack=[],
+                             is_user_annotation=annotation)
+
+    events = EventList([event(1, "## Call CompiledFxGraph abc", 0, 3000, annotation=True),
+                        event(2, "triton_red_fused_log_softmax", 0, 1000), event(3, "Memcpy HtoD", 1000, 1500),
+                        event(4, "aten::mm", 0, 400, device=DeviceType.CPU)], use_device="cuda")
+    events._build_tree()  # what the profiler does when it stops
+    averages = events.key_averages()
+    total = re.search(r"Self CUDA time total: ([\d.]+)ms", averages.table(sort_by="cuda_time_total"))
+    assert gpu_busy_seconds(averages) == pytest.approx(float(total.group(1)) / 1e3) == pytest.approx(1.5e-3)
