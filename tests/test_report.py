@@ -192,3 +192,4 @@ def test_low_mfu_speaks_of_the_device_it_ran_on_and_advises_only_what_is_off():
     gpu = {"device": "cuda:0", "name": "NVIDIA H100", "precision": "fp32", "compile": False, "peak_tflops": 494.7}
     found = low_mfu(records, gpu)
     assert "GPU" in found.title and "run.compile" in found.advice and "bf16" in found.advice
+    assert "--profile" in found.advice and "--profile" not in low_mfu(records, cpu).advice  # the host-bound question

@@ -153,6 +153,8 @@ def low_mfu(records, device, **_):
         advice.append("train in bf16" + (" (on a CPU with AVX512-BF16 or AMX)" if cpu else ""))
     advice.append("use a context of 512-1024 for small models" if not cpu else
                   "on a shared machine try --threads 1 (the CPU's own peak is what MFU is measured against)")
+    if not cpu:  # an H200 computed 30% of a 25M model's 8,192-token step: the rest was the host launching kernels
+        advice.append("see with --profile 20 how much of a step the GPU computes (the rest it waits on the host)")
     what = "The CPU is far from its measured matmul peak" if cpu else "The GPU is far from its peak"
     typical = ("a small model's step on a CPU spends much of its time outside the matmuls (softmax over the "
                "vocabulary, attention): 20-30% is what this project measures" if cpu
