@@ -387,3 +387,27 @@ def test_the_gpu_busy_time_is_what_torchs_own_table_totals():
     averages = events.key_averages()
     total = re.search(r"Self CUDA time total: ([\d.]+)ms", averages.table(sort_by="cuda_time_total"))
     assert gpu_busy_seconds(averages) == pytest.approx(float(total.group(1)) / 1e3) == pytest.approx(1.5e-3)
+
+
+def test_the_first_steps_peak_memory_is_not_the_auto_batch_trials(monkeypatch):
+    """On the H200 the speedrun's step 1 reported 118 GB at micro-batch 64: the peak of the trial that did not fit
+    (128), not training's. The search leaves the GPU's peak counter at what is allocated after it."""
+    from gpt2lab.config import build_config
+    from gpt2lab.model import GPT, GPTConfig
+    from gpt2lab.training.autobatch import tune_micro_batch
+    from gpt2lab.training.distributed import Dist
+    from tests.cuda_double import install
+
+    machine = install(monkeypatch)
+    gpu = machine.gpus[0]
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    optimizer = torch.optim.AdamW(model.parameters())
+
+    def fits(b):  # a trial allocates for b sequences; 128 fills the card and fails
+        gpu.peak = max(gpu.peak, b * 2**30)
+        return b <= 64
+
+    gpu.allocated = 3 * 2**30  # weights, gradients, optimizer state
+    best = tune_micro_batch(model, optimizer, resolve_runtime("cuda", "fp32"), build_config(preset="tiny"),
+                            Dist(rank=0, world_size=1), 512, 256, fits=fits)
+    assert best == 64 and torch.cuda.max_memory_allocated() == 3 * 2**30

@@ -79,4 +79,6 @@ def tune_micro_batch(model, optimizer, runtime, cfg, dist, sequences_per_step: i
         else:
             best = find_micro_batch(fits, sequences_per_step, upper)
         optimizer.zero_grad(set_to_none=True)
+        if runtime.device.type == "cuda":  # the first step's peak memory is training's, not the largest trial's
+            torch.cuda.reset_peak_memory_stats(runtime.device)
     return dist.broadcast_int(best, runtime.device)
