@@ -333,7 +333,8 @@ def test_a_restored_replay_is_reused_though_its_cache_holds_only_what_bisection_
 def test_a_run_unfinished_here_never_replaces_a_finished_runs_committed_records(work, tmp_path):
     """report copies the work folder's records into the committed folder. A rerun started over a finished run (a
     new machine, a quieter core) and stopped after 16 steps must not overwrite the finished run's 512 steps; a
-    finished rerun does replace them, and an unfinished run with nothing committed is saved as it stands."""
+    finished rerun does replace them. An unfinished run with nothing committed is not saved either: stop 43's
+    report committed the 16M run's first hour, records that restore ignores and a reader takes for a result."""
     committed = tmp_path / "committed"
     assert lab.save_records(work, committed) == []
     assert len((committed / "speedrun-cpu-1M-seed1337" / "metrics.jsonl").read_text().splitlines()) == STEPS // 16
@@ -343,13 +344,13 @@ def test_a_run_unfinished_here_never_replaces_a_finished_runs_committed_records(
     (rerun / "device.json").write_text('{"name": "another CPU"}')
     stopped = write_run(work, "speedrun-cpu+ve2", 1338, lambda s: 6 - 4 * s / STEPS, {})
     (stopped / "metrics.jsonl").write_text(records[0] + "\n")
-    assert lab.save_records(work, committed) == ["speedrun-cpu-1M-seed1337"]
+    assert lab.save_records(work, committed) == ["speedrun-cpu+ve2-1M-seed1338", "speedrun-cpu-1M-seed1337"]
     kept = committed / "speedrun-cpu-1M-seed1337"
     assert len((kept / "metrics.jsonl").read_text().splitlines()) == STEPS // 16 and "another" not in (kept / "device.json").read_text()
-    assert (committed / stopped.name / "metrics.jsonl").read_text() == records[0] + "\n"
+    assert not (committed / stopped.name).exists()
     finished_again = [{**json.loads(r), "loss": 4.0} for r in records]  # the rerun finished (another sample)
     (rerun / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in finished_again))
-    assert lab.save_records(work, committed) == []
+    assert lab.save_records(work, committed) == ["speedrun-cpu+ve2-1M-seed1338"]  # still under way
     assert (kept / "metrics.jsonl").read_text() == (rerun / "metrics.jsonl").read_text()
 
 

@@ -61,7 +61,7 @@ def report(work: Path, cpus: str, out: Path | None = None) -> Path:
     write_json_atomic(path, result, "the lab report")
     runs_out = out / "quality_lab_runs"  # the raw curves, small enough to commit
     for skipped in save_records(work, runs_out):
-        print(f"{skipped}: not finished here; the finished run's records in {runs_out} are kept")
+        print(f"{skipped}: not finished here, so not saved (a finished run's records in {runs_out} are kept)")
     png = plot(result, runs_out, path.with_suffix(".png"))
     print(json.dumps(result["horizons"], indent=1))
     print(f"wrote {path} and {png}")

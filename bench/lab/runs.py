@@ -134,8 +134,10 @@ def copy_whole(source: Path, target: Path) -> None:
 
 def save_records(work: Path, runs_out: Path) -> list[str]:
     """Copy every run's records (metrics, config, device report, scoring cache, the replays' losses and scores)
-    into `runs_out`, the folder that is committed. A run that has not finished here never replaces a finished
-    run's records there (a rerun under way, or one stopped, is not yet a result): the names so left out."""
+    into `runs_out`, the folder that is committed. A run that has not finished here is not a result yet (a run
+    under way, a rerun, one stopped): its records are not saved, a finished run's records there are kept, and
+    `restore` would not read them anyway (they cannot continue without their checkpoints). Returns the names so
+    left out."""
     left_out = []
     for run in sorted(p for p in (work / "runs").glob("*") if p.is_dir()):
         target = runs_out / run.name
@@ -143,7 +145,7 @@ def save_records(work: Path, runs_out: Path) -> list[str]:
             _, horizon, _ = parse_run_name(run.name)
         except ValueError:
             continue
-        if not finished(run, horizon) and finished(target, horizon):
+        if not finished(run, horizon):
             left_out.append(run.name)
             continue
         target.mkdir(parents=True, exist_ok=True)
