@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gpt2lab.commands.bench import Contender
+from gpt2lab.commands.bench import Contender, source_version
 from gpt2lab.config import build_config
 from gpt2lab.files import write_json_atomic
 from gpt2lab.model import loss as loss_module
@@ -72,8 +71,7 @@ def main() -> None:
             rates[name].append(timed(c, a.steps, a.phase))
     loss_module._in_place_chunks = IN_PLACE
     device = runtime.describe()["name"]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                            cwd=Path(__file__).resolve().parents[1]).stdout.strip() or None
+    commit = source_version(Path(__file__).resolve().parents[1])
     result = {"device": device, "threads": torch.get_num_threads(), "torch": torch.__version__, "commit": commit,
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "phase": a.phase, "preset": a.preset,
               "micro_batch": a.micro_batch, "seq_len": cfg.seq_len, "vocab": cfg.model.vocab_size,

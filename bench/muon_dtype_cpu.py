@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.speedrun_cpu import MUON, SPEEDRUN_ARCH  # noqa: E402
+from gpt2lab.commands.bench import source_version  # noqa: E402
 from gpt2lab.config import build_config  # noqa: E402
 from gpt2lab.files import write_json_atomic  # noqa: E402
 from gpt2lab.model import GPT  # noqa: E402
@@ -70,8 +70,7 @@ def main() -> None:
     g = next(grads[n] for n in grads if n.endswith("mlp.c_fc.weight"))
     singular = {name: torch.linalg.svdvals(orthogonalize(g, dtype=dtype).float()) for name, dtype in DTYPES.items()}
     native, units = cpu_bf16_native()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
-                            cwd=ROOT).stdout.strip() or None
+    commit = source_version(ROOT)
     result = {"device": cpu_name(), "bf16_native": native, "bf16_units": units, "threads": a.threads,
               "torch": torch.__version__, "commit": commit, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "model": "gpt2-15m speedrun-cpu (Muon on every hidden matrix)", "steps_per_round": a.steps,

@@ -99,7 +99,9 @@ def main() -> None:
                      "tokens_per_sec": round(rate), "ratio_vs_raw_times_workers": round(ratio, 3),
                      "ceiling_from_cpu_accounting": round(bound, 3)})
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    from gpt2lab.commands.bench import source_version
+
+    commit = source_version(ROOT)
     import tiktoken
 
     result = {

@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gpt2lab.commands.bench import source_version  # noqa: E402
 from gpt2lab.errors import UserError  # noqa: E402
 from gpt2lab.metrics.logger import read_metrics  # noqa: E402
 from gpt2lab.report.compare import Curve, curve_of, plot_curves, reach  # noqa: E402
@@ -184,7 +185,7 @@ def summary(work: Path) -> dict:
     base_tokens, base_seconds = reach(base.tokens, base.loss, target), reach(base.seconds, base.loss, target)
     contenders = [e for e in (_contender(work, name, target, base_tokens, base_seconds) for name in CONTENDERS
                               if not name.startswith("baseline-")) if e]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    commit = source_version(ROOT)
     device = json.loads((run_dir(work, base_name, SEEDS[0]) / "device.json").read_text())
     return {
         "device": f"{device.get('name')} ({device.get('threads')} thread(s), pinned by taskset)",

@@ -4,11 +4,11 @@ tokens and against time, one row per horizon) and the runs' records, under bench
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gpt2lab.commands.bench import source_version
 from gpt2lab.files import write_json_atomic
 from gpt2lab.metrics.logger import read_metrics
 
@@ -45,8 +45,7 @@ def report(work: Path, cpus: str, out: Path | None = None) -> Path:
                              "pinning": "taskset; each run's threads in its row"},
               "torch": sorted({device_of_run(run).get("torch") for run in runs} - {None}) or [torch.__version__],
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                       cwd=ROOT).stdout.strip(),
+              "commit": source_version(ROOT),
               "protocol": protocol.__doc__.strip(),
               "splits": {"tuning": "val.jsonl.xz books 0,2,4,...,16", "scoring": "val.jsonl.xz books 1,3,5,...,17"},
               "word_statistics_on_scoring_split": ngram_losses(work), "contenders": compared(work),
