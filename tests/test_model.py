@@ -258,3 +258,10 @@ def test_every_switch_compiles_to_one_graph(monkeypatch, older_torch):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits, loss = compiled(idx, idx)
         assert torch.isfinite(loss), name
+    # activation checkpointing (run.activation_checkpointing) under compile: CUDA runs compile by default now
+    model = GPT(small()).train()
+    torch._dynamo.reset()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = torch.compile(model, backend="eager", fullgraph=True)(idx, idx, recompute=True)[1]
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
