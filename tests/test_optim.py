@@ -125,6 +125,36 @@ def test_muon_moves_matrices_by_an_orthogonal_update_and_skips_on_the_device():
     assert torch.allclose(update, orthogonalize(grad, dtype=newton_schulz_dtype(CPU)), atol=1e-3)
 
 
+def test_muon_momentum_warmup_matches_a_plain_momentum_ramp():
+    """optim.muon.momentum_warmup_steps=2 (from 0.85): the matrices' momentum is 0.85, 0.90, then 0.95 from the third
+    step on. Checked against momentum SGD written out in plain PyTorch with that ramp (buffer = mu * buffer +
+    gradient; the weight moves by the LR times the buffer's orthogonalisation), over four steps of fixed gradients;
+    without the setting, the momentum stays 0.95 whatever step the trainer announces."""
+    from gpt2lab.training.optim import set_step
+
+    torch.manual_seed(0)
+    model = small()
+    cfg = OptimConfig(name="muon", matrix_lr=0.1, weight_decay=0.0,
+                      settings={"muon": {"nesterov": False, "momentum_warmup_steps": 2}})
+    opt = build_optimizer(model, cfg, CPU)
+    w = model.transformer.h[0].attn.c_proj.weight  # square: no scale
+    grads = [torch.randn_like(w) for _ in range(4)]
+    weight, buffer = w.detach().clone(), torch.zeros_like(w)
+    for step, (grad, mu) in enumerate(zip(grads, (0.85, 0.90, 0.95, 0.95))):
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        w.grad = grad.clone()
+        set_step(opt, step)
+        opt.step()
+        buffer = mu * buffer + grad
+        weight = weight - 0.1 * orthogonalize(buffer, dtype=newton_schulz_dtype(CPU))
+        assert torch.allclose(w.detach(), weight, atol=1e-5), step
+    assert [opt.momentum_at(s) for s in (0, 1, 2, 100)] == pytest.approx([0.85, 0.90, 0.95, 0.95])
+    plain = build_optimizer(small(), OptimConfig(name="muon"), CPU)
+    set_step(plain, 0)
+    assert {g["momentum"] for g in plain.param_groups if g["use_muon"]} == {0.95}
+
+
 @pytest.mark.parametrize("native", [True, False])
 def test_newton_schulz_runs_in_bf16_only_where_bf16_matmuls_are_native(monkeypatch, native):
     """A CPU without AVX512-BF16 or AMX emulates bf16 (Newton-Schulz took 8.9 s of a 12 s step on one): there it runs
@@ -246,7 +276,8 @@ def test_an_optimizers_own_settings_live_with_it_and_old_configs_load_with_a_not
     cfg = build_config(sets=["optim.name=muon", "optim.muon.momentum=0.9", "optim.muon.ns_steps=3"])
     assert settings_of(cfg.optim) == Settings(momentum=0.9, nesterov=True, ns_steps=3)
     assert cfg.to_dict()["optim"]["settings"]["muon"] == {"momentum": 0.9, "nesterov": True, "ns_steps": 3,
-                                                           "coefficients": "quintic"}
+                                                           "coefficients": "quintic", "momentum_warmup_steps": 0,
+                                                           "momentum_start": 0.85}
     assert from_dict(cfg.to_dict()).optim.settings == cfg.optim.settings  # config.json round trip
     old = build_config(base={"optim": {"name": "muon", "momentum": 0.8, "nesterov": False, "ns_steps": 5}})
     assert settings_of(old.optim) == Settings(momentum=0.8, nesterov=False, ns_steps=5)
@@ -256,6 +287,8 @@ def test_an_optimizers_own_settings_live_with_it_and_old_configs_load_with_a_not
                           (["optim.muon.momentum=1.5"], "optim.muon.momentum must be in [0, 1)"),
                           (["optim.moun.momentum=0.9"], "did you mean 'muon'"),
                           (["optim.muon.coefficients=polr"], "optim.muon.coefficients must be quintic or polar"),
+                          (["optim.muon.momentum_start=1"], "optim.muon.momentum_start in [0, 1)"),
+                          (["optim.muon.momentum_warmup_steps=-5"], "momentum_warmup_steps must be 0 or more"),
                           (["optim.adamw.momentum=0.9"], "optim.adamw has no settings of its own")):
         with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
             c = build_config(sets=sets)

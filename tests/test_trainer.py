@@ -204,7 +204,8 @@ def test_a_second_trainer_on_the_same_folder_is_refused(data_dir, tmp_path):
     make_trainer(cfg, tmp_path / "other", echo=lambda *_: None).fit()
 
 
-@pytest.mark.parametrize("extra", [["optim.name=muon", "optim.matrix_lr=0.02"], ["schedule.decay=wsd", "model.dropout=0.1"]])
+@pytest.mark.parametrize("extra", [["optim.name=muon", "optim.matrix_lr=0.02"], ["schedule.decay=wsd", "model.dropout=0.1"],
+                                   ["optim.name=muon", "optim.muon.momentum_warmup_steps=8"]])  # resumed mid-ramp
 def test_resume_is_exact_with_muon_and_wsd(data_dir, tmp_path, extra):
     cfg = micro_config(data_dir, "schedule.max_steps=10", "checkpoint.every=4", "checkpoint.keep_last=none", *extra)
     make_trainer(cfg, tmp_path / "full", echo=lambda *_: None).fit()

@@ -39,7 +39,7 @@ from .batch_ramp import BatchRamp
 from .distributed import (full_value, gradient_sync, init_distributed, local_device,
                           shutdown, start_settings, wrap_model)
 from .guards import LossGuard, UtilizationGuard, check_placement, check_step_placement
-from .optim import build_optimizer, named_state_dict, set_lr_multiplier, state_bytes
+from .optim import build_optimizer, named_state_dict, set_lr_multiplier, set_step, state_bytes
 from .resume import MAX_ROLLBACKS, Resuming  # noqa: F401 (MAX_ROLLBACKS: re-exported)
 from .run_folder import RECORDED, RUN_FILES, RUN_RECORD, RunFolder  # noqa: F401 (re-exported)
 from .saver import CheckpointSaver
@@ -334,6 +334,7 @@ class Trainer(RunFolder, Resuming):
         position, warmup = self._schedule_position()
         multiplier = lr_multiplier(position, cfg.schedule, self.total_steps(), self.floor, warmup) * self.lr_scale
         set_lr_multiplier(self.optimizer, multiplier)
+        set_step(self.optimizer, self.step)
         started = self.clock()
         self.parts.micro_steps = self.ramp.micro_steps(self.step)  # the full count, unless the batch is ramping
         stats, timing = train_step(self.parts, self._next_batch, float(self.stop_signal is not None),

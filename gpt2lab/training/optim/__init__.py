@@ -3,7 +3,8 @@
 An optimizer module provides `build(model, cfg, device)` (groups from groups.param_groups, one per role) and
 `STATE_BYTES` (its state per parameter, by role, for memory planning). To add one: its file here and one line
 in OPTIMIZERS. An optimizer whose step honours a `found_inf` tensor (1: skip) sets `skips_on_device`, so the
-trainer decides to skip a bad update on the device, without waiting for it.
+trainer decides to skip a bad update on the device, without waiting for it. An optimizer with settings that
+change per step has `at_step(step)`, called before every step (set_step).
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, device: torch.devi
     return optimizer
 
 
+def set_step(optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Tell an optimizer with per-step settings of its own (Muon's momentum warmup) which step comes next."""
+    at_step = getattr(optimizer, "at_step", None)
+    if at_step is not None:
+        at_step(step)
+
+
 def state_bytes_per_param(name: str, role: str) -> int:
     """Bytes of optimizer state one parameter of this role costs under optimizer `name`."""
     return _module(name).STATE_BYTES[role]
@@ -72,4 +80,4 @@ def state_bytes(model: torch.nn.Module, name: str) -> int:
 
 
 __all__ = ["OPTIMIZERS", "ROLES", "build_optimizer", "load_named_state_dict", "named_state_dict", "role_of",
-           "set_lr_multiplier", "settings_of", "state_bytes", "state_bytes_per_param"]
+           "set_lr_multiplier", "set_step", "settings_of", "state_bytes", "state_bytes_per_param"]

@@ -84,14 +84,33 @@ class Muon(torch.optim.Optimizer):
     skips_on_device = True  # step() honours found_inf without reading it on the host (fused AdamW part)
 
     def __init__(self, groups: list[dict], momentum: float, nesterov: bool, ns_steps: int, betas, eps: float,
-                 fused_adamw: bool, mlp: str, coefficients: str = "quintic"):
+                 fused_adamw: bool, mlp: str, coefficients: str = "quintic", momentum_warmup: tuple[float, int] = (0.0, 0)):
         defaults = dict(momentum=momentum, nesterov=nesterov, ns_steps=ns_steps, betas=betas, eps=eps, fused=fused_adamw,
                         coefficients=coefficients)
         super().__init__(groups, defaults)
         self.mlp = mlp
+        self.momentum, self.momentum_warmup = momentum, momentum_warmup
         self.orthogonalized = 0  # matrices this rank has orthogonalised (under DDP: its share)
         self.found_inf: torch.Tensor | None = None  # set by the trainer: 1 skips this step's update, on the device
         self.ns_dtypes: dict[torch.device, torch.dtype] = {}  # Newton-Schulz's dtype per device, decided once
+
+    def momentum_at(self, step: int) -> float:
+        """The matrices' momentum at an optimizer step (0 first): with optim.muon.momentum_warmup_steps=N it rises
+        linearly from momentum_start to momentum over the first N steps (a lower momentum early, as the speedrun
+        records do), else it is momentum throughout."""
+        start, steps = self.momentum_warmup
+        if step >= steps:
+            return self.momentum
+        return start + (self.momentum - start) * step / steps
+
+    def at_step(self, step: int) -> None:
+        """Set the matrices' momentum for this step (the trainer calls it before every step, from the run's step
+        count, so a resumed run continues the ramp where it stopped). Without a warmup it changes nothing."""
+        if not self.momentum_warmup[1]:
+            return
+        for group in self.param_groups:
+            if group["use_muon"]:
+                group["momentum"] = self.momentum_at(step)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -166,8 +185,13 @@ class Settings:
     nesterov: bool = True
     ns_steps: int = 5  # Newton-Schulz iterations that orthogonalise each matrix's update
     coefficients: str = "quintic"  # "quintic": one polynomial every iteration; "polar": one per iteration (polar.py)
+    momentum_warmup_steps: int = 0  # >0: the momentum rises linearly from momentum_start over this many steps
+    momentum_start: float = 0.85
 
     def check(self) -> None:
+        if self.momentum_warmup_steps < 0 or not 0 <= self.momentum_start < 1:
+            raise UserError(f"optim.muon.momentum_warmup_steps must be 0 or more and optim.muon.momentum_start in "
+                            f"[0, 1), got {self.momentum_warmup_steps} and {self.momentum_start}")
         if not (0 <= self.momentum < 1 and 1 <= self.ns_steps <= 20):
             raise UserError(f"optim.muon.momentum must be in [0, 1) and optim.muon.ns_steps between 1 and 20, got "
                             f"{self.momentum} and {self.ns_steps}")
@@ -186,4 +210,4 @@ def build(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> Muo
               + param_groups(model, cfg, ("embedding", "head", "gain"), use_muon=False))
     s = Settings(**cfg.settings.get("muon", {}))  # typed and checked by build_optimizer (settings_of)
     return Muon(groups, s.momentum, s.nesterov, s.ns_steps, (cfg.beta1, cfg.beta2), cfg.eps, fused, model.config.mlp,
-                s.coefficients)
+                s.coefficients, (s.momentum_start, s.momentum_warmup_steps))
