@@ -169,6 +169,8 @@ def test_a_replay_trains_the_stretch_again_from_the_kept_checkpoint(work, monkey
     assert out == run / "replays" / "from_00000112_every_4" and kw["resume"] and (cpus, threads) == ("1", 2)
     assert (out / "checkpoints" / "step_00000112" / "COMPLETE").samefile(start / "COMPLETE")  # linked
     assert sets[:len(lab.run_sets(work, "speedrun-cpu", "1M", 1339))] == lab.run_sets(work, "speedrun-cpu", "1M", 1339)
+    warm = lab.run_sets(work, "speedrun-cpu+ve2+mwarm", "4M", 1337)  # the momentum ramp scales with the horizon
+    assert warm[-1] == "optim.muon.momentum_warmup_steps=341" and "model.value_embeds=2" in warm
     assert sets[-4:] == ["checkpoint.every=4", "eval.every=none", "log.every=none", "run.stop_at_step=124"]
     assert kw["log_name"] == "speedrun-cpu-1M-seed1339-replay-112"
     # nothing was trained here, so the replay has no checkpoints: the two kept ones still bracket the crossing
@@ -182,6 +184,7 @@ def test_replay_spacing_and_run_names():
     assert lab.replay_every(10 * 2048, 2048, 16) == 1  # finer than a step cannot be had
     assert lab.parse_run_name("speedrun-cpu+ve2-4M-seed1337") == ("speedrun-cpu+ve2", "4M", 1337)
     assert lab.parse_run_name("baseline-lr0.0012-1M-seed1338") == ("baseline-lr0.0012", "1M", 1338)
+    assert lab.parse_run_name("speedrun-cpu+ve2+mwarm-1M-seed1337") == ("speedrun-cpu+ve2+mwarm", "1M", 1337)
     with pytest.raises(ValueError, match="not a lab run folder"):
         lab.parse_run_name("speedrun-cpu-4M")
 

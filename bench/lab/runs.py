@@ -66,6 +66,8 @@ def run_sets(work: Path, name: str, horizon: str, seed: int, precision: str = "b
         sets.append(f"schedule.warmup_steps={steps // 16}")
     if name.endswith("+ramp"):  # the batch grows over the first quarter of the horizon
         sets.append(f"schedule.batch_ramp_steps={steps // 4}")
+    if name.endswith("+mwarm"):  # Muon's momentum rises over the first sixth of the horizon
+        sets.append(f"optim.muon.momentum_warmup_steps={steps // 6}")
     if precision != "bf16":
         sets.append(f"run.precision={precision}")
     return sets
