@@ -398,3 +398,12 @@ def test_a_run_on_shards_not_much_longer_than_a_window_says_how_much_it_never_re
     make_trainer(micro_config(make_data_dir(tmp_path / "long"), "schedule.max_steps=2"), tmp_path / "run2",
                  echo=said.append).fit()
     assert said and not [line for line in said if "--shard-tokens" in line]
+
+
+def test_the_trainer_ramps_muons_momentum_step_by_step(data_dir, tmp_path):
+    """The trainer announces every step to the optimizer: after 3 of 20 warmup steps the matrices' momentum is the
+    one of the third step (index 2), 0.85 + 0.10 * 2 / 20, not the 0.95 it was built with."""
+    cfg = micro_config(data_dir, "schedule.max_steps=3", "optim.name=muon", "optim.muon.momentum_warmup_steps=20")
+    trainer = make_trainer(cfg, tmp_path / "run", echo=lambda *_: None)
+    trainer.fit()
+    assert [g["momentum"] for g in trainer.optimizer.param_groups if g["use_muon"]] == pytest.approx([0.86])
