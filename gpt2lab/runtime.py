@@ -27,7 +27,6 @@ import shutil
 from dataclasses import dataclass, field
 
 import numpy as np
-
 import torch
 
 from .errors import UserError
@@ -224,9 +223,9 @@ def _compile(mode: str, dev: torch.device, precision: str, run_tokens: int | Non
     if mode == "off":
         return False, "asked for", None
     if dev.type == "cuda":
-        if torch.cuda.get_device_capability(dev) < (7, 0) or not triton_installed():
-            why = ("no Triton (pip install triton)" if torch.cuda.get_device_capability(dev) >= (7, 0)
-                   else "Triton needs a GPU of capability 7.0 or newer")
+        why = ("Triton needs a GPU of capability 7.0 or newer" if torch.cuda.get_device_capability(dev) < (7, 0)
+               else None if triton_installed() else "no Triton (pip install triton)")
+        if why:
             return False, why, f"torch.compile writes GPU kernels in Triton: {why}; running uncompiled"
     elif mode == "auto" and (dev.type != "cpu" or precision != "bf16"):
         return False, "auto: off except on CUDA and on a bf16 CPU", None
