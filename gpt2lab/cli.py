@@ -143,7 +143,7 @@ def cmd_plan(args) -> None:
     cfg = build_config(recipe=args.recipe, preset=args.preset if args.preset or args.recipe else "gpt2-124m", sets=args.set)
     micro = args.micro_batch or cfg.run.micro_batch
     result = make_plan(cfg.model, require_gpu(args.gpu), args.tokens, micro, cfg.seq_len, args.precision,
-                       args.mfu, args.price, cfg.optim.name)
+                       args.mfu, args.price, cfg.optim.name, cfg.run.compile)
     print(json.dumps(result) if args.json else format_plan(result))
 
 

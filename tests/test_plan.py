@@ -7,7 +7,8 @@ from gpt2lab.cli import main
 from gpt2lab.metrics.devices import require_gpu
 from gpt2lab.metrics.flops import flops_per_token
 from gpt2lab.model import GPT, GPTConfig
-from gpt2lab.commands.plan import make_plan
+from gpt2lab.commands.plan import format_plan, make_plan
+from gpt2lab.errors import UserError
 from gpt2lab.metrics.memory import GB, body_activation_bytes, head_bytes, largest_micro_batch, memory_plan
 
 from tests.switches import MODERN, SWITCHES
@@ -54,6 +55,26 @@ def test_plan_answers_the_rtx_4090_question():
     assert p["hours"] == pytest.approx(10e9 / p["tokens_per_sec"] / 3600)
     assert p["cost"] == pytest.approx(p["hours"] * 0.5)
     assert p["memory_gb"]["activations_checkpointed"] < p["memory_gb"]["activations"]
+
+
+def test_plan_says_whether_the_run_compiles_as_the_runtime_decides(monkeypatch):
+    """What plan says of torch.compile is what the runtime decides on a GPU with Triton (the CUDA double answers
+    only what this machine cannot: that a Volta-or-newer GPU exists and that Triton imports); memory is eager's."""
+    from gpt2lab import runtime
+    from tests.cuda_double import install
+
+    install(monkeypatch, dict(name="Tesla V100-SXM2-16GB", major=7, minor=0, total_memory=16 * 2**30,
+                              multi_processor_count=80))  # the oldest capability plan knows
+    monkeypatch.setattr(runtime, "triton_installed", lambda: True)
+    gpu, config = require_gpu("v100"), GPTConfig()
+    for mode, tokens in (("auto", 10e9), ("auto", 49e6), ("on", 1e6), ("off", 10e9)):
+        p = make_plan(config, gpu, tokens=tokens, micro_batch=8, precision="fp16", compile_mode=mode)
+        decided, _, _ = runtime._compile(mode, torch.device("cuda", 0), "fp16", int(tokens))
+        assert p["compile"] is decided, (mode, tokens)
+    assert "upper bound" in format_plan(make_plan(config, gpu, tokens=10e9, micro_batch=8, precision="fp16"))
+    assert "upper bound" not in format_plan(make_plan(config, gpu, tokens=1e6, micro_batch=8, precision="fp16"))
+    with pytest.raises(UserError, match="run.compile='yes' is not one of auto, on, off"):
+        make_plan(config, gpu, tokens=1e9, micro_batch=8, compile_mode="yes")
 
 
 def test_largest_micro_batch_is_the_boundary():

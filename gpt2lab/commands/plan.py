@@ -2,7 +2,8 @@
 
 Memory comes from gpt2lab/metrics/memory.py (the model it uses is described there), the optimizer's state from
 its role table in gpt2lab/training/optim/, FLOPs from gpt2lab/metrics/flops.py, and time assumes a stated MFU
-against the GPU's dense peak (gpt2lab/metrics/devices.py).
+against the GPU's dense peak (gpt2lab/metrics/devices.py). The memory model is eager PyTorch's; a compiled run
+(run.compile, on by default for long GPU runs) fuses elementwise work and saves less, so it is an upper bound then.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from ..metrics.flops import flops_per_token
 from ..metrics.memory import CONTEXT_OVERHEAD_GB, GB, largest_micro_batch, memory_plan
 from ..model.gpt import GPTConfig
 from ..model.shapes import model_shapes
+from ..runtime import COMPILE_MIN_TOKENS_CUDA, COMPILE_MODES
 from ..training.optim import state_bytes
 
 
 def make_plan(config: GPTConfig, gpu: GPU, tokens: float, micro_batch: int, seq_len: int | None = None,
               precision: str = "bf16", mfu: float = 0.4, price_per_hour: float | None = None,
-              optimizer: str = "adamw") -> dict:
+              optimizer: str = "adamw", compile_mode: str = "auto") -> dict:
     seq_len = seq_len or config.block_size
     if not (math.isfinite(mfu) and 0 < mfu <= 1):
         raise UserError(f"--mfu must be in (0, 1], got {mfu}")
@@ -28,6 +30,7 @@ def make_plan(config: GPTConfig, gpu: GPU, tokens: float, micro_batch: int, seq_
         raise UserError("--micro-batch must be between 1 and 65536 and --tokens between 1 and 1e15")
     if price_per_hour is not None and not (math.isfinite(price_per_hour) and 0 <= price_per_hour <= 1e6):
         raise UserError(f"--price must be a finite, non-negative number of dollars per hour, got {price_per_hour}")
+    compiled, compile_why = planned_compile(compile_mode, tokens)
     model = model_shapes(config)  # shapes only: no memory for a 1.5B-parameter model
     n_params, state = model.num_params(), state_bytes(model, optimizer)
     flops = flops_per_token(config, seq_len)
@@ -53,11 +56,23 @@ def make_plan(config: GPTConfig, gpu: GPU, tokens: float, micro_batch: int, seq_
         "largest_micro_batch": largest_micro_batch(config, n_params, seq_len, precision, gpu.memory_gb, False, state),
         "largest_micro_batch_checkpointed": largest_micro_batch(config, n_params, seq_len, precision, gpu.memory_gb,
                                                                 True, state),
-        "optimizer": optimizer,
+        "optimizer": optimizer, "compile": compiled, "compile_why": compile_why,
         "mfu": mfu, "tokens": tokens, "tokens_per_sec": tokens_per_sec, "hours": hours,
         "cost": hours * price_per_hour if price_per_hour is not None else None,
         "price_per_hour": price_per_hour,
     }
+
+
+def planned_compile(mode: str, tokens: float) -> tuple[bool, str]:
+    """Whether run.compile=MODE compiles a run of `tokens` on the planned GPU (every card plan knows is of capability
+    7.0 or newer; a CUDA build of torch on Linux brings Triton), and why: what gpt2lab.runtime decides there."""
+    if mode not in COMPILE_MODES:
+        raise UserError(f"run.compile={mode!r} is not one of {', '.join(COMPILE_MODES)}")
+    if mode != "auto":
+        return mode == "on", f"run.compile={mode}"
+    if tokens < COMPILE_MIN_TOKENS_CUDA:
+        return False, f"run.compile=auto: under {COMPILE_MIN_TOKENS_CUDA:,} tokens the compile time is not earned back"
+    return True, f"run.compile=auto: {COMPILE_MIN_TOKENS_CUDA:,} tokens or more on a GPU"
 
 
 def format_plan(p: dict) -> str:
@@ -73,6 +88,8 @@ def format_plan(p: dict) -> str:
         f"  total {m['total']:.2f} GB ({m['total_checkpointed']:.2f} checkpointed) + ~{m['cuda_context_reserve']:.0f} GB CUDA context",
         f"fits: {'yes' if p['fits'] else 'no'}; with activation checkpointing: {'yes' if p['fits_with_checkpointing'] else 'no'}",
         f"largest micro-batch that fits: {p['largest_micro_batch']} ({p['largest_micro_batch_checkpointed']} with checkpointing)",
+        f"torch.compile: {'on' if p['compile'] else 'off'} ({p['compile_why']})"
+        + ("; the memory above is eager PyTorch's, an upper bound compiled" if p["compile"] else ""),
         f"at {p['mfu']:.0%} MFU: {p['tokens_per_sec']:,.0f} tokens/s; {p['tokens']:,.0f} tokens take {p['hours']:.1f} h",
     ]
     if p["cost"] is not None:
