@@ -382,3 +382,29 @@ def test_the_report_names_the_runs_processors_and_is_written_whole(work, tmp_pat
     assert [r["processor"] for r in table["contenders"][0]["per_seed"]] == ["AMD EPYC", "AMD EPYC"]
     assert path.with_suffix(".png").is_file() and (out / "quality_lab_runs" / "speedrun-cpu-1M-seed1337").is_dir()
     assert not list(out.glob(".*"))
+    assert result["trend"]["per_contender"] == {} and "per doubling" in result["trend"]["about"]  # one horizon here
+
+
+def test_the_trend_is_the_least_squares_drift_per_doubling_and_its_reach_100x_longer():
+    """Against numpy's least-squares fit: the worst seed's token ratio against log2 of the horizon's tokens; a
+    contender measured at one horizon has no trend, and a horizon with no table (16M not run) or the smoke
+    horizon (plumbing) counts for nothing."""
+    import numpy as np
+
+    def table(tokens, rows):
+        return {"horizon_tokens": tokens, "contenders": [
+            {"name": n, "worst_token_ratio": max(r), "per_seed": [{"token_ratio": x} for x in r]} for n, r in rows]}
+
+    horizons = {"1M": table(1 << 20, [("a", [0.224, 0.231]), ("b", [0.5])]),
+                "4M": table(1 << 22, [("a", [0.231, 0.230])]), "16M": table(1 << 24, [("a", [0.262])]),
+                "smoke": table(1 << 17, [("a", [0.9]), ("b", [0.1])])}
+    found = lab.trend.trends(horizons)
+    assert list(found) == ["a"]  # b: one real horizon
+    slope, intercept = np.polyfit([20, 22, 24], [0.231, 0.231, 0.262], 1)
+    a = found["a"]
+    assert a["per_doubling"] == pytest.approx(slope, abs=1e-4)
+    predicted = a["predicted_at_100x_longest"]
+    assert predicted["tokens"] == 100 << 24
+    assert predicted["worst_token_ratio"] == pytest.approx(intercept + slope * np.log2(100 << 24), abs=1e-3)
+    assert a["per_horizon"]["1M"]["seed_spread"] == 0.007 and a["largest_seed_spread"] == 0.007
+    assert lab.trend.trends({**horizons, "16M": None})["a"]["per_doubling"] == 0.0  # worst seeds 0.231, 0.231

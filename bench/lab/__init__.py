@@ -1,6 +1,6 @@
 """The CPU quality lab (version 2), in parts: protocol (what is compared, and how), data (the books and their word
 statistics), runs (training and records), scoring (checkpoints scored, crossings found), tables (one horizon's
-ratios), precision (fp32 twins: what the lab's bf16 changes) and report (JSON, plot, records).
+ratios), trend (the ratio's drift with the horizon), precision (fp32 twins: what the lab's bf16 changes) and report (JSON, plot, records).
 bench/quality_lab.py is its command line."""
 
 from .data import ngram_losses, prepare_data, split_books
@@ -12,6 +12,7 @@ from .runs import (device_of_run, finished, gpt2lab_train, processor_of, restore
                    threads_of, threads_of_run, train)
 from .scoring import checkpoints, crossing, interpolate, reached, refine, replay_every, replay_of, score, step_of_name
 from .tables import best_baseline, best_recipe, finished_seeds, horizon_table, locate, target_of
+from . import trend
 
 __all__ = ["COMMON", "CONTENDERS", "EVAL_WINDOWS", "GOALS", "HORIZONS", "POINTS", "RESOLUTION", "ROOT", "SEEDS",
            "SHARED", "TOKENS_PER_STEP", "WHOLE", "baseline", "best_baseline", "best_recipe", "checkpoints",
@@ -20,4 +21,4 @@ __all__ = ["COMMON", "CONTENDERS", "EVAL_WINDOWS", "GOALS", "HORIZONS", "POINTS"
            "parse_run_name", "precision_check", "precision_of_name", "prepare_data", "processor_of",
            "reached", "refine", "replay_every", "replay_of", "report", "restore", "run_dir", "run_sets",
            "save_records", "score", "split_books", "step_of_name", "steps_of", "target_of", "threads_of",
-           "threads_of_run", "train"]
+           "threads_of_run", "train", "trend"]

@@ -18,6 +18,7 @@ from . import precision
 from .protocol import HORIZONS, ROOT, compared, parse_run_name, precision_of_name
 from .runs import device_of_run, processor_of, save_records
 from .tables import horizon_table
+from . import trend
 
 
 def carry_over(horizons: dict, results: Path) -> None:
@@ -56,6 +57,7 @@ def report(work: Path, cpus: str, out: Path | None = None) -> Path:
         result["fp32_check"] = {"about": about, **{h: rows for h, rows in checks.items() if rows}}
     out = out or ROOT / "bench" / "results"
     carry_over(result["horizons"], out)
+    result["trend"] = {"about": " ".join(trend.__doc__.split()), "per_contender": trend.trends(result["horizons"])}
     path = out / f"quality_lab_{datetime.now(timezone.utc):%Y%m%d}.json"
     write_json_atomic(path, result, "the lab report")
     runs_out = out / "quality_lab_runs"  # the raw curves, small enough to commit
