@@ -40,6 +40,36 @@ def test_the_target_is_the_best_baselines_scoring_loss_and_the_crossing_is_inter
                                     "goal": {"token": 0.20}, "goal_met": {"token": False}, "all_met": False}
 
 
+def with_step_times(run, typical, bursts=()):
+    """Give a run's records step times: `typical` each, but those at the steps in `bursts`, 20 times as long (a
+    neighbour on the core), and its wall clock moved by them."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    late = 0.0
+    for r in records:
+        r["step_time"] = typical * (20 if r["step"] in bursts else 1)
+        late += r["step_time"] - typical
+        r["elapsed"] += late
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_the_median_step_time_ratio_leaves_a_neighbours_bursts_out(work):
+    """Wall seconds move when a core is shared for a while; the median step does not: the steps to the crossing
+    at the run's median step time against the baseline's horizon at its own. A run whose batch grows has none."""
+    runs = work / "runs"
+    with_step_times(runs / "baseline-lr0.0012-1M-seed1337", 2.0, bursts={16, 32, 48})
+    with_step_times(runs / "speedrun-cpu-1M-seed1337", 3.0, bursts={16, 32})
+    first, second = lab.horizon_table(work, "1M", cpus="")["contenders"][0]["per_seed"]
+    assert first["median_step_time_ratio"] == round(116 * 3.0 / (STEPS * 2.0), 3)
+    assert first["time_ratio"] != first["median_step_time_ratio"]  # the bursts moved the wall clocks
+    assert "median_step_time_ratio" not in second  # its records have no step times
+    ramp = runs / "speedrun-cpu-1M-seed1337" / "metrics.jsonl"  # fewer tokens in its first steps
+    records = [json.loads(line) for line in ramp.read_text().splitlines()]
+    records[0]["tokens"] //= 2
+    ramp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    first, _ = lab.horizon_table(work, "1M", cpus="")["contenders"][0]["per_seed"]
+    assert "median_step_time_ratio" not in first
+
+
 def test_a_second_seed_that_finished_alone_is_labelled_with_its_own_seed_and_is_not_the_best(work):
     write_run(work, "speedrun-cpu+ve2", 1338, lambda s: 6 - 8 * s / STEPS, {48: 5.52, 64: 5.44, STEPS: 3.5})
     table = lab.horizon_table(work, "1M", cpus="")

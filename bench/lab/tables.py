@@ -8,7 +8,7 @@ from pathlib import Path
 from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.report.compare import curve_of, reach
 
-from .protocol import CONTENDERS, GOALS, HORIZONS, SEEDS, parse_run_name, run_dir, steps_of
+from .protocol import CONTENDERS, GOALS, HORIZONS, SEEDS, TOKENS_PER_STEP, parse_run_name, run_dir, steps_of
 from .runs import finished, processor_of, threads_of_run
 from .scoring import checkpoints, crossing, score
 
@@ -136,4 +136,28 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
             row["time_ratio_devices_differ"] = {"baseline": sorted(base_devices), "this run": processor_of(run)}
         if "cpu_seconds" in cross and None not in cpu:
             row["cpu_time_ratio"] = round(cross["cpu_seconds"] / (sum(cpu) / len(cpu)), 3)
+        steady = median_step_time_ratio(run, cross["tokens"], [base_runs[i] for i in same])
+        if steady is not None:
+            row["median_step_time_ratio"] = steady
     return row
+
+
+def median_step_time(run: Path) -> float | None:
+    """The median of a run's per-step training times (its records' step_time): what a step costs with the
+    evaluations, checkpoints and other processes' bursts left out."""
+    times = sorted(r["step_time"] for r in read_metrics(run) if r.get("step_time"))
+    return times[len(times) // 2] if times else None
+
+
+def median_step_time_ratio(run: Path, tokens: float, base_runs: list[Path]) -> float | None:
+    """The time ratio from median step times: the steps to the crossing at this run's median step time, against
+    the baseline's whole horizon at its median step time (the mean over the seeds given). A neighbour that shared a
+    core for part of a run moves its wall seconds, not its median step. None for a batch that grows (its steps do
+    not cost alike, as its records' tokens show) or when a run has no step times."""
+    if any(r.get("tokens") != r["step"] * TOKENS_PER_STEP for r in read_metrics(run)):
+        return None
+    mine, theirs = median_step_time(run), [median_step_time(r) for r in base_runs]
+    if mine is None or not theirs or None in theirs:
+        return None
+    base = sum(t * steps_of(parse_run_name(r.name)[1]) for t, r in zip(theirs, base_runs)) / len(theirs)
+    return round(tokens / TOKENS_PER_STEP * mine / base, 3)
