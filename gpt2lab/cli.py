@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -142,7 +143,8 @@ def cmd_plan(args) -> None:
 
     cfg = build_config(recipe=args.recipe, preset=args.preset if args.preset or args.recipe else "gpt2-124m", sets=args.set)
     micro = args.micro_batch or cfg.run.micro_batch
-    result = make_plan(cfg.model, require_gpu(args.gpu), args.tokens, micro, cfg.seq_len, args.precision,
+    result = make_plan(cfg.model, require_gpu(args.gpu), args.tokens, micro, cfg.seq_len,
+                       args.precision or cfg.run.precision,
                        args.mfu, args.price, cfg.optim.name, cfg.run.compile)
     print(json.dumps(result) if args.json else format_plan(result))
 
@@ -338,7 +340,8 @@ def _add_tools(sub, command: str | None) -> None:
     p.add_argument("--gpu", required=True, help="e.g. rtx4090, h100-sxm, a100, rtx4050-laptop")
     p.add_argument("--tokens", type=float, required=True, help="training tokens, e.g. 10e9")
     p.add_argument("--micro-batch", type=int, help="sequences per forward pass (default: the config's)")
-    p.add_argument("--precision", default="bf16", choices=["bf16", "fp16", "fp32"], help="default bf16")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="default: the config's run.precision (auto: bf16 where the GPU has it, else fp16, as a run picks)")
     p.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation (default 0.4)")
     p.add_argument("--price", type=float, help="dollars per GPU-hour, for the cost")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -430,3 +433,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("gpt2lab: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output (head, less) went away: no traceback for that
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the flush at exit would fail again
+        return 1

@@ -41,6 +41,20 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`gpt2lab plan ... | head -1`: the reader goes away; that is no error of ours to print a traceback for."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written: the write fails for certain
+    try:
+        done = subprocess.run([sys.executable, "-m", "gpt2lab", "plan", "--gpu", "t4", "--tokens", "1e9"], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 1 and done.stderr == "", done.stderr
+
+
 @pytest.mark.slow
 def test_prepare_train_eval_sample_end_to_end(tmp_path, tokenizer_dir, capsys):
     src = write_jsonl(tmp_path / "docs.jsonl", make_docs(40))

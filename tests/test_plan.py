@@ -77,6 +77,21 @@ def test_plan_says_whether_the_run_compiles_as_the_runtime_decides(monkeypatch):
         make_plan(config, gpu, tokens=1e9, micro_batch=8, compile_mode="yes")
 
 
+def test_plan_picks_the_precision_a_run_would(capsys):
+    """precision auto (a config's default): bf16 where the card has bf16 tensor cores, fp16 (the runtime's grad-
+    scaled fallback) where it has not, instead of refusing to plan for a T4; bf16 asked for on a T4 is refused."""
+    config = GPTConfig()
+    t4 = make_plan(config, require_gpu("t4"), tokens=1e9, micro_batch=8)
+    assert (t4["precision"], t4["precision_asked"], t4["peak_tflops"]) == ("fp16", "auto", 65.0)
+    assert make_plan(config, require_gpu("rtx4090"), tokens=1e9, micro_batch=8)["precision"] == "bf16"
+    with pytest.raises(UserError, match="no bf16 tensor cores; use precision fp16"):
+        make_plan(config, require_gpu("t4"), tokens=1e9, micro_batch=8, precision="bf16")
+    assert main(["plan", "--gpu", "t4", "--tokens", "1e9"]) == 0
+    assert "precision auto: fp16" in capsys.readouterr().out
+    assert main(["plan", "--gpu", "t4", "--tokens", "1e9", "--set", "run.precision=fp32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "fp32"  # the config's own choice stands
+
+
 def test_largest_micro_batch_is_the_boundary():
     config = GPTConfig()
     n = 124_475_904

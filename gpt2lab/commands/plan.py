@@ -21,7 +21,7 @@ from ..training.optim import state_bytes
 
 
 def make_plan(config: GPTConfig, gpu: GPU, tokens: float, micro_batch: int, seq_len: int | None = None,
-              precision: str = "bf16", mfu: float = 0.4, price_per_hour: float | None = None,
+              precision: str = "auto", mfu: float = 0.4, price_per_hour: float | None = None,
               optimizer: str = "adamw", compile_mode: str = "auto") -> dict:
     seq_len = seq_len or config.block_size
     if not (math.isfinite(mfu) and 0 < mfu <= 1):
@@ -31,6 +31,7 @@ def make_plan(config: GPTConfig, gpu: GPU, tokens: float, micro_batch: int, seq_
     if price_per_hour is not None and not (math.isfinite(price_per_hour) and 0 <= price_per_hour <= 1e6):
         raise UserError(f"--price must be a finite, non-negative number of dollars per hour, got {price_per_hour}")
     compiled, compile_why = planned_compile(compile_mode, tokens)
+    asked, precision = precision, planned_precision(gpu, precision)
     model = model_shapes(config)  # shapes only: no memory for a 1.5B-parameter model
     n_params, state = model.num_params(), state_bytes(model, optimizer)
     flops = flops_per_token(config, seq_len)
@@ -41,7 +42,7 @@ def make_plan(config: GPTConfig, gpu: GPU, tokens: float, micro_batch: int, seq_
     budget = gpu.memory_gb - CONTEXT_OVERHEAD_GB
     gb = lambda b: round(b / GB, 3)  # noqa: E731
     return {
-        "gpu": gpu.name, "gpu_memory_gb": gpu.memory_gb, "precision": precision, "peak_tflops": peak / 1e12,
+        "gpu": gpu.name, "gpu_memory_gb": gpu.memory_gb, "precision": precision, "precision_asked": asked, "peak_tflops": peak / 1e12,
         "parameters": n_params, "seq_len": seq_len, "micro_batch": micro_batch,
         "flops_per_token": flops.as_dict(),
         "memory_gb": {
@@ -63,6 +64,14 @@ def make_plan(config: GPTConfig, gpu: GPU, tokens: float, micro_batch: int, seq_
     }
 
 
+def planned_precision(gpu: GPU, precision: str) -> str:
+    """run.precision=auto on a GPU, as the runtime picks it: bf16 where the card has bf16 tensor cores, else fp16
+    with a grad scaler; any other choice stands (bf16 on a card without them is refused, with the fix)."""
+    if precision != "auto":
+        return precision
+    return "bf16" if gpu.bf16 is not None else "fp16"
+
+
 def planned_compile(mode: str, tokens: float) -> tuple[bool, str]:
     """Whether run.compile=MODE compiles a run of `tokens` on the planned GPU (every card plan knows is of capability
     7.0 or newer; a CUDA build of torch on Linux brings Triton), and why: what gpt2lab.runtime decides there."""
@@ -79,7 +88,8 @@ def format_plan(p: dict) -> str:
     m = p["memory_gb"]
     f = p["flops_per_token"]
     lines = [
-        f"{p['parameters']:,} parameters on {p['gpu']} ({p['gpu_memory_gb']} GB, {p['peak_tflops']:.1f} dense {p['precision']} TFLOPS)",
+        f"{p['parameters']:,} parameters on {p['gpu']} ({p['gpu_memory_gb']} GB, {p['peak_tflops']:.1f} dense {p['precision']} TFLOPS)"
+        + (f"; precision auto: {p['precision']}" if p["precision_asked"] == "auto" else ""),
         f"FLOPs per token: {f['forward'] / 1e9:.3f} G forward, {f['training'] / 1e9:.3f} G forward+backward (context {p['seq_len']})",
         f"memory at micro-batch {p['micro_batch']} x {p['seq_len']}:",
         f"  weights {m['weights']:.2f} GB | gradients {m['gradients']:.2f} | optimizer ({p['optimizer']}) {m['optimizer']:.2f} "
