@@ -38,6 +38,20 @@ class Mutant:
 
 M = Mutant
 MUTANTS = [
+    M("plan-precision-always-bf16", "gpt2lab/commands/plan.py",
+      'return "bf16" if gpu.bf16 is not None else "fp16"', 'return "bf16"', ("test_plan.py",)),
+    M("plan-compile-ignores-run-length", "gpt2lab/commands/plan.py",
+      "if tokens < COMPILE_MIN_TOKENS_CUDA:", "if tokens < 0:", ("test_plan.py",)),
+    M("cli-broken-pipe-traceback", "gpt2lab/cli.py", "except BrokenPipeError:", "except ZeroDivisionError:",
+      ("test_cli.py::test_output_into_a_closed_pipe_ends_quietly",)),
+    M("lab-trend-predicts-at-the-longest", "bench/lab/trend.py",
+      "math.log2(longest * LONGER)", "math.log2(longest)", ("test_quality_lab.py",)),
+    M("lab-median-step-is-the-mean", "bench/lab/tables.py",
+      "return times[len(times) // 2] if times else None", "return sum(times) / len(times) if times else None",
+      ("test_quality_lab.py",)),
+    M("lab-median-ratio-for-a-growing-batch", "bench/lab/tables.py",
+      'if any(r.get("tokens") != r["step"] * TOKENS_PER_STEP for r in read_metrics(run)):', "if False:",
+      ("test_quality_lab.py",)),
     # model
     M("attention-scale", "gpt2lab/model/gpt.py", "q, k, v, attn_mask=mask, is_causal", "q, k, v, scale=1.0 / self.head_dim, attn_mask=mask, is_causal",
       ("test_reference.py", "test_model.py")),
