@@ -8,6 +8,7 @@ is one thread on CPU 1, as every 1M and 4M run; `--cpus 0,1` two threads, to bri
   python bench/quality_lab.py score RUN/checkpoints/step_N ...   # score ahead of `report`, on --cpus
   python bench/quality_lab.py report        # a horizon with no runs here keeps the newest earlier report's table
   python bench/quality_lab.py thin [RUN ...] # finished runs: crossings resolved, then checkpoints but the last to weights
+  python bench/quality_lab.py thin RUN --final-only  # a full disk: the final checkpoint alone (scores stay cached)
   python bench/quality_lab.py restore      # a new machine: the committed runs' records back into the work folder
   python bench/quality_lab.py queue baseline-lr0.0012@1M --precision fp32  # a CPU without bf16 units: fp32 twins
                                            # of lab runs, reported beside them (what bf16 changes), never in the tables
@@ -17,6 +18,7 @@ Results: bench/results/quality_lab_<date>.json (and the runs' metrics under benc
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -42,7 +44,31 @@ def run_folders(work: Path, names: list[str]) -> list[Path]:
     return folders
 
 
-def thin(work: Path, names: list[str], cpus: str) -> None:
+def final_only(run: Path) -> int:
+    """A finished run whose crossing is resolved, down to its final (newest) checkpoint: the others, and every replay's
+    checkpoints, deleted (for a disk too small to keep them all). What scoring found stays in the scoring caches
+    and the records (as for a run restored on a new machine), so `report` gives the same table; what goes is the
+    chance to score those checkpoints on other text. The run's folder lock is taken first. Returns bytes freed."""
+    from gpt2lab.checkpoint import complete_checkpoints
+    from gpt2lab.files import FolderLock
+
+    def size(path: Path) -> int:
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and f.stat().st_nlink == 1)
+
+    lock = FolderLock(run, "the run directory", remedy="prune it once that run has finished").acquire()
+    try:
+        doomed = complete_checkpoints(run)[1:] + [r / "checkpoints" for r in sorted(run.glob("replays/*"))
+                                                     if (r / "checkpoints").is_dir()]
+        freed = 0
+        for path in doomed:
+            freed += size(path)
+            shutil.rmtree(path)
+        return freed
+    finally:
+        lock.release()
+
+
+def thin(work: Path, names: list[str], cpus: str, final: bool = False) -> None:
     """`gpt2lab thin` on finished runs (all, or the run folders named): every checkpoint but the final one, and
     every replay's, reduced to its weights, which is all scoring needs (a third of the disk). A contender's
     crossing is resolved first (scored, and replayed when its bracket is too wide), since a replay needs the
@@ -68,6 +94,8 @@ def thin(work: Path, names: list[str], cpus: str) -> None:
         freed = thin_run(run, keep=1)["freed_bytes"] if (run / "checkpoints").is_dir() else 0
         freed += sum(thin_run(replay, keep=0)["freed_bytes"] for replay in sorted(run.glob("replays/*"))
                      if (replay / "checkpoints").is_dir())
+        if final:
+            freed += final_only(run)
         print(f"{run.name}: {freed / 2**30:.2f} GiB freed", flush=True)
 
 
@@ -83,6 +111,9 @@ def main() -> None:
                         help="run, queue: fp32 trains a check of what the lab's bf16 changes, in a folder of its own "
                              "(NAME-HORIZON-seedSEED-fp32); it never enters the lab's tables, only their fp32 check")
     parser.add_argument("--no-report", action="store_true", help="run, queue: train only (report later, elsewhere)")
+    parser.add_argument("--final-only", action="store_true",
+                        help="thin: keep only each finished run's final checkpoint (its crossing resolved first; what "
+                             "was scored stays in its caches), for a disk too small for every evaluation point's")
     args = parser.parse_args()
     try:
         threads_of(args.cpus)  # a typo in --cpus stops here (one line, exit 2), before anything runs
@@ -117,7 +148,7 @@ def main() -> None:
             run_folders(work, args.names)
         except ValueError as bad:
             parser.error(str(bad))
-        thin(work, args.names, args.cpus)
+        thin(work, args.names, args.cpus, args.final_only)
         return
     elif args.what == "restore":  # a new machine: the committed runs' records into the work folder
         names = restore(work)

@@ -264,6 +264,38 @@ def test_thin_resolves_a_crossing_before_it_reduces_finished_runs_to_weights(wor
     assert len(calls) == 1 and cross["bracket"] == [112, 128] and "replay" not in cross
 
 
+def test_thin_final_only_keeps_the_final_checkpoint_and_the_same_crossing(work, monkeypatch):
+    """`thin --final-only` (a full disk): the crossing resolved first, then every checkpoint but the final one and
+    every replay's deleted; the records and scoring caches stay, so the crossing reads the same with nothing
+    trained or scored again, and the final checkpoint can still be scored on other text."""
+    run = write_run(work, "speedrun-cpu", 1339, lambda s: 6 - 4 * s / STEPS, FAST, clocks=(3.0, 2.0), every=1)
+    kept = [micro_checkpoint(run, s) for s in (112, 128, STEPS)]
+    replay = run / "replays" / "from_00000112_every_4"
+    calls = []
+    monkeypatch.setattr(lab.data, "prepare_data", lambda w: (w / "data", w / "scoring"))
+
+    def replayed(work_, out, sets, *a, **k):  # the replay as gpt2lab trains it: checkpoints and its records
+        calls.append(out)
+        for step in (116, 120, 124):  # to run.stop_at_step, the last before the bracket's end
+            micro_checkpoint(out, step)
+        (out / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 6 - 4 * s / STEPS + 0.1}) + "\n"
+                                                   for s in range(113, 125)))
+
+    monkeypatch.setattr(lab.runs, "gpt2lab_train", replayed)
+    replay.mkdir(parents=True)  # what scoring the replay's checkpoints will give
+    (replay / "scoring.json").write_text(json.dumps({"step_00000116": 5.5, "step_00000120": 5.47,
+                                                          "step_00000124": 5.45}))
+    monkeypatch.setattr(lab.scoring, "score", lambda w, checkpoint, cpus: json.loads(
+        (checkpoint.parent.parent / "scoring.json").read_text())[checkpoint.name])
+    before = lab.crossing(work, run, 5.5, cpus="", guess_step=116)
+    quality_lab.thin(work, [run.name], cpus="", final=True)
+    assert [p.is_dir() for p in kept] == [False, False, True] and not (replay / "checkpoints").exists()
+    assert calls == [replay], calls
+    assert (replay / "metrics.jsonl").is_file() and (run / "scoring.json").is_file()
+    assert lab.crossing(work, run, 5.5, cpus="", guess_step=116) == before and len(calls) == 1
+    assert before["replay"]["every"] == 4 and before["bracket"] == [112, 116]
+
+
 def test_thin_leaves_a_contender_whole_while_its_horizon_has_no_target(tmp_path, capsys):
     from gpt2lab.checkpoint import holds_training_state
 
