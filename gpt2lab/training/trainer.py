@@ -36,6 +36,7 @@ from ..model import GPT, model_shapes
 from ..runtime import deterministic_algorithms, resolve_runtime, rng_state, seed_everything
 from .autobatch import tune_micro_batch
 from .batch_ramp import BatchRamp
+from .disk import disk_note
 from .distributed import (full_value, gradient_sync, init_distributed, local_device,
                           shutdown, start_settings, wrap_model)
 from .guards import LossGuard, UtilizationGuard, check_placement, check_step_placement
@@ -439,6 +440,11 @@ class Trainer(RunFolder, Resuming):
         unread = self.train_windows.reach_note()
         if unread:
             self.echo(f"warning: {unread}")
+        ck = cfg.checkpoint
+        short = self.dist.is_main and disk_note(self.run_dir, ck.every, ck.keep_last, ck.keep_every, ck.older,
+                                                self.last_step(), 4 * self.model.num_params(), self.state_bytes)
+        if short:
+            self.echo(f"warning: {short}")
         if self.plan:
             self.echo(f"time budget: {cfg.schedule.time_budget_s:,.0f} s; the run is planned from the measured step "
                       f"time so that the {cfg.schedule.decay} decay ends at the deadline (at most {cfg.schedule.max_steps:,} steps)")
