@@ -38,6 +38,12 @@ class Mutant:
 
 M = Mutant
 MUTANTS = [
+    M("disk-estimate-forgets-thinned-weights", "gpt2lab/training/disk.py",
+      'thinned = len(steps) - len(kept) if older == "weights" else 0', "thinned = 0", ("test_disk.py",)),
+    M("disk-note-never-said", "gpt2lab/training/disk.py", "    if need <= free:\n", "    if True:\n", ("test_disk.py",)),
+    M("cpu-watch-counts-the-neighbours-core", "gpt2lab/training/loop.py",
+      "taken = 0.0 if others is None else (others * cores - (cores - used)) / used", "taken = others or 0.0",
+      ("test_trainer.py::test_only_the_cores_a_run_may_use_are_watched",)),
     M("plan-precision-always-bf16", "gpt2lab/commands/plan.py",
       'return "bf16" if gpu.bf16 is not None else "fp16"', 'return "bf16"', ("test_plan.py",)),
     M("plan-compile-ignores-run-length", "gpt2lab/commands/plan.py",

@@ -289,7 +289,7 @@ def test_threads_are_set_and_a_shared_cpu_is_named(data_dir, tmp_path, monkeypat
     import torch
 
     readings = iter([(1000, 2000), (1000, 4000)])  # every tick of the run's time busy, none of it this process's
-    monkeypatch.setattr(steal, "idle_ticks", lambda path=None: next(readings, (1000, 4000)))
+    monkeypatch.setattr(steal, "idle_ticks", lambda path=None, cpus=None: next(readings, (1000, 4000)))
     monkeypatch.setattr(steal, "cpu_ticks", lambda path=None: None)
     before = torch.get_num_threads()
     messages = []
@@ -299,7 +299,25 @@ def test_threads_are_set_and_a_shared_cpu_is_named(data_dir, tmp_path, monkeypat
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    assert any("other processes used" in m and "--threads 1" in m for m in messages)
+    assert any("other processes used" in m and "with 1 thread:" in m and "taskset -c" in m for m in messages)
+
+
+def test_only_the_cores_a_run_may_use_are_watched(tmp_path):
+    """A run pinned to one core is watched on that core's /proc/stat line, and a neighbour on another core is no
+    contention: others count only beyond the cores this run's threads leave them."""
+    from gpt2lab.metrics.steal import idle_ticks
+    from gpt2lab.training.loop import contention
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  10 0 10 70 10 0 0 0 0 0\ncpu0 5 0 5 30 10 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\nintr 1\n")
+    assert idle_ticks(stat) == (80, 100) and idle_ticks(stat, cpus={1}) == (40, 50)
+    assert idle_ticks(stat, cpus={0, 1}) == (80, 100) and idle_ticks(stat, cpus={7}) is None
+    assert contention(None, 0.5, cores=2, threads=1) is None  # the neighbour had the other core
+    assert contention(None, 0.77, cores=2, threads=1).startswith("other processes used 77% of the 2 CPUs")
+    assert contention(None, 0.3, cores=1, threads=1) == "other processes used 30% of the 1 CPU this run may use"
+    assert contention(None, 0.1, cores=1, threads=1) is None
+    assert contention(None, 0.3, cores=2, threads=2) and contention(None, 0.2, cores=2, threads=2) is None
+    assert contention(0.12, None, cores=2, threads=2) == "the hypervisor took 12% of the CPU"
 
 
 def test_deterministic_runs_match_bit_for_bit(data_dir, tmp_path):

@@ -35,13 +35,26 @@ def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -
     return max(0, after[0] - before[0]) / (after[1] - before[1])
 
 
-def idle_ticks(path: Path = PROC_STAT) -> tuple[int, int] | None:
-    """(idle + iowait ticks, all ticks) summed over CPUs since boot, or None where the kernel does not say."""
+def idle_ticks(path: Path = PROC_STAT, cpus: set[int] | None = None) -> tuple[int, int] | None:
+    """(idle + iowait ticks, all ticks) since boot, summed over all CPUs or over the CPUs in `cpus` (the ones a
+    pinned process may run on: its cpuN lines), or None where the kernel does not say."""
     try:
-        counts = [int(v) for v in path.read_text().splitlines()[0].split()[1:9]]
-    except (OSError, IndexError, UnicodeDecodeError, ValueError):
+        lines = [line.split() for line in path.read_text().splitlines() if line.startswith("cpu")]
+    except (OSError, UnicodeDecodeError):
         return None
-    return (counts[3] + counts[4], sum(counts)) if len(counts) == 8 else None
+    wanted = lines[:1] if cpus is None else [f for f in lines if f[0][3:].isdigit() and int(f[0][3:]) in cpus]
+    if not wanted:
+        return None
+    idle = every = 0
+    for fields in wanted:
+        try:
+            counts = [int(v) for v in fields[1:9]]
+        except ValueError:
+            return None
+        if len(counts) != 8:
+            return None
+        idle, every = idle + counts[3] + counts[4], every + sum(counts)
+    return idle, every
 
 
 def others_share(before: tuple[int, int] | None, after: tuple[int, int] | None, own_cpu_s: float) -> float | None:

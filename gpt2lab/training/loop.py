@@ -19,20 +19,36 @@ OVERSUBSCRIPTION_STEPS = 10  # steps watched before judging whether the CPU was 
 
 
 class CpuWatch:
-    """Other processes' and the hypervisor's share of the CPU since it was started (Linux /proc/stat)."""
+    """Other processes' and the hypervisor's share of the CPUs this process may run on (its affinity: a run pinned
+    with taskset is watched on its own cores, not on a neighbour's) since it was started (Linux /proc/stat)."""
 
     def __init__(self):
         from ..metrics.steal import cpu_ticks, idle_ticks
 
-        self.ticks, self.idle, self.own = cpu_ticks(), idle_ticks(), time.process_time()
+        self.cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        self.ticks, self.idle, self.own = cpu_ticks(), idle_ticks(cpus=self.cpus), time.process_time()
 
-    def verdict(self) -> str | None:
-        from ..metrics.cpu_peak import busy_reason
+    def verdict(self, threads: int) -> str | None:
         from ..metrics.steal import cpu_ticks, idle_ticks, others_share, steal_share
 
-        reason = busy_reason(steal_share(self.ticks, cpu_ticks()),
-                             others_share(self.idle, idle_ticks(), time.process_time() - self.own))
-        return reason.replace(" while probing", "") if reason else None
+        others = others_share(self.idle, idle_ticks(cpus=self.cpus), time.process_time() - self.own)
+        return contention(steal_share(self.ticks, cpu_ticks()), others, len(self.cpus or ()) or os.cpu_count() or 1,
+                          threads)
+
+
+def contention(steal: float | None, others: float | None, cores: int, threads: int) -> str | None:
+    """Why this run's threads waited, or None: the hypervisor took more than BUSY_STEAL of the CPU, or other
+    processes took more than BUSY_OTHERS of what this run's threads needed, beyond the cores it left them
+    (`others`: their share of the `cores` this process may run on)."""
+    from ..metrics.cpu_peak import BUSY_OTHERS, BUSY_STEAL
+
+    if steal is not None and steal > BUSY_STEAL:
+        return f"the hypervisor took {steal:.0%} of the CPU"
+    used = min(threads, cores)
+    taken = 0.0 if others is None else (others * cores - (cores - used)) / used  # of the cores this run's threads need
+    if taken > BUSY_OTHERS:
+        return f"other processes used {others:.0%} of the {cores} CPU{'s' if cores > 1 else ''} this run may use"
+    return None
 
 
 class LoopHost(Protocol):
@@ -181,15 +197,22 @@ class Loop:
         return r
 
     def _note_oversubscription(self, step: int) -> None:
-        """On a CPU, once: say so when other processes (or the hypervisor) took a large share of the CPU while
-        this run trained with torch's threads on every core: its step time is then mostly waiting."""
-        if self.cpu_watch is None or step - self.start_step < OVERSUBSCRIPTION_STEPS:
+        """On a CPU, once: say so when other processes (or the hypervisor) took a large share of the cores this
+        run's threads needed: its step time is then mostly waiting. Watched from the end of the first step when
+        it compiles (the compiler's worker processes are this run's, not a neighbour's)."""
+        if self.cpu_watch is None:
             return
-        note, self.cpu_watch = self.cpu_watch.verdict(), None
+        if self.t.runtime.compile and step == self.start_step + 1:
+            self.cpu_watch = CpuWatch()
+        if step - self.start_step < OVERSUBSCRIPTION_STEPS:
+            return
+        threads = torch.get_num_threads()
+        note, self.cpu_watch = self.cpu_watch.verdict(threads), None
         if note:
-            self.t.echo(f"warning: {note} while training with {torch.get_num_threads()} threads on "
-                        f"{os.cpu_count()} cores: steps are slowed by waiting; try --threads 1 (or fewer) or a "
-                        "quieter machine")
+            advice = (f"try fewer threads (--threads {threads - 1}) or a quieter machine" if threads > 1 else
+                      "try a quieter machine, or a core of its own (taskset -c N)")
+            self.t.echo(f"warning: {note} while training with {threads} thread{'s' if threads > 1 else ''}: "
+                        f"steps are slowed by waiting; {advice}")
 
     def _note_compile(self, r: dict) -> None:
         """With torch.compile the first step includes compilation: say how long it took, apart from step time."""
