@@ -43,7 +43,10 @@ def disk_note(run_dir: Path, every: int | None, keep_last: int | None, keep_ever
     need = checkpoints_bytes(saved_steps(every, last), keep_last, keep_every, older, weights, state)
     need -= folder_bytes(run_dir / CHECKPOINTS)
     where = next((p for p in (run_dir, *run_dir.parents) if p.exists()), run_dir)
-    free = shutil.disk_usage(where).free
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:  # a file system that does not say: the save itself will tell, as before
+        return None
     if need <= free:
         return None
     return (f"this run's checkpoints need about {need / GB:.1f} GB more and {where} has {free / GB:.1f} GB free: "
