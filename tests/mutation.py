@@ -50,6 +50,8 @@ MUTANTS = [
       "if tokens < COMPILE_MIN_TOKENS_CUDA:", "if tokens < 0:", ("test_plan.py",)),
     M("cli-broken-pipe-traceback", "gpt2lab/cli.py", "except BrokenPipeError:", "except ZeroDivisionError:",
       ("test_cli.py::test_output_into_a_closed_pipe_ends_quietly",)),
+    M("lab-ramp-only-as-the-last-technique", "bench/lab/runs.py", 'if "ramp" in techniques:',
+      'if name.endswith("+ramp"):', ("test_quality_lab.py",)),
     M("lab-trend-predicts-at-the-longest", "bench/lab/trend.py",
       "math.log2(longest * LONGER)", "math.log2(longest)", ("test_quality_lab.py",)),
     M("lab-median-step-is-the-mean", "bench/lab/tables.py",

@@ -203,6 +203,9 @@ def test_a_replay_trains_the_stretch_again_from_the_kept_checkpoint(work, monkey
     assert warm[-1] == "optim.muon.momentum_warmup_steps=341" and "model.value_embeds=2" in warm
     ramp = lab.run_sets(work, "speedrun-cpu+ve2+ramp", "1M", 1337)  # the batch ramp too: the first quarter
     assert ramp[-1] == "schedule.batch_ramp_steps=128" and "run.micro_batch=2" in ramp and "model.value_embeds=2" in ramp
+    both = lab.run_sets(work, "speedrun-cpu+ve2+ramp+mwarm", "1M", 1337)  # the two ramps together, each its own
+    assert both[-2:] == ["schedule.batch_ramp_steps=128", "optim.muon.momentum_warmup_steps=85"] and "run.micro_batch=2" in both
+    assert not any("ramp_steps" in s or "momentum_warmup" in s for s in lab.run_sets(work, "speedrun-cpu+ve2", "1M", 1337))
     assert sets[-4:] == ["checkpoint.every=4", "eval.every=none", "log.every=none", "run.stop_at_step=124"]
     assert kw["log_name"] == "speedrun-cpu-1M-seed1339-replay-112"
     # nothing was trained here, so the replay has no checkpoints: the two kept ones still bracket the crossing

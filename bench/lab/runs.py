@@ -64,9 +64,10 @@ def run_sets(work: Path, name: str, horizon: str, seed: int, precision: str = "b
             f"checkpoint.keep_every={steps // WHOLE}", "checkpoint.older=weights", *CONTENDERS[name]["sets"]]
     if name.startswith(("baseline-", "adamw-groups")):  # the baseline's warmup scales with its horizon (32 steps at 1M, as in v1)
         sets.append(f"schedule.warmup_steps={steps // 16}")
-    if name.endswith("+ramp"):  # the batch grows over the first quarter of the horizon
+    techniques = name.split("+")[1:]
+    if "ramp" in techniques:  # the batch grows over the first quarter of the horizon
         sets.append(f"schedule.batch_ramp_steps={steps // 4}")
-    if name.endswith("+mwarm"):  # Muon's momentum rises over the first sixth of the horizon
+    if "mwarm" in techniques:  # Muon's momentum rises over the first sixth of the horizon
         sets.append(f"optim.muon.momentum_warmup_steps={steps // 6}")
     if precision != "bf16":
         sets.append(f"run.precision={precision}")
