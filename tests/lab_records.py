@@ -9,16 +9,16 @@ STEPS = lab.steps_of("1M")  # 512 steps of 2,048 tokens
 
 
 def write_run(work, name, seed, loss_at, scored, clocks=(1.0, None), threads=1, every=16, device="AMD EPYC",
-              precision="bf16"):
-    """A finished 1M run (in its precision's folder): a record every `every` steps (real runs record every step) with `loss_at(step)` on the
-    tuning split, `scored` (step -> scoring-split loss) in its scoring cache, and `clocks`: (wall seconds, CPU
-    seconds or None) per step."""
-    run = lab.run_dir(work, name, "1M", seed, precision)
+              precision="bf16", horizon="1M"):
+    """A finished run at `horizon` (in its precision's folder): a record every `every` steps (real runs record
+    every step) with `loss_at(step)` on the tuning split, `scored` (step -> scoring-split loss) in its scoring
+    cache, and `clocks`: (wall seconds, CPU seconds or None) per step."""
+    run = lab.run_dir(work, name, horizon, seed, precision)
     run.mkdir(parents=True)
     (run / "device.json").write_text(json.dumps({"type": "cpu", "name": device, "threads": threads}))
     wall, cpu = clocks
     with open(run / "metrics.jsonl", "w") as f:
-        for step in range(every, STEPS + 1, every):
+        for step in range(every, lab.steps_of(horizon) + 1, every):
             record = {"step": step, "tokens": step * lab.TOKENS_PER_STEP, "elapsed": wall * step,
                       "loss": loss_at(step) + 0.1, "val_loss": loss_at(step)}
             if cpu is not None:

@@ -37,7 +37,8 @@ def test_the_target_is_the_best_baselines_scoring_loss_and_the_crossing_is_inter
     # the best recipe is judged on its worst seed against the horizon's goal (1M: <= 0.20 of the tokens)
     assert table["best_recipe"] == {"name": "speedrun-cpu", "worst_token_ratio": 0.227,
                                     "worst_time_ratio": round(3.0 * 116 / 1024, 3), "seeds": [1337, 1338],
-                                    "goal": {"token": 0.20}, "goal_met": {"token": False}, "all_met": False}
+                                    "goal": {"token": 0.20}, "goal_met": {"token": False}, "all_met": False,
+                                    "scheduled_shorter": []}  # nothing is shorter than 1M
 
 
 def with_step_times(run, typical, bursts=()):
@@ -149,6 +150,42 @@ def test_a_contender_that_never_reaches_the_target_has_no_ratio(work):
     rows = {c["name"]: c for c in lab.horizon_table(work, "1M", cpus="")["contenders"]}
     (row,) = rows["speedrun-cpu+skips"]["per_seed"]
     assert row["crossing"] is None and "token_ratio" not in row and rows["speedrun-cpu+skips"]["worst_token_ratio"] is None
+
+
+def test_the_recipe_scheduled_for_a_shorter_horizon_is_scored_against_the_longer_target(work, monkeypatch):
+    four = lab.steps_of("4M")  # a 4M lab beside the 1M one: its sweep (1.2e-3 best; target 4.5) and the recipe
+    for lr, drop, final in (("0.0006", 0.8, 4.7), ("0.0012", 1.0, 4.5), ("0.0024", 0.9, 4.6)):
+        write_run(work, f"baseline-lr{lr}", 1337, lambda s, d=drop: 5.5 - d * s / four, {four: final},
+                  clocks=(2.0, None), every=64, horizon="4M")
+    for seed in lab.SEEDS:
+        write_run(work, "speedrun-cpu", seed, lambda s: 6 - 2.5 * s / four, {1024: 4.6, 1088: 4.4, four: 3.5},
+                  clocks=(3.0, None), every=64, horizon="4M")
+    one = lab.run_dir(work, "speedrun-cpu", "1M", 1337)  # the 1M seed 1337 scored late in its decay too
+    cache = json.loads((one / "scoring.json").read_text())
+    (one / "scoring.json").write_text(json.dumps({**cache, "step_00000384": 4.6, "step_00000448": 4.4}))
+    whole = one / "checkpoints" / "step_00000384"  # a checkpoint a replay could start from: none is trained
+    whole.mkdir(parents=True)
+    (whole / "COMPLETE").write_text("{}")
+    (whole / "model.safetensors").write_bytes(b"")
+    calls = []
+    monkeypatch.setattr(lab.runs, "gpt2lab_train", lambda *a, **k: calls.append(a))
+    table = lab.horizon_table(work, "4M", cpus="")
+    assert table["baseline"]["target"] == 4.5 and table["best_recipe"]["name"] == "speedrun-cpu"
+    first, second = table["best_recipe"]["scheduled_shorter"]
+    # seed 1337's 1M run crosses 4.5 halfway from step 384 (4.6) to 448 (4.4): 416 steps of the 4M horizon's 2,048
+    assert (first["horizon"], first["seed"], first["final_scoring_loss"]) == ("1M", 1337, 4.0)
+    assert first["crossing"]["bracket"] == [384, 448] and first["token_ratio"] == round(416 / four, 3)
+    assert first["time_ratio"] == round(3.0 * 416 / (2.0 * four), 3) and first["time_baseline_seeds"] == [1337]
+    # interpolated, never replayed, though the bracket is 15% of the crossing's tokens wide
+    assert first["crossing"]["resolution"] > lab.RESOLUTION and "replay" not in first["crossing"] and calls == []
+    # seed 1338 has only 128 (5.44) and the end (4.0) around it
+    assert second["crossing"]["bracket"] == [128, STEPS]
+    assert second["token_ratio"] == round((128 + (5.44 - 4.5) / (5.44 - 4.0) * 384) / four, 3)
+    base = lab.run_dir(work, "baseline-lr0.0012", "4M", 1337)  # a target the shorter runs never reach
+    (base / "scoring.json").write_text(json.dumps({f"step_{four:08d}": 3.9}))
+    rows = lab.horizon_table(work, "4M", cpus="")["best_recipe"]["scheduled_shorter"]
+    assert [(r["final_scoring_loss"], r["crossing"]) for r in rows] == [(4.0, None), (4.0, None)]
+    assert not any("token_ratio" in r for r in rows)
 
 
 @pytest.mark.parametrize("cpus", ["0,x", "1-0", "-1", "0;1"])

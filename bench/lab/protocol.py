@@ -25,6 +25,8 @@ Protocol (fixed; every number in the JSON can be checked on its own):
              speedrun-cpu+ve2-muonLR, -headLR (the best recipe with Muon's or the head's LR moved: tuning
              points, chosen on the tuning split)
   tokens     read from each run's records (a ramped batch takes fewer tokens per step early on)
+  shorter    the best recipe's runs scheduled for a shorter horizon, scored against a longer horizon's target
+             (interpolated between their kept checkpoints): what a run planned for the target would take
   reference  unigram and bigram losses of the training text on the scoring split, beside every table
   resume     every run continues from its own latest checkpoint (gpt2lab train --resume); `report` reads whatever
              has finished; a stopped lab started again skips what is done

@@ -67,11 +67,12 @@ def first_below(work: Path, kept: list[tuple[int, Path]], target: float, cpus: s
     return i + 1
 
 
-def crossing(work: Path, run: Path, target: float, cpus: str, guess_step: float | None = None) -> dict | None:
+def crossing(work: Path, run: Path, target: float, cpus: str, guess_step: float | None = None,
+             resolve: bool = True) -> dict | None:
     """Where the run first reaches `target` on the scoring split, interpolated in tokens and in the run's own
     elapsed seconds between the two kept checkpoints around it, then refined (see `refine`) when those two are
-    more than RESOLUTION of the crossing's tokens apart. The search starts at the checkpoint nearest
-    `guess_step` (where the tuning-split curve crosses)."""
+    more than RESOLUTION of the crossing's tokens apart and `resolve` asks for it. The search starts at the
+    checkpoint nearest `guess_step` (where the tuning-split curve crosses)."""
     kept = checkpoints(run)
     if not kept or score(work, kept[-1][1], cpus) > target:
         return None
@@ -84,7 +85,7 @@ def crossing(work: Path, run: Path, target: float, cpus: str, guess_step: float 
         return {"tokens": by_step[step_hi]["tokens"], "seconds": by_step[step_hi]["elapsed"],
                 **_cpu(by_step[step_hi].get("cpu_seconds")), "bracket": [None, step_hi]}
     coarse = interpolate(by_step, (kept[hi - 1][0], score(work, kept[hi - 1][1], cpus)), (step_hi, loss_hi), target)
-    if coarse["resolution"] <= RESOLUTION:
+    if coarse["resolution"] <= RESOLUTION or not resolve:
         return coarse
     return refine(work, run, target, cpus, coarse, by_step) or coarse
 

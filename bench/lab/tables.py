@@ -87,7 +87,33 @@ def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
                                     "worst_token_ratio": None if None in worst else max(worst),
                                     "worst_time_ratio": None if None in worst else max(r["time_ratio"] for r in rows)})
     table["best_recipe"] = best_recipe(table["contenders"], horizon)
+    if table["best_recipe"]:
+        table["best_recipe"]["scheduled_shorter"] = scheduled_shorter(work, table["best_recipe"]["name"], horizon,
+                                                                      target, base_runs, cpus)
     return table
+
+
+def scheduled_shorter(work: Path, name: str, horizon: str, target: float, base_runs: list[Path], cpus: str) -> list[dict]:
+    """The recipe's runs scheduled for a shorter horizon (their decay ends there) against this horizon's target:
+    where each reaches it, as a share of this horizon's tokens and of the baseline's seconds (the same processor's
+    seeds). A run in its stable phase at this horizon's crossing has not decayed yet; one scheduled to end sooner
+    shows what a user who plans for the target would pay. Interpolated between kept checkpoints, not replayed
+    (its resolution is in the crossing: a run restored from its records has only the checkpoints it scored)."""
+    rows = []
+    shorter = [h for h in HORIZONS if h != "smoke" and HORIZONS[h] < HORIZONS[horizon]]
+    for h in shorter:
+        for seed, run in finished_seeds(work, name, h).items():
+            final = score(work, checkpoints(run)[-1][1], cpus)
+            cross = locate(work, run, target, base_runs, cpus, resolve=False)[0] if final <= target else None
+            row = {"horizon": h, "seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross}
+            if cross:
+                same = [r for r in base_runs if processor_of(r) == processor_of(run)] or base_runs
+                seconds = sum(read_metrics(r)[-1]["elapsed"] for r in same) / len(same)
+                row.update(token_ratio=round(cross["tokens"] / HORIZONS[horizon], 3),
+                           time_ratio=round(cross["seconds"] / seconds, 3),
+                           time_baseline_seeds=[parse_run_name(r.name)[2] for r in same])
+            rows.append(row)
+    return rows
 
 
 def step_at(run: Path, tokens: float) -> int:
@@ -97,12 +123,13 @@ def step_at(run: Path, tokens: float) -> int:
     return next((r["step"] for r in records if r.get("tokens", 0) >= tokens), records[-1]["step"])
 
 
-def locate(work: Path, run: Path, target: float, base_runs: list[Path], cpus: str) -> tuple[dict | None, float | None]:
+def locate(work: Path, run: Path, target: float, base_runs: list[Path], cpus: str,
+           resolve: bool = True) -> tuple[dict | None, float | None]:
     """The run's crossing of `target` on the scoring split, searched from where its tuning-split curve reaches the
     baseline's final tuning loss, and that tuning-split crossing in tokens (None when it never gets there)."""
     tuning = curve_of(run)
     t = reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
-    return crossing(work, run, target, cpus, None if t is None else step_at(run, t)), t
+    return crossing(work, run, target, cpus, None if t is None else step_at(run, t), resolve), t
 
 
 def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, base_runs: list[Path],
