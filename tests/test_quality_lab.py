@@ -162,8 +162,9 @@ def test_the_recipe_scheduled_for_a_shorter_horizon_is_scored_against_the_longer
                   clocks=(3.0, None), every=64, horizon="4M")
     one = lab.run_dir(work, "speedrun-cpu", "1M", 1337)  # the 1M seed 1337 scored late in its decay too
     cache = json.loads((one / "scoring.json").read_text())
-    (one / "scoring.json").write_text(json.dumps({**cache, "step_00000384": 4.6, "step_00000448": 4.4}))
-    whole = one / "checkpoints" / "step_00000384"  # a checkpoint a replay could start from: none is trained
+    (one / "scoring.json").write_text(json.dumps({**cache, "step_00000400": 4.52, "step_00000416": 4.48}))
+    whole = lab.run_dir(work, "speedrun-cpu", "1M", 1338) / "checkpoints" / "step_00000128"  # a replay could start
+    # from it, but none is trained
     whole.mkdir(parents=True)
     (whole / "COMPLETE").write_text("{}")
     (whole / "model.safetensors").write_bytes(b"")
@@ -172,15 +173,15 @@ def test_the_recipe_scheduled_for_a_shorter_horizon_is_scored_against_the_longer
     table = lab.horizon_table(work, "4M", cpus="")
     assert table["baseline"]["target"] == 4.5 and table["best_recipe"]["name"] == "speedrun-cpu"
     first, second = table["best_recipe"]["scheduled_shorter"]
-    # seed 1337's 1M run crosses 4.5 halfway from step 384 (4.6) to 448 (4.4): 416 steps of the 4M horizon's 2,048
+    # seed 1337's 1M run crosses 4.5 halfway from step 400 (4.52) to 416 (4.48): 408 steps of the 4M horizon's 2,048
     assert (first["horizon"], first["seed"], first["final_scoring_loss"]) == ("1M", 1337, 4.0)
-    assert first["crossing"]["bracket"] == [384, 448] and first["token_ratio"] == round(416 / four, 3)
-    assert first["time_ratio"] == round(3.0 * 416 / (2.0 * four), 3) and first["time_baseline_seeds"] == [1337]
-    # interpolated, never replayed, though the bracket is 15% of the crossing's tokens wide
-    assert first["crossing"]["resolution"] > lab.RESOLUTION and "replay" not in first["crossing"] and calls == []
-    # seed 1338 has only 128 (5.44) and the end (4.0) around it
-    assert second["crossing"]["bracket"] == [128, STEPS]
+    assert first["crossing"]["bracket"] == [400, 416] and first["token_ratio"] == round(408 / four, 3)
+    assert first["time_ratio"] == round(3.0 * 408 / (2.0 * four), 3) and first["time_baseline_seeds"] == [1337]
+    assert first["resolved"]  # 16 of 408 steps: within RESOLUTION
+    # seed 1338 has only 128 (5.44) and the end (4.0) around it: interpolated, flagged, never replayed
+    assert second["crossing"]["bracket"] == [128, STEPS] and not second["resolved"]
     assert second["token_ratio"] == round((128 + (5.44 - 4.5) / (5.44 - 4.0) * 384) / four, 3)
+    assert "replay" not in second["crossing"] and calls == []
     base = lab.run_dir(work, "baseline-lr0.0012", "4M", 1337)  # a target the shorter runs never reach
     (base / "scoring.json").write_text(json.dumps({f"step_{four:08d}": 3.9}))
     rows = lab.horizon_table(work, "4M", cpus="")["best_recipe"]["scheduled_shorter"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.report.compare import curve_of, reach
 
-from .protocol import CONTENDERS, GOALS, HORIZONS, SEEDS, TOKENS_PER_STEP, parse_run_name, run_dir, steps_of
+from .protocol import CONTENDERS, GOALS, HORIZONS, RESOLUTION, SEEDS, TOKENS_PER_STEP, parse_run_name, run_dir, steps_of
 from .runs import finished, processor_of, threads_of_run
 from .scoring import checkpoints, crossing, score
 
@@ -109,7 +109,8 @@ def scheduled_shorter(work: Path, name: str, horizon: str, target: float, base_r
             if cross:
                 same = [r for r in base_runs if processor_of(r) == processor_of(run)] or base_runs
                 seconds = sum(read_metrics(r)[-1]["elapsed"] for r in same) / len(same)
-                row.update(token_ratio=round(cross["tokens"] / HORIZONS[horizon], 3),
+                row.update(resolved=cross["resolution"] <= RESOLUTION,  # else its kept checkpoints are too sparse
+                           token_ratio=round(cross["tokens"] / HORIZONS[horizon], 3),
                            time_ratio=round(cross["seconds"] / seconds, 3),
                            time_baseline_seeds=[parse_run_name(r.name)[2] for r in same])
             rows.append(row)
