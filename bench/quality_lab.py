@@ -7,7 +7,8 @@ is one thread on CPU 1, as every 1M and 4M run; `--cpus 0,1` two threads, to bri
   python bench/quality_lab.py queue baseline-lr0.0012@4M speedrun-cpu@4M     # one after another
   python bench/quality_lab.py score RUN/checkpoints/step_N ...   # score ahead of `report`, on --cpus
   python bench/quality_lab.py report        # a horizon with no runs here keeps the newest earlier report's table
-  python bench/quality_lab.py thin [RUN ...] # finished runs: crossings resolved, then checkpoints but the last to weights
+  python bench/quality_lab.py thin [RUN ...] # finished runs: crossings resolved and records saved to the results,
+                                           # then checkpoints but the last to weights
   python bench/quality_lab.py thin RUN --final-only  # a full disk: the final checkpoint alone (scores stay cached)
   python bench/quality_lab.py restore      # a new machine: the committed runs' records back into the work folder
   python bench/quality_lab.py queue baseline-lr0.0012@1M --precision fp32  # a CPU without bf16 units: fp32 twins
@@ -28,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from bench.lab import ngram_losses, report, restore, score, threads_of, train  # noqa: E402
 from bench.lab.protocol import SEEDS, HORIZONS, parse_run_name  # noqa: E402
-from bench.lab.runs import finished  # noqa: E402
+from bench.lab.runs import finished, save_run  # noqa: E402
 from bench.lab.tables import locate, target_of  # noqa: E402
 
 
@@ -68,12 +69,15 @@ def final_only(run: Path) -> int:
         lock.release()
 
 
-def thin(work: Path, names: list[str], cpus: str, final: bool = False) -> None:
+def thin(work: Path, names: list[str], cpus: str, final: bool = False, records: Path | None = None) -> None:
     """`gpt2lab thin` on finished runs (all, or the run folders named): every checkpoint but the final one, and
     every replay's, reduced to its weights, which is all scoring needs (a third of the disk). A contender's
     crossing is resolved first (scored, and replayed when its bracket is too wide), since a replay needs the
     training state of the checkpoint it starts from; a contender whose horizon has no target yet is left whole.
-    A crossing that later moves (a new baseline in the sweep) past a thinned checkpoint keeps its coarse bracket."""
+    A baseline's horizon has its target scored first (the best baseline's finals). A crossing that later moves (a
+    new baseline in the sweep) past a thinned checkpoint keeps its coarse bracket. Each run so resolved has its
+    records saved into `records` at once (the committed results folder), not at the next `report`: a session cut
+    off before it commits leaves them as changes in the tree, while the work folder is lost with the machine."""
     from gpt2lab.commands.thin import thin_run
 
     for run in sorted(work.glob("runs/*")) if not names else run_folders(work, names):
@@ -91,6 +95,10 @@ def thin(work: Path, names: list[str], cpus: str, final: bool = False) -> None:
                 print(f"{run.name}: no baseline has finished at {horizon}, so its crossing is not known; left whole")
                 continue
             locate(work, run, target, base_runs, cpus)
+        else:
+            target_of(work, horizon, cpus)
+        if records is not None:
+            save_run(run, records / run.name)
         freed = thin_run(run, keep=1)["freed_bytes"] if (run / "checkpoints").is_dir() else 0
         freed += sum(thin_run(replay, keep=0)["freed_bytes"] for replay in sorted(run.glob("replays/*"))
                      if (replay / "checkpoints").is_dir())
@@ -148,7 +156,7 @@ def main() -> None:
             run_folders(work, args.names)
         except ValueError as bad:
             parser.error(str(bad))
-        thin(work, args.names, args.cpus, args.final_only)
+        thin(work, args.names, args.cpus, args.final_only, ROOT / "bench" / "results" / "quality_lab_runs")
         return
     elif args.what == "restore":  # a new machine: the committed runs' records into the work folder
         names = restore(work)

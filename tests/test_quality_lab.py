@@ -178,6 +178,8 @@ def test_the_recipe_scheduled_for_a_shorter_horizon_is_scored_against_the_longer
     assert first["crossing"]["bracket"] == [400, 416] and first["token_ratio"] == round(408 / four, 3)
     assert first["time_ratio"] == round(3.0 * 408 / (2.0 * four), 3) and first["time_baseline_seeds"] == [1337]
     assert first["resolved"]  # 16 of 408 steps: within RESOLUTION
+    # on the tuning split (6 - 4 s / 512 against the 4M baseline's final 4.5): step 192 of the 4M horizon's 2,048
+    assert first["token_ratio_on_tuning_split"] == second["token_ratio_on_tuning_split"] == round(192 / four, 3)
     # seed 1338 has only 128 (5.44) and the end (4.0) around it: interpolated, flagged, never replayed
     assert second["crossing"]["bracket"] == [128, STEPS] and not second["resolved"]
     assert second["token_ratio"] == round((128 + (5.44 - 4.5) / (5.44 - 4.0) * 384) / four, 3)
@@ -187,6 +189,7 @@ def test_the_recipe_scheduled_for_a_shorter_horizon_is_scored_against_the_longer
     rows = lab.horizon_table(work, "4M", cpus="")["best_recipe"]["scheduled_shorter"]
     assert [(r["final_scoring_loss"], r["crossing"]) for r in rows] == [(4.0, None), (4.0, None)]
     assert not any("token_ratio" in r for r in rows)
+    assert [r["token_ratio_on_tuning_split"] for r in rows] == [round(192 / four, 3)] * 2  # the tuning books still
 
 
 @pytest.mark.parametrize("cpus", ["0,x", "1-0", "-1", "0;1"])
@@ -335,6 +338,42 @@ def test_thin_final_only_keeps_the_final_checkpoint_and_the_same_crossing(work, 
     assert (replay / "metrics.jsonl").is_file() and (run / "scoring.json").is_file()
     assert lab.crossing(work, run, 5.5, cpus="", guess_step=116) == before and len(calls) == 1
     assert before["replay"]["every"] == 4 and before["bracket"] == [112, 116]
+
+
+def test_thin_saves_each_resolved_runs_records_at_once(work, monkeypatch):
+    """What `thin` resolved goes into the committed results folder there and then (a session cut off before its
+    report keeps it as a change in the tree; the work folder goes with the machine): the baselines with their
+    target scored, the contenders with their crossing's scores; never a run that is unfinished or unresolved."""
+    unfinished = lab.run_dir(work, "speedrun-cpu", "1M", 1339)
+    unfinished.mkdir(parents=True)
+    (unfinished / "metrics.jsonl").write_text(json.dumps({"step": 16, "loss": 6.0}) + "\n")
+    write_run(work, "speedrun-cpu", 1337, lambda s: 6 - 2.5 * s / 2048, {2048: 3.5}, every=64, horizon="4M")
+    base = lab.run_dir(work, "baseline-lr0.0012", "1M", 1337)
+    (base / "scoring.json").write_text("{}")  # its final not scored yet: thin scores it (5.5) before saving
+    final = base / "checkpoints" / f"step_{STEPS:08d}"  # on disk, as where it trained
+    final.mkdir(parents=True)
+    (final / "COMPLETE").write_text("{}")
+    (final / "model.safetensors").write_bytes(b"")
+
+    def score(w, checkpoint, cpus):  # the scoring cache as `score` keeps it; the final's loss as evaluation gives it
+        cache = json.loads((checkpoint.parent.parent / "scoring.json").read_text())
+        loss = cache.get(checkpoint.name, 5.5)
+        (checkpoint.parent.parent / "scoring.json").write_text(json.dumps({**cache, checkpoint.name: loss}))
+        return loss
+
+    monkeypatch.setattr(lab.scoring, "score", score)
+    monkeypatch.setattr(lab.tables, "score", score)
+    committed = work / "committed"
+    quality_lab.thin(work, [base.name], cpus="", records=committed)
+    assert json.loads((committed / base.name / "scoring.json").read_text()) == {f"step_{STEPS:08d}": 5.5}
+    quality_lab.thin(work, [], cpus="", records=committed)
+    assert sorted(p.name for p in committed.iterdir()) == [f"baseline-lr{lr}-1M-seed1337" for lr in
+                                                           ("0.0006", "0.0012", "0.0024")] + [
+        "speedrun-cpu-1M-seed1337", "speedrun-cpu-1M-seed1338"]  # not 1339 (unfinished) nor the 4M one (no target)
+    saved = json.loads((committed / "speedrun-cpu-1M-seed1337" / "scoring.json").read_text())
+    assert {"step_00000112", "step_00000128"} <= set(saved)  # the crossing's bracket, as restore will need it
+    assert (committed / "baseline-lr0.0012-1M-seed1337" / "metrics.jsonl").read_text() == (
+        lab.run_dir(work, "baseline-lr0.0012", "1M", 1337) / "metrics.jsonl").read_text()
 
 
 def test_thin_leaves_a_contender_whole_while_its_horizon_has_no_target(tmp_path, capsys):

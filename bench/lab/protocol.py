@@ -26,7 +26,8 @@ Protocol (fixed; every number in the JSON can be checked on its own):
              points, chosen on the tuning split)
   tokens     read from each run's records (a ramped batch takes fewer tokens per step early on)
   shorter    the best recipe's runs scheduled for a shorter horizon, scored against a longer horizon's target
-             (interpolated between their kept checkpoints): what a run planned for the target would take
+             (interpolated between their kept checkpoints; on the tuning split too, whose evaluations are
+             dense): what a run planned for the target would take
   reference  unigram and bigram losses of the training text on the scoring split, beside every table
   resume     every run continues from its own latest checkpoint (gpt2lab train --resume); `report` reads whatever
              has finished; a stopped lab started again skips what is done

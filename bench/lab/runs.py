@@ -151,13 +151,19 @@ def save_records(work: Path, runs_out: Path) -> list[str]:
         if not finished(run, horizon):
             left_out.append(run.name)
             continue
-        target.mkdir(parents=True, exist_ok=True)
-        for name in ("metrics.jsonl", "config.json", "device.json", "scoring.json"):
-            if (run / name).is_file():
-                copy_whole(run / name, target / name)
-        for replay in sorted((run / "replays").glob("from_*")):  # the replayed stretches: their losses and scores
-            (target / "replays" / replay.name).mkdir(parents=True, exist_ok=True)
-            for name in ("metrics.jsonl", "scoring.json"):
-                if (replay / name).is_file():
-                    copy_whole(replay / name, target / "replays" / replay.name / name)
+        save_run(run, target)
     return left_out
+
+
+def save_run(run: Path, target: Path) -> None:
+    """One finished run's records (metrics, config, device report, scoring cache, the replays' losses and scores)
+    copied into `target`, a folder under the committed results."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.jsonl", "config.json", "device.json", "scoring.json"):
+        if (run / name).is_file():
+            copy_whole(run / name, target / name)
+    for replay in sorted((run / "replays").glob("from_*")):  # the replayed stretches: their losses and scores
+        (target / "replays" / replay.name).mkdir(parents=True, exist_ok=True)
+        for name in ("metrics.jsonl", "scoring.json"):
+            if (replay / name).is_file():
+                copy_whole(replay / name, target / "replays" / replay.name / name)

@@ -105,7 +105,9 @@ def scheduled_shorter(work: Path, name: str, horizon: str, target: float, base_r
         for seed, run in finished_seeds(work, name, h).items():
             final = score(work, checkpoints(run)[-1][1], cpus)
             cross = locate(work, run, target, base_runs, cpus, resolve=False)[0] if final <= target else None
-            row = {"horizon": h, "seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross}
+            t = tuning_crossing(run, base_runs)  # its records hold every evaluation: dense where the scores are not
+            row = {"horizon": h, "seed": seed, "final_scoring_loss": round(final, 4), "crossing": cross,
+                   "token_ratio_on_tuning_split": round(t / HORIZONS[horizon], 3) if t is not None else None}
             if cross:
                 same = [r for r in base_runs if processor_of(r) == processor_of(run)] or base_runs
                 seconds = sum(read_metrics(r)[-1]["elapsed"] for r in same) / len(same)
@@ -128,9 +130,15 @@ def locate(work: Path, run: Path, target: float, base_runs: list[Path], cpus: st
            resolve: bool = True) -> tuple[dict | None, float | None]:
     """The run's crossing of `target` on the scoring split, searched from where its tuning-split curve reaches the
     baseline's final tuning loss, and that tuning-split crossing in tokens (None when it never gets there)."""
-    tuning = curve_of(run)
-    t = reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
+    t = tuning_crossing(run, base_runs)
     return crossing(work, run, target, cpus, None if t is None else step_at(run, t), resolve), t
+
+
+def tuning_crossing(run: Path, base_runs: list[Path]) -> float | None:
+    """The tokens at which the run's tuning-split curve first reaches the baseline's final tuning loss (None when
+    it never does)."""
+    tuning = curve_of(run)
+    return reach(tuning.tokens, tuning.loss, curve_of(base_runs[0]).final)
 
 
 def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, base_runs: list[Path],
