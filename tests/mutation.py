@@ -63,6 +63,8 @@ MUTANTS = [
       ("test_quality_lab.py",)),
     M("lab-thin-saves-a-baseline-unscored", "bench/quality_lab.py", "target_of(work, horizon, cpus)\n        if records",
       "pass\n        if records", ("test_quality_lab.py",)),
+    M("lab-longer-horizon-forgets-the-recipe", "bench/lab/tables.py", "tables[h] = horizon_table(work, h, cpus, recipe=best)",
+      "tables[h] = horizon_table(work, h, cpus)", ("test_quality_lab.py",)),
     M("lab-trend-predicts-at-the-longest", "bench/lab/trend.py",
       "math.log2(longest * LONGER)", "math.log2(longest)", ("test_quality_lab.py",)),
     M("lab-median-step-is-the-mean", "bench/lab/tables.py",

@@ -192,6 +192,26 @@ def test_the_recipe_scheduled_for_a_shorter_horizon_is_scored_against_the_longer
     assert [r["token_ratio_on_tuning_split"] for r in rows] == [round(192 / four, 3)] * 2  # the tuning books still
 
 
+def test_a_longer_horizon_with_its_baseline_alone_scores_the_shorter_horizons_best_recipe(work):
+    """A 16M baseline trains for hours before any 16M contender: the report scores the best recipe so far (a
+    shorter horizon's) scheduled shorter against the new target meanwhile."""
+    four = lab.steps_of("4M")
+    for lr, drop, final in (("0.0006", 0.8, 4.7), ("0.0012", 1.0, 4.5), ("0.0024", 0.9, 4.6)):
+        write_run(work, f"baseline-lr{lr}", 1337, lambda s, d=drop: 5.5 - d * s / four, {four: final},
+                  clocks=(2.0, None), every=64, horizon="4M")
+    one = lab.run_dir(work, "speedrun-cpu", "1M", 1337)
+    cache = json.loads((one / "scoring.json").read_text())
+    (one / "scoring.json").write_text(json.dumps({**cache, "step_00000400": 4.52, "step_00000416": 4.48}))
+    tables = lab.horizon_tables(work, cpus="")
+    assert list(tables) == list(lab.HORIZONS) and tables["16M"] is None
+    assert tables["1M"]["best_recipe"]["name"] == "speedrun-cpu" and tables["4M"]["best_recipe"] is None
+    shorter = tables["4M"]["recipe_scheduled_shorter"]
+    assert shorter["recipe"] == "speedrun-cpu" and [(r["horizon"], r["seed"]) for r in shorter["rows"]] == [
+        ("1M", 1337), ("1M", 1338)]
+    assert shorter["rows"][0]["token_ratio"] == round(408 / four, 3)
+    assert "recipe_scheduled_shorter" not in tables["1M"]  # it has a best recipe of its own
+
+
 @pytest.mark.parametrize("cpus", ["0,x", "1-0", "-1", "0;1"])
 def test_a_cpu_list_typo_is_one_line(cpus):
     with pytest.raises(ValueError, match="is not a CPU list"):

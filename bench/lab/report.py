@@ -17,7 +17,7 @@ from .data import ngram_losses
 from . import precision
 from .protocol import HORIZONS, ROOT, compared, parse_run_name, precision_of_name
 from .runs import device_of_run, processor_of, save_records
-from .tables import horizon_table
+from .tables import horizon_tables
 from . import trend
 
 
@@ -50,7 +50,7 @@ def report(work: Path, cpus: str, out: Path | None = None) -> Path:
               "protocol": protocol.__doc__.strip(),
               "splits": {"tuning": "val.jsonl.xz books 0,2,4,...,16", "scoring": "val.jsonl.xz books 1,3,5,...,17"},
               "word_statistics_on_scoring_split": ngram_losses(work), "contenders": compared(work),
-              "horizons": {h: horizon_table(work, h, cpus) for h in HORIZONS}}
+              "horizons": horizon_tables(work, cpus)}
     checks = {h: precision.precision_check(work, h, result["horizons"][h], cpus) for h in HORIZONS}
     if any(checks.values()):  # fp32 twins of lab runs: what the lab's bf16 changes
         about = " ".join(precision.__doc__.split())

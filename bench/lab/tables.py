@@ -58,7 +58,9 @@ def target_of(work: Path, horizon: str, cpus: str) -> tuple[float | None, list[P
     return (sum(finals) / len(finals) if finals else None), runs
 
 
-def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
+def horizon_table(work: Path, horizon: str, cpus: str, recipe: str | None = None) -> dict | None:
+    """The horizon's table; `recipe` (a shorter horizon's best) is scored scheduled shorter against this target
+    when no contender has finished here yet (a 16M baseline trains hours before a 16M contender does)."""
     base_name, sweep = best_baseline(work, horizon)
     if base_name is None:
         return None
@@ -90,7 +92,21 @@ def horizon_table(work: Path, horizon: str, cpus: str) -> dict | None:
     if table["best_recipe"]:
         table["best_recipe"]["scheduled_shorter"] = scheduled_shorter(work, table["best_recipe"]["name"], horizon,
                                                                       target, base_runs, cpus)
+    elif recipe:
+        table["recipe_scheduled_shorter"] = {"recipe": recipe, "rows": scheduled_shorter(work, recipe, horizon, target,
+                                                                                         base_runs, cpus)}
     return table
+
+
+def horizon_tables(work: Path, cpus: str) -> dict:
+    """Every horizon's table, the shortest first, each given the best recipe so far: a longer horizon scores it
+    scheduled shorter against its target before any contender has run there."""
+    tables, best = {}, None
+    for h in sorted(HORIZONS, key=HORIZONS.get):
+        tables[h] = horizon_table(work, h, cpus, recipe=best)
+        if tables[h] and tables[h]["best_recipe"]:
+            best = tables[h]["best_recipe"]["name"]
+    return {h: tables[h] for h in HORIZONS}
 
 
 def scheduled_shorter(work: Path, name: str, horizon: str, target: float, base_runs: list[Path], cpus: str) -> list[dict]:
