@@ -65,6 +65,8 @@ MUTANTS = [
       "pass\n        if records", ("test_quality_lab.py",)),
     M("lab-longer-horizon-forgets-the-recipe", "bench/lab/tables.py", "tables[h] = horizon_table(work, h, cpus, recipe=best)",
       "tables[h] = horizon_table(work, h, cpus)", ("test_quality_lab.py",)),
+    M("lab-records-keep-a-replaced-runs-replays", "bench/lab/runs.py", "            shutil.rmtree(stale)\n",
+      "            pass\n", ("test_quality_lab.py",)),
     M("lab-trend-predicts-at-the-longest", "bench/lab/trend.py",
       "math.log2(longest * LONGER)", "math.log2(longest)", ("test_quality_lab.py",)),
     M("lab-median-step-is-the-mean", "bench/lab/tables.py",

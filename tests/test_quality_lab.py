@@ -503,7 +503,11 @@ def test_a_run_unfinished_here_never_replaces_a_finished_runs_committed_records(
     finished rerun does replace them. An unfinished run with nothing committed is not saved either: stop 43's
     report committed the 16M run's first hour, records that restore ignores and a reader takes for a result."""
     committed = tmp_path / "committed"
+    stale = committed / "speedrun-cpu-1M-seed1337" / "replays" / "from_00000448_every_16"  # a replaced run's
+    stale.mkdir(parents=True)  # replay: its scores would bracket this run's crossing with another run's weights
+    (stale / "scoring.json").write_text(json.dumps({"step_00000464": 5.0}))
     assert lab.save_records(work, committed) == []
+    assert not stale.exists()
     assert len((committed / "speedrun-cpu-1M-seed1337" / "metrics.jsonl").read_text().splitlines()) == STEPS // 16
     rerun = lab.run_dir(work, "speedrun-cpu", "1M", 1337)
     records = (rerun / "metrics.jsonl").read_text().splitlines()

@@ -162,6 +162,10 @@ def save_run(run: Path, target: Path) -> None:
     for name in ("metrics.jsonl", "config.json", "device.json", "scoring.json"):
         if (run / name).is_file():
             copy_whole(run / name, target / name)
+    mine = {replay.name for replay in (run / "replays").glob("from_*")}
+    for stale in (target / "replays").glob("from_*"):  # a replaced run's replays are not this run's: their scores
+        if stale.name not in mine:  # once bracketed a rerun's crossing with another run's checkpoints
+            shutil.rmtree(stale)
     for replay in sorted((run / "replays").glob("from_*")):  # the replayed stretches: their losses and scores
         (target / "replays" / replay.name).mkdir(parents=True, exist_ok=True)
         for name in ("metrics.jsonl", "scoring.json"):
