@@ -177,7 +177,7 @@ def test_the_recipe_scheduled_for_a_shorter_horizon_is_scored_against_the_longer
     assert (first["horizon"], first["seed"], first["final_scoring_loss"]) == ("1M", 1337, 4.0)
     assert first["crossing"]["bracket"] == [400, 416] and first["token_ratio"] == round(408 / four, 3)
     assert first["time_ratio"] == round(3.0 * 408 / (2.0 * four), 3) and first["time_baseline_seeds"] == [1337]
-    assert first["resolved"]  # 16 of 408 steps: within RESOLUTION
+    assert first["resolved"] and "time_ratio_threads_differ" not in first  # 16 of 408 steps: within RESOLUTION
     # on the tuning split (6 - 4 s / 512 against the 4M baseline's final 4.5): step 192 of the 4M horizon's 2,048
     assert first["token_ratio_on_tuning_split"] == second["token_ratio_on_tuning_split"] == round(192 / four, 3)
     # seed 1338 has only 128 (5.44) and the end (4.0) around it: interpolated, flagged, never replayed
@@ -198,7 +198,7 @@ def test_a_longer_horizon_with_its_baseline_alone_scores_the_shorter_horizons_be
     four = lab.steps_of("4M")
     for lr, drop, final in (("0.0006", 0.8, 4.7), ("0.0012", 1.0, 4.5), ("0.0024", 0.9, 4.6)):
         write_run(work, f"baseline-lr{lr}", 1337, lambda s, d=drop: 5.5 - d * s / four, {four: final},
-                  clocks=(2.0, None), every=64, horizon="4M")
+                  clocks=(2.0, None), every=64, horizon="4M", threads=2)  # two threads, as a 16M baseline
     one = lab.run_dir(work, "speedrun-cpu", "1M", 1337)
     cache = json.loads((one / "scoring.json").read_text())
     (one / "scoring.json").write_text(json.dumps({**cache, "step_00000400": 4.52, "step_00000416": 4.48}))
@@ -209,6 +209,7 @@ def test_a_longer_horizon_with_its_baseline_alone_scores_the_shorter_horizons_be
     assert shorter["recipe"] == "speedrun-cpu" and [(r["horizon"], r["seed"]) for r in shorter["rows"]] == [
         ("1M", 1337), ("1M", 1338)]
     assert shorter["rows"][0]["token_ratio"] == round(408 / four, 3)
+    assert shorter["rows"][0]["time_ratio_threads_differ"] == {"baseline": [2], "this run": 1}
     assert "recipe_scheduled_shorter" not in tables["1M"]  # it has a best recipe of its own
 
 

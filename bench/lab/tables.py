@@ -131,6 +131,10 @@ def scheduled_shorter(work: Path, name: str, horizon: str, target: float, base_r
                            token_ratio=round(cross["tokens"] / HORIZONS[horizon], 3),
                            time_ratio=round(cross["seconds"] / seconds, 3),
                            time_baseline_seeds=[parse_run_name(r.name)[2] for r in same])
+                base_threads = {threads_of_run(r) for r in same}
+                if base_threads != {threads_of_run(run)}:  # then its time ratio is no ratio of recipes
+                    row["time_ratio_threads_differ"] = {"baseline": sorted(base_threads, key=str),
+                                                        "this run": threads_of_run(run)}
             rows.append(row)
     return rows
 
