@@ -123,6 +123,8 @@ MUTANTS = [
     M("thin-deletes-before-the-manifest", "gpt2lab/checkpoint.py",
       'thinned = {**marker, "files": {k: v for k, v in marker["files"].items() if k in keep}, "weights_only": True}',
       'thinned = {**marker, "weights_only": True}', ("test_thin.py",)),
+    M("lab-time-ratio-across-processors-unflagged", "bench/lab/tables.py",
+      "if base_devices != {processor_of(run)}:", "if False:", ("test_quality_lab.py",)),
     M("lab-cpu-ratio-against-wall-seconds", "bench/lab/tables.py",
       'round(cross["cpu_seconds"] / (sum(cpu) / len(cpu)), 3)',
       'round(cross["cpu_seconds"] / (sum(seconds) / len(seconds)), 3)', ("test_quality_lab.py",)),

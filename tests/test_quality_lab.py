@@ -213,6 +213,20 @@ def test_a_longer_horizon_with_its_baseline_alone_scores_the_shorter_horizons_be
     assert "recipe_scheduled_shorter" not in tables["1M"]  # it has a best recipe of its own
 
 
+def test_a_shorter_schedules_time_ratio_against_a_baseline_on_another_processor_is_flagged(work):
+    """The 16M baseline and the 4M recipe ran on machines a session drew by chance: a shorter-schedule row whose
+    processor has no baseline run of its own is divided by another processor's seconds, and says so."""
+    four = lab.steps_of("4M")
+    write_run(work, "baseline-lr0.0012", 1337, lambda s: 5.5 - s / four, {four: 4.5}, every=64, horizon="4M",
+              device="Intel Xeon Processor")
+    one = lab.run_dir(work, "speedrun-cpu", "1M", 1337)
+    cache = json.loads((one / "scoring.json").read_text())
+    (one / "scoring.json").write_text(json.dumps({**cache, "step_00000400": 4.52, "step_00000416": 4.48}))
+    rows = lab.horizon_tables(work, cpus="")["4M"]["recipe_scheduled_shorter"]["rows"]
+    assert rows[0]["time_ratio_devices_differ"] == {"baseline": ["Intel Xeon Processor"], "this run": "AMD EPYC"}
+    assert "time_ratio_threads_differ" not in rows[0]
+
+
 @pytest.mark.parametrize("cpus", ["0,x", "1-0", "-1", "0;1"])
 def test_a_cpu_list_typo_is_one_line(cpus):
     with pytest.raises(ValueError, match="is not a CPU list"):

@@ -51,7 +51,7 @@ def loss_difference(run: Path, twin: Path) -> dict:
 def precision_check(work: Path, horizon: str, table: dict | None, cpus: str) -> list[dict]:
     """One row per finished fp32 run at `horizon`, against its bf16 twin and the horizon's `table` (its target,
     its best baseline, and the twins' token ratios)."""
-    from .tables import locate
+    from .tables import locate, time_ratio_flags
 
     rows = []
     base_name = table["baseline"]["name"] if table else None
@@ -87,5 +87,6 @@ def precision_check(work: Path, horizon: str, table: dict | None, cpus: str) -> 
                     seconds = [read_metrics(r)[-1]["elapsed"] for r in same]
                     row["time_ratio_against_fp32_baseline"] = round(cross["seconds"] / (sum(seconds) / len(seconds)), 3)
                     row["time_baseline_seeds"] = [parse_run_name(r.name)[2] for r in same]
+                    row.update(time_ratio_flags(run, same))  # other thread counts, on one processor
         rows.append(row)
     return rows

@@ -131,7 +131,7 @@ def scheduled_shorter(work: Path, name: str, horizon: str, target: float, base_r
                            token_ratio=round(cross["tokens"] / HORIZONS[horizon], 3),
                            time_ratio=round(cross["seconds"] / seconds, 3),
                            time_baseline_seeds=[parse_run_name(r.name)[2] for r in same])
-                row.update(threads_differ(run, same))
+                row.update(time_ratio_flags(run, same))
             rows.append(row)
     return rows
 
@@ -181,10 +181,7 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
         seconds, cpu = [base_seconds[i] for i in same], [base_cpu[i] for i in same]
         row["time_ratio"] = round(cross["seconds"] / (sum(seconds) / len(seconds)), 3)
         row["time_baseline_seeds"] = [parse_run_name(base_runs[i].name)[2] for i in same]
-        row.update(threads_differ(run, [base_runs[i] for i in same]))  # nor at other thread counts
-        base_devices = {processor_of(base_runs[i]) for i in same}
-        if base_devices != {processor_of(run)}:
-            row["time_ratio_devices_differ"] = {"baseline": sorted(base_devices), "this run": processor_of(run)}
+        row.update(time_ratio_flags(run, [base_runs[i] for i in same]))
         if "cpu_seconds" in cross and None not in cpu:
             row["cpu_time_ratio"] = round(cross["cpu_seconds"] / (sum(cpu) / len(cpu)), 3)
         steady = median_step_time_ratio(run, cross["tokens"], [base_runs[i] for i in same])
@@ -193,13 +190,17 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
     return row
 
 
-def threads_differ(run: Path, base_runs: list[Path]) -> dict:
-    """{"time_ratio_threads_differ": ...} when the baseline runs a time ratio is taken against ran at other thread
-    counts than `run` (then it is no ratio of recipes), else {}."""
+def time_ratio_flags(run: Path, base_runs: list[Path]) -> dict:
+    """What keeps a time ratio against `base_runs` from being a ratio of recipes: baseline runs at other thread
+    counts ("time_ratio_threads_differ") or on another processor ("time_ratio_devices_differ"); {} when none."""
+    flags = {}
     base_threads = {threads_of_run(r) for r in base_runs}
-    if base_threads == {threads_of_run(run)}:
-        return {}
-    return {"time_ratio_threads_differ": {"baseline": sorted(base_threads, key=str), "this run": threads_of_run(run)}}
+    if base_threads != {threads_of_run(run)}:
+        flags["time_ratio_threads_differ"] = {"baseline": sorted(base_threads, key=str), "this run": threads_of_run(run)}
+    base_devices = {processor_of(r) for r in base_runs}
+    if base_devices != {processor_of(run)}:
+        flags["time_ratio_devices_differ"] = {"baseline": sorted(base_devices), "this run": processor_of(run)}
+    return flags
 
 
 def median_step_time(run: Path) -> float | None:
