@@ -181,10 +181,11 @@ def _seed_row(work: Path, seed: int, run: Path, horizon: str, target: float, bas
         seconds, cpu = [base_seconds[i] for i in same], [base_cpu[i] for i in same]
         row["time_ratio"] = round(cross["seconds"] / (sum(seconds) / len(seconds)), 3)
         row["time_baseline_seeds"] = [parse_run_name(base_runs[i].name)[2] for i in same]
-        row.update(time_ratio_flags(run, [base_runs[i] for i in same]))
+        same_runs = [base_runs[i] for i in same]
+        row.update(time_ratio_flags(run, same_runs))
         if "cpu_seconds" in cross and None not in cpu:
             row["cpu_time_ratio"] = round(cross["cpu_seconds"] / (sum(cpu) / len(cpu)), 3)
-        steady = median_step_time_ratio(run, cross["tokens"], [base_runs[i] for i in same])
+        steady = median_step_time_ratio(run, cross["tokens"], same_runs)
         if steady is not None:
             row["median_step_time_ratio"] = steady
     return row
