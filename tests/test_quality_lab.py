@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench import lab, quality_lab
+from bench.lab.report import planned_for
 from tests.lab_records import STEPS, lab_with_runs, write_run
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_the_target_is_the_best_baselines_scoring_loss_and_the_crossing_is_inter
     assert table["best_recipe"] == {"name": "speedrun-cpu", "worst_token_ratio": 0.227,
                                     "worst_time_ratio": round(3.0 * 116 / 1024, 3), "seeds": [1337, 1338],
                                     "goal": {"token": 0.20}, "goal_met": {"token": False}, "all_met": False,
-                                    "scheduled_shorter": []}  # nothing is shorter than 1M
+                                    "scheduled_shorter": []}  # no 256k run of the recipe here
 
 
 def with_step_times(run, typical, bursts=()):
@@ -211,6 +212,28 @@ def test_a_longer_horizon_with_its_baseline_alone_scores_the_shorter_horizons_be
     assert shorter["rows"][0]["token_ratio"] == round(408 / four, 3)
     assert shorter["rows"][0]["time_ratio_threads_differ"] == {"baseline": [2], "this run": 1}
     assert "recipe_scheduled_shorter" not in tables["1M"]  # it has a best recipe of its own
+
+
+def test_the_recipe_planned_for_a_quarter_of_1m_is_a_shorter_row_of_the_1m_table(work, monkeypatch):
+    """The 1M target is crossed near step 115 of 512, in the recipe's stable phase: the 256k horizon (128 steps, no
+    baseline of its own) trains the recipe decayed by then, and the 1M table scores it against the 1M target."""
+    quarter = lab.steps_of("256k")
+    assert quarter == 128 and lab.parse_run_name("speedrun-cpu+ve2-256k-seed1338") == ("speedrun-cpu+ve2", "256k", 1338)
+    monkeypatch.setattr(lab.data, "prepare_data", lambda w: (w / "data", w / "scoring"))
+    sets = lab.run_sets(work, "speedrun-cpu+ve2", "256k", 1337)
+    assert {"schedule.max_steps=128", "eval.every=4", "checkpoint.every=4", "checkpoint.keep_every=16"} <= set(sets)
+    # seed 1337 crosses 5.5 halfway from step 96 (5.52) to 100 (5.48); seed 1338 at its end only
+    write_run(work, "speedrun-cpu", 1337, lambda s: 6 - 4 * s / quarter, {96: 5.52, 100: 5.48, quarter: 5.3},
+              clocks=(3.0, None), every=4, horizon="256k")
+    write_run(work, "speedrun-cpu", 1338, lambda s: 6 - 4 * s / quarter, {quarter: 5.6}, every=4, horizon="256k")
+    tables = lab.horizon_tables(work, cpus="")
+    assert tables["256k"] is None  # no baseline there: no table, no goal
+    rows = tables["1M"]["best_recipe"]["scheduled_shorter"]
+    assert [(r["horizon"], r["seed"]) for r in rows] == [("256k", 1337), ("256k", 1338)]
+    assert rows[0]["token_ratio"] == round(98 / STEPS, 3) and rows[0]["resolved"]
+    assert rows[1]["crossing"] is None and "token_ratio" not in rows[1]  # it ends above the target
+    # drawn in the 1M panel of the plot (256k has none), and nowhere else
+    assert planned_for(tables, "1M") == ["256k"] and planned_for(tables, "4M") == []
 
 
 def test_a_shorter_schedules_time_ratio_against_a_baseline_on_another_processor_is_flagged(work):

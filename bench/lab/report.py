@@ -76,13 +76,21 @@ def plot_run(row, folder: Path, horizon: str) -> None:
     at = {r["step"]: r for r in records}
     points = sorted((int(name.rsplit("_", 1)[-1]), loss) for name, loss in scored.items())
     points = [(at[step], loss) for step, loss in points if step in at]
-    name, _, seed = parse_run_name(folder.name)
+    name, planned, seed = parse_run_name(folder.name)
     fp32 = precision_of_name(folder.name) == "fp32"  # a check of the lab's bf16: dashed, named so
-    label = f"{name} seed {seed}" + (" (fp32 check)" if fp32 else "")
+    label = f"{name} seed {seed}" + (" (fp32 check)" if fp32 else "") + (f" (planned for {planned})" if planned != horizon else "")
     for ax, key in zip(row, ("tokens", "elapsed")):
         line, = ax.plot([r[key] for r in records], [r["val_loss"] for r in records], lw=1.2, label=label,
                         ls="--" if fp32 else "-")
         ax.plot([r[key] for r, _ in points], [loss for _, loss in points], "o", ms=4, color=line.get_color())
+
+
+def planned_for(tables: dict, horizon: str) -> list[str]:
+    """The horizons with no table of their own (no baseline there: the recipe planned shorter, as 256k for 1M) whose
+    runs are drawn in `horizon`'s panel: the next longer horizon that has a table."""
+    with_table = sorted((h for h, t in tables.items() if t and h != "smoke"), key=HORIZONS.get)
+    return [g for g in HORIZONS if g != "smoke" and not tables.get(g)
+            and next((h for h in with_table if HORIZONS[h] > HORIZONS[g]), None) == horizon]
 
 
 def plot(result: dict, runs: Path, path: Path) -> Path:
@@ -99,7 +107,8 @@ def plot(result: dict, runs: Path, path: Path) -> Path:
     bigram = result["word_statistics_on_scoring_split"]["bigram"]
     for row, h in zip(axes, horizons):
         table = result["horizons"][h]
-        for folder in sorted(runs.glob(f"*-{h}-seed*")):
+        for folder in sorted(runs.glob(f"*-{h}-seed*")) + [f for g in planned_for(result["horizons"], h)
+                                                            for f in sorted(runs.glob(f"*-{g}-seed*"))]:
             plot_run(row, folder, h)
         for ax, label in zip(row, ("training tokens", "seconds (the run's own clock, one core)")):
             ax.axhline(table["baseline"]["target"], ls="--", color="grey", lw=1)
