@@ -39,7 +39,7 @@ def test_the_target_is_the_best_baselines_scoring_loss_and_the_crossing_is_inter
     assert table["best_recipe"] == {"name": "speedrun-cpu", "worst_token_ratio": 0.227,
                                     "worst_time_ratio": round(3.0 * 116 / 1024, 3), "seeds": [1337, 1338],
                                     "goal": {"token": 0.20}, "goal_met": {"token": False}, "all_met": False,
-                                    "scheduled_shorter": []}  # no 256k run of the recipe here
+                                    "scheduled_shorter": [], "planned_shorter": {}}  # no 256k run of the recipe here
 
 
 def with_step_times(run, typical, bursts=()):
@@ -232,6 +232,15 @@ def test_the_recipe_planned_for_a_quarter_of_1m_is_a_shorter_row_of_the_1m_table
     assert [(r["horizon"], r["seed"]) for r in rows] == [("256k", 1337), ("256k", 1338)]
     assert rows[0]["token_ratio"] == round(98 / STEPS, 3) and rows[0]["resolved"]
     assert rows[1]["crossing"] is None and "token_ratio" not in rows[1]  # it ends above the target
+    # a seed that never reaches the target leaves the planned-for-256k figure unknown, not its other seed's
+    assert tables["1M"]["best_recipe"]["planned_shorter"] == {"256k": {
+        "seeds": [1337, 1338], "worst_token_ratio": None, "resolved": False, "token_goal_met": None}}
+    cache = lab.run_dir(work, "speedrun-cpu", "256k", 1338) / "scoring.json"
+    cache.write_text(json.dumps({"step_00000100": 5.52, "step_00000104": 5.44, f"step_{quarter:08d}": 5.3}))
+    planned = lab.horizon_tables(work, cpus="")["1M"]["best_recipe"]["planned_shorter"]["256k"]
+    # seed 1338 crosses at step 101 of 512: 0.197, the worse seed, within the 1M goal (0.20)
+    assert planned == {"seeds": [1337, 1338], "worst_token_ratio": round(101 / STEPS, 3), "resolved": True,
+                       "token_goal_met": True}
     # drawn in the 1M panel of the plot (256k has none), and nowhere else
     assert planned_for(tables, "1M") == ["256k"] and planned_for(tables, "4M") == []
 

@@ -90,8 +90,9 @@ def horizon_table(work: Path, horizon: str, cpus: str, recipe: str | None = None
                                     "worst_time_ratio": None if None in worst else max(r["time_ratio"] for r in rows)})
     table["best_recipe"] = best_recipe(table["contenders"], horizon)
     if table["best_recipe"]:
-        table["best_recipe"]["scheduled_shorter"] = scheduled_shorter(work, table["best_recipe"]["name"], horizon,
-                                                                      target, base_runs, cpus)
+        rows = scheduled_shorter(work, table["best_recipe"]["name"], horizon, target, base_runs, cpus)
+        table["best_recipe"]["scheduled_shorter"] = rows
+        table["best_recipe"]["planned_shorter"] = planned_shorter(rows, horizon)
     elif recipe:
         table["recipe_scheduled_shorter"] = {"recipe": recipe, "rows": scheduled_shorter(work, recipe, horizon, target,
                                                                                          base_runs, cpus)}
@@ -134,6 +135,23 @@ def scheduled_shorter(work: Path, name: str, horizon: str, target: float, base_r
                 row.update(time_ratio_flags(run, same))
             rows.append(row)
     return rows
+
+
+def planned_shorter(rows: list[dict], horizon: str) -> dict:
+    """Per shorter horizon the recipe was planned for, its worst seed's token ratio against this horizon's target
+    and whether that meets this horizon's token goal: the figure a user who plans for the target pays, beside the
+    in-run one (`goal_met`). Only where every seed ran and every seed crossed (None otherwise: a seed that never
+    reaches the target is not a ratio)."""
+    out = {}
+    for h in sorted({r["horizon"] for r in rows}, key=HORIZONS.get):
+        mine = [r for r in rows if r["horizon"] == h]
+        ratios = [r.get("token_ratio") for r in mine]
+        worst = None if len(mine) < len(SEEDS) or None in ratios else max(ratios)
+        goal = GOALS.get(horizon, {}).get("token")
+        out[h] = {"seeds": [r["seed"] for r in mine], "worst_token_ratio": worst,
+                  "resolved": all(r.get("resolved") for r in mine),
+                  "token_goal_met": None if worst is None or goal is None else worst <= goal}
+    return out
 
 
 def step_at(run: Path, tokens: float) -> int:
