@@ -9,7 +9,10 @@ Protocol (fixed; every number in the JSON can be checked on its own):
   model      gpt2-15m (4 layers, 256 wide, 4 heads, context 256, vocab 50304) for every contender
   horizons   1M and 4M training tokens (512 and 2,048 steps of 8 x 256), 16M for the best baseline LR and the best
              recipe; each run's schedule ends at its horizon. 256k (128 steps): the best recipe alone, planned for a
-             quarter of 1M, where the 1M target is crossed (a `shorter` row of the 1M table)
+             quarter of 1M, where the 1M target is crossed (a `shorter` row of the 1M table). 224k (112 steps) was
+             added after 256k's worse seed missed the 1M goal by 0.0005 on the scoring split; which plan stands
+             for the recipe is chosen on the TUNING split, fixed before 224k trained: the plan whose worse seed
+             crosses the 1M baseline's final tuning loss sooner (256k: 0.196, 0.191)
   eval       in-run on the whole tuning split's first EVAL_WINDOWS windows, at 32 evenly spaced points; a
              checkpoint at each point, kept, so any text can score them later (every 4th and the newest whole,
              the others as weights only: checkpoint.older=weights)
@@ -51,9 +54,9 @@ from bench.speedrun_cpu import MUON, SPEEDRUN_ARCH, WSD  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 TOKENS_PER_STEP = 8 * 256
-# 256k: only the recipe planned for a quarter of 1M, scored against the 1M target (no baseline is tuned there);
-# smoke: checks the lab's plumbing
-HORIZONS = {"256k": 1 << 18, "1M": 1 << 20, "4M": 1 << 22, "16M": 1 << 24, "smoke": 1 << 17}
+# 224k, 256k: only the recipe, planned for less than 1M and scored against the 1M target (no baseline is tuned
+# there); smoke: checks the lab's plumbing
+HORIZONS = {"224k": 224 << 10, "256k": 1 << 18, "1M": 1 << 20, "4M": 1 << 22, "16M": 1 << 24, "smoke": 1 << 17}
 POINTS = 32
 RESOLUTION = 0.05  # a crossing is bracketed to this share of its tokens (refined by a replay when the points are sparser)
 EVAL_WINDOWS = 256  # 32 batches of 8: 65,536 tokens of the tuning split per in-run evaluation
