@@ -226,11 +226,15 @@ def test_the_recipe_planned_for_a_quarter_of_1m_is_a_shorter_row_of_the_1m_table
     write_run(work, "speedrun-cpu", 1337, lambda s: 6 - 4 * s / quarter, {96: 5.52, 100: 5.48, quarter: 5.3},
               clocks=(3.0, None), every=4, horizon="256k")
     write_run(work, "speedrun-cpu", 1338, lambda s: 6 - 4 * s / quarter, {quarter: 5.6}, every=4, horizon="256k")
+    # a 256k run evaluates every 4 steps, the 1M baseline every 16: its median step, not its wall clock, is the cost
+    with_step_times(lab.run_dir(work, "speedrun-cpu", "256k", 1337), 3.0)
+    with_step_times(lab.run_dir(work, "baseline-lr0.0012", "1M", 1337), 2.0)
     tables = lab.horizon_tables(work, cpus="")
     assert tables["256k"] is None  # no baseline there: no table, no goal
     rows = tables["1M"]["best_recipe"]["scheduled_shorter"]
     assert [(r["horizon"], r["seed"]) for r in rows] == [("256k", 1337), ("256k", 1338)]
     assert rows[0]["token_ratio"] == round(98 / STEPS, 3) and rows[0]["resolved"]
+    assert rows[0]["median_step_time_ratio"] == round(98 * 3.0 / (STEPS * 2.0), 3)
     assert rows[1]["crossing"] is None and "token_ratio" not in rows[1]  # it ends above the target
     # a seed that never reaches the target leaves the planned-for-256k figure unknown, not its other seed's
     assert tables["1M"]["best_recipe"]["planned_shorter"] == {"256k": {
@@ -248,7 +252,7 @@ def test_the_recipe_planned_for_a_quarter_of_1m_is_a_shorter_row_of_the_1m_table
     assert late["crossing"]["tokens"] == pytest.approx(102.64 * lab.TOKENS_PER_STEP, abs=1) and late["token_ratio"] == 0.2
     assert tables["1M"]["best_recipe"]["planned_shorter"]["256k"]["token_goal_met"] is False
     # drawn in the 1M panel of the plot (256k has none), and nowhere else
-    assert planned_for(tables, "1M") == ["256k"] and planned_for(tables, "4M") == []
+    assert planned_for(tables, "1M") == ["224k", "256k"] and planned_for(tables, "4M") == []
 
 
 def test_a_shorter_schedules_time_ratio_against_a_baseline_on_another_processor_is_flagged(work):

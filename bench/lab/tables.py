@@ -134,6 +134,9 @@ def scheduled_shorter(work: Path, name: str, horizon: str, target: float, base_r
                            token_ratio=round(cross["tokens"] / HORIZONS[horizon], 3),
                            time_ratio=round(cross["seconds"] / seconds, 3),
                            time_baseline_seeds=[parse_run_name(r.name)[2] for r in same])
+                steady = median_step_time_ratio(run, cross["tokens"], same)  # a short plan evaluates 4x as densely:
+                if steady is not None:  # its wall clock holds more evaluation per step than the baseline's
+                    row["median_step_time_ratio"] = steady
                 row.update(time_ratio_flags(run, same))
             rows.append(row)
     return rows
