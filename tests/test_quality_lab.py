@@ -253,6 +253,8 @@ def test_the_recipe_planned_for_a_quarter_of_1m_is_a_shorter_row_of_the_1m_table
     assert tables["1M"]["best_recipe"]["planned_shorter"]["256k"]["token_goal_met"] is False
     # drawn in the 1M panel of the plot (256k has none), and nowhere else
     assert planned_for(tables, "1M") == ["224k", "256k"] and planned_for(tables, "4M") == []
+    with_4m = {**tables, "4M": {"baseline": {}}}  # a 4M table beside it: the 256k runs stay in the 1M panel
+    assert planned_for(with_4m, "4M") == [] and planned_for(with_4m, "1M") == ["224k", "256k"]
 
 
 def test_a_shorter_schedules_time_ratio_against_a_baseline_on_another_processor_is_flagged(work):
