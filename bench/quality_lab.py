@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 from bench.lab import ngram_losses, report, restore, score, threads_of, train  # noqa: E402
 from bench.lab.protocol import SEEDS, HORIZONS, parse_run_name  # noqa: E402
 from bench.lab.runs import finished, save_run  # noqa: E402
-from bench.lab.tables import locate, target_of  # noqa: E402
+from bench.lab.tables import locate, scored_against, target_of  # noqa: E402
 
 
 def run_folders(work: Path, names: list[str]) -> list[Path]:
@@ -90,11 +90,12 @@ def thin(work: Path, names: list[str], cpus: str, final: bool = False, records: 
             print(f"{run.name}: not finished; left whole (its next crossing may need a replay)")
             continue
         if not name.startswith("baseline-"):
-            target, base_runs = target_of(work, horizon, cpus)
+            against, target, base_runs = scored_against(work, horizon, cpus)
             if target is None:
                 print(f"{run.name}: no baseline has finished at {horizon}, so its crossing is not known; left whole")
                 continue
-            locate(work, run, target, base_runs, cpus)
+            # a plan shorter than its target is read between its kept checkpoints, as its table row reads it
+            locate(work, run, target, base_runs, cpus, resolve=against == horizon)
         else:
             target_of(work, horizon, cpus)
         if records is not None:

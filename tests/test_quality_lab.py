@@ -455,6 +455,30 @@ def test_thin_saves_each_resolved_runs_records_at_once(work, monkeypatch):
         lab.run_dir(work, "baseline-lr0.0012", "1M", 1337) / "metrics.jsonl").read_text()
 
 
+def test_thin_reads_a_plan_shorter_than_its_target_against_the_longer_horizons_target(tmp_path, monkeypatch, capsys):
+    """A 256k run has no baseline of its own: `thin` finds its crossing against the 1M target between its kept
+    checkpoints, as its row in the 1M table does (never replayed), then thins it; before the 1M baseline has
+    finished it is left whole. A 1M contender never borrows the 4M target."""
+    from gpt2lab.checkpoint import holds_training_state
+
+    quarter = lab.steps_of("256k")
+    plan = write_run(tmp_path, "speedrun-cpu", 1337, lambda s: 6 - 4 * s / quarter, {64: 5.6, 96: 5.4, quarter: 5.3},
+                     every=4, horizon="256k")
+    kept = [micro_checkpoint(plan, s) for s in (64, 96, quarter)]  # 64-96: a bracket far wider than 5%
+    quality_lab.thin(tmp_path, [plan.name], cpus="")
+    assert all(holds_training_state(p) for p in kept) and "left whole" in capsys.readouterr().out
+    assert lab.scored_against(tmp_path, "256k", cpus="") == (None, None, [])
+    lab_with_runs(tmp_path)
+    write_run(tmp_path, "baseline-lr0.0012", 1337, lambda s: 5 - s / 2048, {2048: 4.5}, every=64, horizon="4M")
+    assert lab.scored_against(tmp_path, "256k", cpus="")[:2] == ("1M", 5.5)
+    assert lab.scored_against(tmp_path, "1M", cpus="")[:2] == ("1M", 5.5)
+    calls = []
+    monkeypatch.setattr(lab.data, "prepare_data", lambda w: (w / "data", w / "scoring"))
+    monkeypatch.setattr(lab.runs, "gpt2lab_train", lambda *a, **k: calls.append(a))
+    quality_lab.thin(tmp_path, [plan.name], cpus="")
+    assert calls == [] and [holds_training_state(p) for p in kept] == [False, False, True]
+
+
 def test_thin_leaves_a_contender_whole_while_its_horizon_has_no_target(tmp_path, capsys):
     from gpt2lab.checkpoint import holds_training_state
 

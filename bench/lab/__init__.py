@@ -11,13 +11,13 @@ from .report import report
 from .runs import (device_of_run, finished, gpt2lab_train, processor_of, restore, run_sets, save_records,
                    threads_of, threads_of_run, train)
 from .scoring import checkpoints, crossing, interpolate, reached, refine, replay_every, replay_of, score, step_of_name
-from .tables import best_baseline, best_recipe, finished_seeds, horizon_table, horizon_tables, locate, target_of
+from .tables import best_baseline, best_recipe, finished_seeds, horizon_table, horizon_tables, locate, scored_against, target_of
 from . import trend
 
 __all__ = ["COMMON", "CONTENDERS", "EVAL_WINDOWS", "GOALS", "HORIZONS", "POINTS", "RESOLUTION", "ROOT", "SEEDS",
            "SHARED", "TOKENS_PER_STEP", "WHOLE", "baseline", "best_baseline", "best_recipe", "checkpoints",
            "compared", "crossing", "device_of_run", "finished", "finished_seeds", "fp32_runs",
-           "gpt2lab_train", "horizon_table", "horizon_tables", "interpolate", "locate", "loss_difference", "ngram_losses",
+           "gpt2lab_train", "horizon_table", "horizon_tables", "interpolate", "locate", "scored_against", "loss_difference", "ngram_losses",
            "parse_run_name", "precision_check", "precision_of_name", "prepare_data", "processor_of",
            "reached", "refine", "replay_every", "replay_of", "report", "restore", "run_dir", "run_sets",
            "save_records", "score", "split_books", "step_of_name", "steps_of", "target_of", "threads_of",

@@ -57,6 +57,7 @@ TOKENS_PER_STEP = 8 * 256
 # 224k, 256k: only the recipe, planned for less than 1M and scored against the 1M target (no baseline is tuned
 # there); smoke: checks the lab's plumbing
 HORIZONS = {"224k": 224 << 10, "256k": 1 << 18, "1M": 1 << 20, "4M": 1 << 22, "16M": 1 << 24, "smoke": 1 << 17}
+PLANS_ONLY = ("224k", "256k")  # horizons with no baseline by protocol: the recipe planned for the next longer one
 POINTS = 32
 RESOLUTION = 0.05  # a crossing is bracketed to this share of its tokens (refined by a replay when the points are sparser)
 EVAL_WINDOWS = 256  # 32 batches of 8: 65,536 tokens of the tuning split per in-run evaluation

@@ -8,7 +8,7 @@ from pathlib import Path
 from gpt2lab.metrics.logger import read_metrics
 from gpt2lab.report.compare import curve_of, reach
 
-from .protocol import CONTENDERS, GOALS, HORIZONS, RESOLUTION, SEEDS, TOKENS_PER_STEP, parse_run_name, run_dir, steps_of
+from .protocol import CONTENDERS, GOALS, HORIZONS, PLANS_ONLY, RESOLUTION, SEEDS, TOKENS_PER_STEP, parse_run_name, run_dir, steps_of
 from .runs import finished, processor_of, threads_of_run
 from .scoring import checkpoints, crossing, score
 
@@ -58,6 +58,16 @@ def target_of(work: Path, horizon: str, cpus: str) -> tuple[float | None, list[P
     runs = list(finished_seeds(work, base_name, horizon).values()) if base_name else []
     finals = [score(work, checkpoints(r)[-1][1], cpus) for r in runs]
     return (sum(finals) / len(finals) if finals else None), runs
+
+
+def scored_against(work: Path, horizon: str, cpus: str) -> tuple[str | None, float | None, list[Path]]:
+    """The horizon whose target a contender's run of `horizon` is scored against, that target and its baseline
+    runs: its own; for a plan that has no baseline by protocol (224k, 256k), the next longer horizon that has
+    one, the table it is a shorter row of; (None, None, []) while that horizon's baseline has not finished."""
+    against = horizon if horizon not in PLANS_ONLY else min(
+        (h for h in HORIZONS if h not in (*PLANS_ONLY, "smoke") and HORIZONS[h] > HORIZONS[horizon]), key=HORIZONS.get)
+    target, base_runs = target_of(work, against, cpus)
+    return (against, target, base_runs) if target is not None else (None, None, [])
 
 
 def horizon_table(work: Path, horizon: str, cpus: str, recipe: str | None = None) -> dict | None:
