@@ -11,6 +11,8 @@ is one thread on CPU 1, as every 1M and 4M run; `--cpus 0,1` two threads, to bri
                                            # then checkpoints but the last to weights
   python bench/quality_lab.py thin RUN --final-only  # a full disk: the final checkpoint alone (scores stay cached)
   python bench/quality_lab.py restore      # a new machine: the committed runs' records back into the work folder
+  python bench/quality_lab.py rebuild RUN ... --cpus 1  # a restored one-thread run trained again bit for bit on its
+                                           # processor, checked against its records: its final checkpoint kept
   python bench/quality_lab.py queue baseline-lr0.0012@1M --precision fp32  # a CPU without bf16 units: fp32 twins
                                            # of lab runs, reported beside them (what bf16 changes), never in the tables
 Results: bench/results/quality_lab_<date>.json (and the runs' metrics under bench/results/quality_lab_runs/).
@@ -110,7 +112,7 @@ def thin(work: Path, names: list[str], cpus: str, final: bool = False, records: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["run", "queue", "report", "ngram", "score", "thin", "restore"])
+    parser.add_argument("what", choices=["run", "queue", "report", "ngram", "score", "thin", "restore", "rebuild"])
     parser.add_argument("names", nargs="*", help="run: a contender; queue: NAME@HORIZON[@SEED] ...")
     parser.add_argument("--horizon", default="1M", choices=list(HORIZONS))
     parser.add_argument("--seed", type=int, default=SEEDS[0])
@@ -158,6 +160,24 @@ def main() -> None:
         except ValueError as bad:
             parser.error(str(bad))
         thin(work, args.names, args.cpus, args.final_only, ROOT / "bench" / "results" / "quality_lab_runs")
+        return
+    elif args.what == "rebuild":  # restored runs' final checkpoints, trained again and checked bit for bit
+        from bench.lab.rebuild import RebuildError, check_rebuildable, final_checkpoint, rebuild
+
+        try:  # every run checked before any trains: a wrong processor or a typo stops here, not hours later
+            folders = run_folders(work, args.names) if args.names else []
+            for run in folders:
+                if final_checkpoint(run) is None:
+                    check_rebuildable(run, args.cpus)
+        except ValueError as bad:
+            parser.error(str(bad))
+        if not folders:
+            parser.error("rebuild: name the runs to rebuild (their folders under the work folder's runs/)")
+        for run in folders:
+            try:
+                print(f"{run.name}: final checkpoint {rebuild(work, run, args.cpus)}", flush=True)
+            except RebuildError as bad:
+                sys.exit(f"quality_lab: {bad}")
         return
     elif args.what == "restore":  # a new machine: the committed runs' records into the work folder
         names = restore(work)

@@ -39,3 +39,18 @@ def lab_with_runs(tmp_path):
     write_run(tmp_path, "speedrun-cpu", 1337, lambda s: 6 - 4 * s / STEPS, fast, clocks=(3.0, 2.0))
     write_run(tmp_path, "speedrun-cpu", 1338, lambda s: 6 - 4 * s / STEPS, {**fast, 112: 5.5}, clocks=(3.0, None))
     return tmp_path
+
+
+def micro_checkpoint(run, step):
+    """A real (micro) checkpoint of `run` at `step`, as gpt2lab saves it."""
+    import torch
+
+    from gpt2lab.checkpoint import save_checkpoint
+    from gpt2lab.config import build_config
+    from gpt2lab.model import GPT
+    from tests.helpers import MICRO_MODEL
+
+    cfg = build_config(sets=MICRO_MODEL)
+    model = GPT(cfg.model)
+    optimizer = torch.optim.AdamW(model.parameters())
+    return save_checkpoint(run, step, model, cfg, {"optimizer": optimizer.state_dict(), "moments": [torch.ones(1000)]})

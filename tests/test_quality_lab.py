@@ -11,7 +11,7 @@ import pytest
 
 from bench import lab, quality_lab
 from bench.lab.report import planned_for
-from tests.lab_records import STEPS, lab_with_runs, write_run
+from tests.lab_records import STEPS, lab_with_runs, micro_checkpoint, write_run
 
 @pytest.fixture
 def work(tmp_path):
@@ -342,21 +342,6 @@ def test_replay_spacing_and_run_names():
     assert lab.parse_run_name("speedrun-cpu+ve2+mwarm-1M-seed1337") == ("speedrun-cpu+ve2+mwarm", "1M", 1337)
     with pytest.raises(ValueError, match="not a lab run folder"):
         lab.parse_run_name("speedrun-cpu-4M")
-
-
-def micro_checkpoint(run, step):
-    """A real (micro) checkpoint of `run` at `step`, as gpt2lab saves it."""
-    import torch
-
-    from gpt2lab.checkpoint import save_checkpoint
-    from gpt2lab.config import build_config
-    from gpt2lab.model import GPT
-    from tests.helpers import MICRO_MODEL
-
-    cfg = build_config(sets=MICRO_MODEL)
-    model = GPT(cfg.model)
-    optimizer = torch.optim.AdamW(model.parameters())
-    return save_checkpoint(run, step, model, cfg, {"optimizer": optimizer.state_dict(), "moments": [torch.ones(1000)]})
 
 
 def test_thin_resolves_a_crossing_before_it_reduces_finished_runs_to_weights(work, monkeypatch):

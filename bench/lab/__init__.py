@@ -1,6 +1,7 @@
 """The CPU quality lab (version 2), in parts: protocol (what is compared, and how), data (the books and their word
 statistics), runs (training and records), scoring (checkpoints scored, crossings found), tables (one horizon's
-ratios), trend (the ratio's drift with the horizon), precision (fp32 twins: what the lab's bf16 changes) and report (JSON, plot, records).
+ratios), trend (the ratio's drift with the horizon), precision (fp32 twins: what the lab's bf16 changes), rebuild
+(a restored run's final checkpoint, trained again bit for bit) and report (JSON, plot, records).
 bench/quality_lab.py is its command line."""
 
 from .data import ngram_losses, prepare_data, split_books
