@@ -36,6 +36,9 @@ Protocol (fixed; every number in the JSON can be checked on its own):
   reference  unigram and bigram losses of the training text on the scoring split, beside every table
   resume     every run continues from its own latest checkpoint (gpt2lab train --resume); `report` reads whatever
              has finished; a stopped lab started again skips what is done
+  rebuild    a run restored from its records (its checkpoints stayed on another machine) gets its final checkpoint
+             back by training again on its processor, one thread, every loss checked equal to its records; one
+             from another processor is trained again under its name and replaces its record (a new measurement)
   precision  bf16 autocast on a CPU with AVX512-BF16 or AMX; elsewhere only fp32 twins of lab runs train
              (--precision fp32, folders NAME-HORIZON-seedSEED-fp32), reported beside their bf16 twins as a check
              of what bf16 changes (precision.py), never in the tables
